@@ -1,0 +1,101 @@
+"""The Prometheus adapter: HTTP API queries, plus safe PromQL templating.
+
+Never splice user text into PromQL: label values go through :func:`quote_label_value`, metric and
+label names through :func:`validate_name`, durations through :func:`validate_duration`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from flows.common.errors import BackendUnavailable, BadInput
+
+_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+_DURATION = re.compile(r"^(\d+(ms|s|m|h|d|w|y))+$")
+
+
+def validate_name(name: str) -> str:
+    if not _NAME.match(name or ""):
+        raise BadInput(f"invalid Prometheus metric/label name {name!r}")
+    return name
+
+
+def validate_duration(d: str) -> str:
+    if not _DURATION.match(d or ""):
+        raise BadInput(f"invalid Prometheus duration {d!r} (expected e.g. 30s, 5m)")
+    return d
+
+
+def quote_label_value(value: str) -> str:
+    """A PromQL string literal for ``value`` (double-quoted, escaped)."""
+    if "\n" in value or "\r" in value or "\x00" in value:
+        raise BadInput(f"invalid label value {value!r}: control characters")
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+@dataclass
+class Sample:
+    labels: dict[str, str]
+    value: float  # NaN stays NaN: callers must treat it as "no data", never as a pass
+
+
+class PrometheusClient:
+    def __init__(self, url: str, *, timeout_s: float = 10.0, bearer_token: str | None = None) -> None:
+        self.url = url.rstrip("/")
+        headers = {"Authorization": f"Bearer {bearer_token}"} if bearer_token else {}
+        self._http = httpx.Client(timeout=timeout_s, headers=headers)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> PrometheusClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _get(self, path: str, params: dict[str, Any]) -> Any:
+        try:
+            r = self._http.get(f"{self.url}{path}", params=params)
+        except httpx.HTTPError as exc:
+            raise BackendUnavailable(f"Prometheus at {self.url} unreachable: {exc}") from exc
+        try:
+            body = r.json()
+        except ValueError:
+            raise BackendUnavailable(f"Prometheus at {self.url}: HTTP {r.status_code}, not JSON") from None
+        if body.get("status") != "success":
+            if r.status_code == 400:
+                raise BadInput(f"PromQL rejected: {body.get('error', r.text)}")
+            raise BackendUnavailable(f"Prometheus at {self.url}: {body.get('error', r.status_code)}")
+        return body["data"]
+
+    def ready(self) -> bool:
+        try:
+            return self._http.get(f"{self.url}/-/ready").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def query(self, promql: str, *, at: float | None = None) -> list[Sample]:
+        params: dict[str, Any] = {"query": promql}
+        if at is not None:
+            params["time"] = at
+        data = self._get("/api/v1/query", params)
+        if data["resultType"] == "scalar":
+            return [Sample({}, _f(data["result"][1]))]
+        return [Sample(r["metric"], _f(r["value"][1])) for r in data["result"]]
+
+    def query_range(self, promql: str, start: float, end: float, step: float) -> list[tuple[dict, list[tuple[float, float]]]]:
+        data = self._get("/api/v1/query_range", {"query": promql, "start": start, "end": end, "step": step})
+        return [(r["metric"], [(float(t), _f(v)) for t, v in r["values"]]) for r in data["result"]]
+
+
+def _f(v: str) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan

@@ -1,0 +1,147 @@
+"""The thin Prefect shell: one place that decides whether we talk to a Prefect API.
+
+Deployments and ``inferops`` subcommands run the *same* flow functions. When ``PREFECT_API_URL``
+points at a server, a flow call is a real Prefect flow run (recorded, visible in the UI). When no
+server is configured, a CLI call must not spin up Prefect's temporary server (seconds per call,
+bad for cron and CI), so :func:`run_flow` calls the flow's function directly with tasks executed
+inline ("offline"). Offline runs keep retries, logging goes to stderr, artifacts and events are
+logged locally instead of being sent.
+
+Pipelines use:
+
+* ``@ops_task(...)`` instead of ``@task`` (a ``prefect.Task`` subclass, so deployments see a
+  normal task);
+* ``get_logger()`` instead of ``get_run_logger()``;
+* ``run_flow(flow, **params)`` from the CLI;
+* ``flows.common.artifacts`` for artifacts and events.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from prefect import Task
+from prefect.context import FlowRunContext, TaskRunContext
+
+R = TypeVar("R")
+
+_OFFLINE: contextvars.ContextVar[bool] = contextvars.ContextVar("inferops_offline", default=False)
+log = logging.getLogger("inferops")
+
+
+def api_configured() -> bool:
+    """True when a Prefect API URL is configured (env, profile or test harness)."""
+    from prefect.settings import get_current_settings
+
+    return bool(get_current_settings().api.url)
+
+
+def is_offline() -> bool:
+    return _OFFLINE.get()
+
+
+@contextmanager
+def offline() -> Iterator[None]:
+    token = _OFFLINE.set(True)
+    try:
+        yield
+    finally:
+        _OFFLINE.reset(token)
+
+
+class _DoneFuture:
+    """What ``.submit()`` returns offline: the work already ran inline."""
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self._exc: BaseException | None = None
+        self._value: Any = None
+        try:
+            self._value = fn()
+        except Exception as exc:  # surfaced on .result(), like a PrefectFuture
+            self._exc = exc
+
+    def result(self, raise_on_failure: bool = True, timeout: float | None = None) -> Any:
+        if self._exc is not None and raise_on_failure:
+            raise self._exc
+        return self._exc if self._exc is not None else self._value
+
+    def wait(self, timeout: float | None = None) -> None:
+        return None
+
+
+class OpsTask(Task):
+    """A Prefect task that runs inline, with the same retries, when no Prefect API is configured."""
+
+    def _run_offline(self, args: tuple, kwargs: dict) -> Any:
+        attempts = int(self.retries or 0) + 1
+        delays = self.retry_delay_seconds
+        for attempt in range(1, attempts + 1):
+            try:
+                return self.fn(*args, **kwargs)
+            except Exception as exc:
+                retry_ok = attempt < attempts
+                if retry_ok and self.retry_condition_fn is not None:
+                    retry_ok = False  # Prefect-specific predicate needs a task run; fail fast
+                if not retry_ok:
+                    raise
+                delay = delays[attempt - 1] if isinstance(delays, list | tuple) else (delays or 0)
+                log.warning("task %s failed (%s); retry %d/%d in %ss", self.name, exc, attempt,
+                            attempts - 1, delay)
+                time.sleep(float(delay))
+        raise AssertionError("unreachable")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        if is_offline():
+            return self._run_offline(args, kwargs)
+        return super().__call__(*args, **kwargs)
+
+    def submit(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        if is_offline():
+            return _DoneFuture(lambda: self._run_offline(args, kwargs))
+        return super().submit(*args, **kwargs)
+
+    def map(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        if is_offline():
+            iterables = [a for a in args]
+            keys = list(kwargs)
+            n = len(iterables[0]) if iterables else len(kwargs[keys[0]])
+            return [
+                _DoneFuture(lambda i=i: self._run_offline(tuple(a[i] for a in iterables),
+                                                          {k: kwargs[k][i] for k in keys}))
+                for i in range(n)
+            ]
+        return super().map(*args, **kwargs)
+
+
+def ops_task(__fn: Callable[..., R] | None = None, **options: Any) -> Any:
+    """Drop-in for ``@task`` / ``@task(...)`` returning an :class:`OpsTask`."""
+
+    def decorate(fn: Callable[..., R]) -> OpsTask:
+        return OpsTask(fn=fn, **options)
+
+    return decorate(__fn) if __fn is not None else decorate
+
+
+def get_logger() -> logging.Logger | logging.LoggerAdapter:
+    """The Prefect run logger inside a run, else the ``inferops`` std logger."""
+    if not is_offline() and (FlowRunContext.get() or TaskRunContext.get()):
+        from prefect.logging import get_run_logger
+
+        return get_run_logger()
+    return log
+
+
+def run_flow(flow_obj: Any, **params: Any) -> Any:
+    """Run a flow the way the CLI should: recorded when an API is configured, inline otherwise."""
+    if api_configured() and os.environ.get("INFEROPS_OFFLINE", "") not in ("1", "true"):
+        return flow_obj(**params)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    with offline():
+        return flow_obj.fn(**params)
