@@ -1,0 +1,99 @@
+"""Idle capacity discovery: the Kubernetes API (allocatable minus requested GPUs) and DCGM metrics.
+
+A GPU is idle when Kubernetes has it free *and* DCGM saw it quiet (low utilisation, little frame
+buffer in use) over the lookback. Nodes that one source cannot see are noted, never skipped silently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+from flows.common.prom import PrometheusClient, quote_label_value, validate_duration, validate_name
+from flows.idle_gpu.manifest import GPU
+from flows.idle_gpu.models import NodeCapacity
+
+PRODUCT_LABEL = "nvidia.com/gpu.product"  # set by NVIDIA GPU feature discovery
+
+
+def _gpus(resources: Any, field: str) -> int:
+    values = getattr(resources, field, None) or {} if resources is not None else {}
+    return int(str(values.get(GPU, "0")) or 0)
+
+
+def pod_gpu_request(pod: Any) -> int:
+    """Effective GPU request: max(sum over containers, largest init container); limits if no request."""
+    def one(c: Any) -> int:
+        return _gpus(c.resources, "requests") or _gpus(c.resources, "limits")
+
+    main = sum(one(c) for c in pod.spec.containers or [])
+    init = max((one(c) for c in pod.spec.init_containers or []), default=0)
+    return max(main, init)
+
+
+def kube_nodes(core: Any, product_label: str = PRODUCT_LABEL) -> tuple[list[NodeCapacity], list[str]]:
+    """GPU nodes with allocatable, requested and free GPUs (free = allocatable - requested)."""
+    notes: list[str] = []
+    requested: dict[str, int] = {}
+    for pod in core.list_pod_for_all_namespaces().items:
+        if pod.spec.node_name and (pod.status.phase or "Pending") not in ("Succeeded", "Failed"):
+            requested[pod.spec.node_name] = requested.get(pod.spec.node_name, 0) + pod_gpu_request(pod)
+    nodes = []
+    for n in core.list_node().items:
+        alloc = int(str((n.status.allocatable or {}).get(GPU, "0")))
+        if alloc <= 0:
+            continue
+        name = n.metadata.name
+        ready = any(c.type == "Ready" and c.status == "True" for c in n.status.conditions or [])
+        if n.spec.unschedulable or not ready:
+            notes.append(f"node {name}: {'cordoned' if n.spec.unschedulable else 'not Ready'}, not used")
+            continue
+        req = min(alloc, requested.get(name, 0))
+        nodes.append(NodeCapacity(name=name, product=(n.metadata.labels or {}).get(product_label, "unknown"),
+                                  allocatable=alloc, requested=req, idle=alloc - req))
+    return nodes, notes
+
+
+def dcgm_idle_gpus(prom: PrometheusClient, *, lookback: str = "15m", util_below: float = 10.0,
+                   fb_used_below_mib: float = 1024.0, node_label: str = "Hostname") -> dict[str, int]:
+    """Per node, GPUs whose utilisation and frame-buffer use stayed low over the whole lookback."""
+    lb, nl = validate_duration(lookback), validate_name(node_label)
+    q = (f"count by ({nl}) ((max_over_time(DCGM_FI_DEV_GPU_UTIL[{lb}]) < {float(util_below)!r})"
+         f" and on ({nl}, UUID) (max_over_time(DCGM_FI_DEV_FB_USED[{lb}]) < {float(fb_used_below_mib)!r}))")
+    idle = {s.labels.get(nl, ""): int(s.value) for s in prom.query(q) if s.value == s.value}
+    seen = prom.query(f"count by ({nl}) (DCGM_FI_DEV_GPU_UTIL)")
+    return {s.labels.get(nl, ""): idle.get(s.labels.get(nl, ""), 0) for s in seen}
+
+
+def combine(nodes: Iterable[NodeCapacity], dcgm: dict[str, int] | None) -> tuple[list[NodeCapacity], list[str]]:
+    """Idle = min(free in Kubernetes, quiet in DCGM). Without DCGM data for a node, it has none idle."""
+    out, notes = [], []
+    for n in nodes:
+        if dcgm is None:
+            out.append(n)
+            continue
+        if n.name not in dcgm:
+            notes.append(f"node {n.name}: no DCGM metrics, not used")
+            out.append(n.model_copy(update={"idle": 0}))
+            continue
+        out.append(n.model_copy(update={"idle": min(n.idle, dcgm[n.name])}))
+    return out, notes
+
+
+def demand_query(batch_namespace: str, util_at_least: float) -> str:
+    """GPUs busy with anything but offline batch work (0/1 per GPU, summed: 0 is data, not absence)."""
+    return (f"sum(DCGM_FI_DEV_GPU_UTIL{{namespace!={quote_label_value(batch_namespace)}}}"
+            f" >= bool {float(util_at_least)!r})")
+
+
+def demand_history(prom: PrometheusClient, query: str, window_start: datetime, window_end: datetime,
+                   nights: int, step_s: int) -> list[tuple[float, float]]:
+    """The demand series over the same clock hours of the last ``nights`` nights."""
+    points: list[tuple[float, float]] = []
+    for k in range(1, nights + 1):
+        s, e = window_start - timedelta(days=k), window_end - timedelta(days=k)
+        for _labels, values in prom.query_range(query, s.timestamp(), e.timestamp(), step_s):
+            points.extend(values)
+    return points
+
