@@ -1,0 +1,72 @@
+# inferops — the README's interface.  `make demo` and `make test` work on a fresh machine.
+SHELL := /bin/bash
+.ONESHELL:
+.DEFAULT_GOAL := help
+
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.inferops-installed
+# Debian packages the tests and demo need (binary -> package)
+APT_PKGS := prometheus debootstrap iproute2 openssh-client kubernetes-client
+APT_BINS := prometheus debootstrap ip ssh kubectl
+PYTEST_ARGS ?=
+
+.PHONY: help setup apt demo up test deploy bench lint image clean
+
+help:
+	@echo "make demo    run every pipeline once on embedded local defaults (results in demo-output/)"
+	@echo "make test    run the whole test suite against real local services"
+	@echo "make up      local Prefect server + UI on http://127.0.0.1:4200, pools, deployments and a worker"
+	@echo "make deploy  create/update work pools and deploy everything to \$$PREFECT_API_URL"
+	@echo "make bench   run every benchmark in benchmarks/"
+	@echo "make lint    ruff + ansible-lint"
+	@echo "make image   build the flow-runner images (needs a Docker engine)"
+
+setup: apt $(STAMP)
+
+# Debian packages: installed when root, otherwise the exact command is printed.
+apt:
+	@missing=""; pkgs=($(APT_PKGS)); bins=($(APT_BINS))
+	for i in "$${!bins[@]}"; do command -v "$${bins[$$i]}" >/dev/null 2>&1 || missing="$$missing $${pkgs[$$i]}"; done
+	if [ -n "$$missing" ]; then
+	  if [ "$$(id -u)" = 0 ]; then
+	    echo "setup: apt-get install -y$$missing"
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null
+	  else
+	    echo "setup: missing Debian packages; run: sudo apt-get install -y$$missing" >&2
+	  fi
+	fi
+
+$(STAMP): pyproject.toml
+	@set -e
+	[ -x $(BIN)/python ] || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip uv
+	$(BIN)/uv pip install --python $(BIN)/python -q -e '.[dev]'
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/inferops demo
+
+up: setup
+	$(BIN)/python -m flows.common.localstack
+
+test: setup
+	$(BIN)/pytest tests $(PYTEST_ARGS)
+
+deploy: setup
+	PREFECT=$(BIN)/prefect deploy/prefect/deploy.sh
+
+bench: setup
+	@set -e; for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b --json; done
+
+lint: setup
+	$(BIN)/ruff check flows model_build tests benchmarks deploy
+	$(BIN)/ansible-lint --profile production playbooks
+
+image:
+	docker build -f deploy/docker/Dockerfile -t inferops/flow-runner:dev .
+	docker build -f deploy/docker/Dockerfile.gpu -t inferops/flow-runner-gpu:dev .
+
+clean:
+	rm -rf demo-output .pytest_cache
