@@ -12,7 +12,6 @@ import importlib
 import os
 import sys
 
-import click
 import typer
 
 from flows.common.errors import InferopsError
@@ -88,15 +87,9 @@ def main(argv: list[str] | None = None) -> None:
     debug = os.environ.get("INFEROPS_DEBUG") in ("1", "true")
     try:
         app = build_app(wanted)
-        rc = app(args=argv, prog_name="inferops", standalone_mode=False)
-        if isinstance(rc, int) and rc:
-            sys.exit(rc)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except (click.exceptions.Abort, KeyboardInterrupt):
+        # standalone mode: click/typer print usage errors (exit 2) and turn Exit into SystemExit
+        app(args=argv, prog_name="inferops")
+    except KeyboardInterrupt:
         print("inferops: aborted", file=sys.stderr)
         sys.exit(130)
     except InferopsError as exc:
@@ -110,7 +103,6 @@ def main(argv: list[str] | None = None) -> None:
         print(f"inferops: internal error: {type(exc).__name__}: {' '.join(str(exc).split())} "
               "(INFEROPS_DEBUG=1 for a traceback)", file=sys.stderr)
         sys.exit(1)
-    sys.exit(0)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,80 @@
+"""Settings, typed errors, PromQL quoting, S3 URI parsing, the offline runtime and the CLI shell."""
+
+import math
+
+import pytest
+from pydantic import SecretStr
+
+from flows.common.errors import BadInput, GateFailed, InferopsError
+from flows.common.prom import quote_label_value, validate_duration, validate_name
+from flows.common.s3 import parse_s3_uri, validate_region
+from flows.common.settings import InferopsSettings
+
+
+def test_settings_env_overrides_toml(tmp_path, monkeypatch):
+    toml = tmp_path / "inferops.toml"
+    toml.write_text('inventory = "inventories/staging/hosts.yml"\n[prometheus]\nurl = "http://p:9090"\n'
+                    'bearer_token = "s3cr3t"\n[s3]\nbackup_region = "eu-central-1"\n')
+    monkeypatch.setenv("INFEROPS_CONFIG", str(toml))
+    monkeypatch.setenv("INFEROPS_S3__BACKUP_REGION", "ap-south-1")
+    s = InferopsSettings()
+    assert s.inventory == "inventories/staging/hosts.yml"
+    assert s.prometheus.url == "http://p:9090"
+    assert s.s3.backup_region == "ap-south-1"  # env beats the file
+    assert isinstance(s.prometheus.bearer_token, SecretStr)
+    assert "s3cr3t" not in repr(s) and "s3cr3t" not in str(s.redacted())
+
+
+def test_errors_are_one_line_with_codes():
+    e = BadInput("bad\n  thing\there")
+    assert str(e) == "bad thing here" and e.exit_code == 2
+    assert GateFailed("x").exit_code == 3
+    assert InferopsError("y", exit_code=7).exit_code == 7
+
+
+@pytest.mark.parametrize("value,expected", [
+    ("canary", '"canary"'), ('a"b', '"a\\"b"'), ("a\\b", '"a\\\\b"'), ('x"} or vector(1) #', '"x\\"} or vector(1) #"'),
+])
+def test_promql_label_values_are_quoted(value, expected):
+    assert quote_label_value(value) == expected
+
+
+def test_promql_names_and_durations_are_validated():
+    assert validate_name("nv_inference_request_success") == "nv_inference_request_success"
+    for bad in ("", "a b", "x{y}", "1abc", 'up"'):
+        with pytest.raises(BadInput):
+            validate_name(bad)
+    assert validate_duration("5m") == "5m" and validate_duration("1h30m") == "1h30m"
+    with pytest.raises(BadInput):
+        validate_duration("5 minutes")
+    with pytest.raises(BadInput):
+        quote_label_value("a\nb")
+
+
+def test_s3_uri_and_region_validation():
+    u = parse_s3_uri("s3://logs-backup/prod/eu/")
+    assert (u.bucket, u.prefix, u.key("a/b.log")) == ("logs-backup", "prod/eu", "prod/eu/a/b.log")
+    assert parse_s3_uri("s3://bucket").key("x") == "x"
+    for bad in ("logs/backup", "s3://", "s3://Bad_Bucket/x", "http://b/x"):
+        with pytest.raises(BadInput):
+            parse_s3_uri(bad)
+    assert validate_region("eu-west-1") == "eu-west-1"
+    assert validate_region("us-gov-west-1") == "us-gov-west-1"
+    for bad in ("mars-north-1", "eu-west", "EU-WEST-1", ""):
+        with pytest.raises(BadInput):
+            validate_region(bad)
+
+
+def test_cli_help_and_unknown_command(run_cli):
+    r = run_cli("--help")
+    assert r.returncode == 0
+    for group in ("model", "canary", "idle-gpu", "backup", "drbd", "cost", "bootstrap", "doctor"):
+        assert group in r.stdout
+    r = run_cli("no-such-command")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
+def test_nan_is_not_a_number_we_trust():
+    from flows.common.prom import _f
+
+    assert math.isnan(_f("NaN")) and math.isnan(_f("garbage")) and _f("1.5") == 1.5
