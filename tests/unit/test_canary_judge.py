@@ -1,0 +1,82 @@
+"""The judge: thresholds, Mann-Whitney classes with tolerance, and no data never passing."""
+
+import math
+
+import numpy as np
+import pytest
+
+from flows.canary.judge import StepTracker, classify, judge_interval, judge_metric
+from flows.canary.models import CanaryPolicy, Classification, Verdict
+
+P = CanaryPolicy(failure_limit=2, inconclusive_limit=2, intervals_per_step=3)
+rng = np.random.default_rng(7)
+
+
+def kw(**k):
+    return dict(tolerance=0.25, confidence=0.95, floor=0.01) | k
+
+
+def test_same_distribution_passes_shifted_is_high_or_low():
+    base = rng.normal(0.2, 0.01, 20)
+    assert classify(rng.normal(0.2, 0.01, 20), base, **kw())[0] is Classification.passed
+    cls, p = classify(rng.normal(0.4, 0.01, 20), base, **kw())
+    assert cls is Classification.high and p < 0.01
+    assert classify(rng.normal(0.1, 0.01, 20), base, **kw())[0] is Classification.low
+
+
+def test_significant_but_within_tolerance_is_pass():
+    base = rng.normal(1.0, 0.005, 20)
+    cls, p = classify(base + 0.1, base, **kw())  # 10 % slower, tolerance 25 %
+    assert p < 0.01 and cls is Classification.passed
+
+
+@pytest.mark.parametrize("canary,baseline", [
+    ([], [0.1] * 5), ([0.1] * 5, []), ([math.nan] * 5, [0.1] * 5), ([0.1, 0.1], [0.1] * 5),
+])
+def test_too_few_or_nan_samples_are_nodata(canary, baseline):
+    assert classify(canary, baseline, **kw()) == (Classification.nodata, None)
+
+
+def test_zero_baseline_uses_the_floor():
+    assert classify([0.0] * 5, [0.0] * 5, **kw())[0] is Classification.passed
+    assert classify([0.05] * 5, [0.0] * 5, **kw())[0] is Classification.high
+
+
+def metric(c_now, b_now, c_all=None, b_all=None, threshold=0.05, error=None):
+    return judge_metric("error_rate", interval_canary=c_now, interval_baseline=b_now,
+                        step_canary=c_now if c_all is None else c_all,
+                        step_baseline=b_now if b_all is None else b_all, threshold=threshold, policy=P, error=error)
+
+
+def test_threshold_breach_fails_even_without_baseline():
+    r = metric([0.2] * 5, [])
+    assert r.verdict is Verdict.failed and "threshold" in r.reason and r.canary == pytest.approx(0.2)
+
+
+def test_interval_without_data_is_inconclusive_even_with_earlier_samples():
+    r = metric([math.nan] * 5, [0.0] * 5, c_all=[0.0] * 10, b_all=[0.0] * 10)
+    assert r.verdict is Verdict.inconclusive and r.canary is None
+
+
+def test_prometheus_error_is_inconclusive():
+    r = metric([], [], error="Prometheus at http://x unreachable")
+    assert r.verdict is Verdict.inconclusive and "unreachable" in r.reason
+
+
+def test_interval_verdict_precedence():
+    ok, bad, unsure = metric([0.0] * 5, [0.0] * 5), metric([0.2] * 5, [0.0] * 5), metric([], [])
+    assert judge_interval(5, 1, [ok, ok]).verdict is Verdict.passed
+    assert judge_interval(5, 1, [ok, unsure]).verdict is Verdict.inconclusive
+    assert judge_interval(5, 1, [unsure, bad]).verdict is Verdict.failed
+    assert judge_interval(5, 1, []).verdict is Verdict.inconclusive
+
+
+def test_step_tracker_limits():
+    ok, bad, unsure = (judge_interval(5, 1, [m]) for m in
+                       (metric([0.0] * 5, [0.0] * 5), metric([0.2] * 5, [0.0] * 5), metric([], [])))
+    t = StepTracker(P)
+    assert [t.add(r) for r in (ok, bad, ok, ok)] == [None, None, None, Verdict.passed]
+    t = StepTracker(P)
+    assert [t.add(r) for r in (bad, ok, bad)] == [None, None, Verdict.failed]
+    t = StepTracker(P)
+    assert [t.add(r) for r in (unsure, unsure)] == [None, Verdict.inconclusive]
