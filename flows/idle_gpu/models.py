@@ -98,6 +98,9 @@ class PlanPolicy(BaseModel):
                                 description="SIGTERM grace at preemption/stop; keep under 30 s")
     runtime_margin: float = Field(1.1, ge=1.0, le=3.0,
                                   description="estimated hours are multiplied by this when packing")
+    tail_segments: bool = Field(True, description="let a checkpointable job that cannot finish tonight run "
+                                                  "until the window closes, then stop at a checkpoint")
+    min_segment_minutes: int = Field(20, ge=1, description="shortest such tail segment worth starting")
 
 
 class Outcome(StrEnum):

@@ -8,7 +8,9 @@ Time is cut into slots. Each job needs ``gpus`` GPUs on one node for its estimat
   so that tonight's expected inference growth finds free GPUs without preempting anything.
 
 Jobs go in order (priority, then larger GPU-hours first) to the earliest slot where they fit, on
-the node that they fill best (least fragmentation). The run loop re-plans at every tick from the
+the node that they fill best (least fragmentation). A checkpointable job that cannot finish before
+the window closes may get a *tail segment* instead: it runs until the window closes and is stopped
+there at a checkpoint (``partial``), resuming another night. The run loop re-plans at every tick from the
 live cluster and submits what starts now; the benchmark does the same against its simulator.
 """
 
@@ -41,6 +43,7 @@ class Placement:
     gpus: int
     start: datetime
     end: datetime  # planned end, runtime margin included
+    partial: bool = False  # a checkpointable job's tail segment: stopped at the window's end
 
     @property
     def gpu_hours(self) -> float:
@@ -77,7 +80,7 @@ class Plan:
             "fill_ratio": round(self.planned_gpu_hours / self.idle_gpu_hours, 4) if self.idle_gpu_hours else 0.0,
             "placements": [
                 {"job": p.job, "node": p.node, "gpus": p.gpus, "start": p.start.isoformat(),
-                 "end": p.end.isoformat()} for p in self.placements],
+                 "end": p.end.isoformat(), "partial": p.partial} for p in self.placements],
             "unplaced": [{"job": u.job, "reason": u.reason} for u in self.unplaced],
         }
 
@@ -117,13 +120,24 @@ def pack(jobs: Sequence[OfflineJob], capacity: CapacitySnapshot, window_start: d
     largest = int(free.max()) if free.size else 0
     remaining_hours = remaining_hours or {}
 
+    tails: list[tuple[OfflineJob, int, int]] = []
+
+    def place(job: OfflineJob, s: int, n: int, length: int, partial: bool) -> None:
+        used[n, s:s + length] += job.gpus
+        used_fleet[s:s + length] += job.gpus
+        start = t0 + timedelta(seconds=s * slot)
+        plan.placements.append(Placement(job.name, names[n], job.gpus, start,
+                                         start + timedelta(seconds=length * slot), partial=partial))
+
     for job in order_jobs(jobs):
         hours = remaining_hours.get(job.name, job.estimated_hours)
         d = max(1, math.ceil(hours * 3600 * policy.runtime_margin / slot))
         limit = n_slots
         if job.deadline is not None:
             limit = min(limit, int((job.deadline - t0).total_seconds() // slot))
-        if d > limit:
+        tail_ok = job.checkpointable and policy.tail_segments and limit == n_slots
+        d_min = min(d, max(1, math.ceil(policy.min_segment_minutes * 60 / slot)))
+        if (d_min if tail_ok else d) > limit:
             why = "deadline" if job.deadline is not None and limit < n_slots else "window end"
             plan.unplaced.append(Unplaced(job.name, f"needs {hours * policy.runtime_margin:.2f} h, "
                                                     f"only {max(limit, 0) * slot / 3600:.2f} h left before the {why}"))
@@ -132,22 +146,54 @@ def pack(jobs: Sequence[OfflineJob], capacity: CapacitySnapshot, window_start: d
             plan.unplaced.append(Unplaced(job.name, f"needs {job.gpus} GPUs on one node; "
                                                     f"the most idle on a node is {largest}"))
             continue
-        node_min = sliding_window_view(free[:, :limit] - used[:, :limit], d, axis=1).min(axis=2)
-        fleet_min = sliding_window_view(cap[:limit] - used_fleet[:limit], d).min(axis=1)
-        ok = (node_min >= job.gpus) & (fleet_min >= job.gpus)[None, :]
-        starts = np.flatnonzero(ok.any(axis=0))
-        if starts.size == 0:
+        s = None
+        if d <= limit:
+            s, n = _first_fit(free[:, :limit] - used[:, :limit], cap[:limit] - used_fleet[:limit], job.gpus, d)
+        if s is not None:
+            place(job, s, n, d, partial=False)
+        elif tail_ok:
+            tails.append((job, d, d_min))
+        else:
             plan.unplaced.append(Unplaced(job.name, "no idle capacity long enough before the window closes"))
-            continue
-        s = int(starts[0])
-        fits = np.flatnonzero(ok[:, s])
-        n = int(fits[np.argmin(node_min[fits, s])])  # best fit: the tightest node that fits
-        used[n, s:s + d] += job.gpus
-        used_fleet[s:s + d] += job.gpus
-        start = t0 + timedelta(seconds=s * slot)
-        plan.placements.append(Placement(job.name, names[n], job.gpus, start,
-                                         start + timedelta(seconds=d * slot)))
+
+    # second pass: checkpointable jobs that cannot finish tonight fill what whole jobs left over
+    for job, d, d_min in tails:
+        s, n = _tail_fit(free - used, cap - used_fleet, job.gpus, d, d_min)
+        if s is None:
+            plan.unplaced.append(Unplaced(job.name, "no idle capacity long enough before the window closes"))
+        else:
+            place(job, s, n, n_slots - s, partial=True)
     return plan
+
+
+def _first_fit(node_slack: np.ndarray, fleet_slack: np.ndarray, gpus: int, d: int) -> tuple[int | None, int]:
+    """Earliest start with ``gpus`` free for ``d`` slots on one node and in the fleet; best-fit node."""
+    node_min = sliding_window_view(node_slack, d, axis=1).min(axis=2)
+    fleet_min = sliding_window_view(fleet_slack, d).min(axis=1)
+    ok = (node_min >= gpus) & (fleet_min >= gpus)[None, :]
+    starts = np.flatnonzero(ok.any(axis=0))
+    if starts.size == 0:
+        return None, 0
+    s = int(starts[0])
+    fits = np.flatnonzero(ok[:, s])
+    return s, int(fits[np.argmin(node_min[fits, s])])
+
+
+def _tail_fit(node_slack: np.ndarray, fleet_slack: np.ndarray, gpus: int, d: int,
+              d_min: int) -> tuple[int | None, int]:
+    """Earliest start of a segment from there to the end (shorter than ``d``, at least ``d_min``)."""
+    limit = fleet_slack.size
+    node_suffix = np.minimum.accumulate(node_slack[:, ::-1], axis=1)[:, ::-1]
+    fleet_suffix = np.minimum.accumulate(fleet_slack[::-1])[::-1]
+    ok = (node_suffix >= gpus) & (fleet_suffix >= gpus)[None, :]
+    ok[:, :max(0, limit - d + 1)] = False  # a full run would fit there: not a tail
+    ok[:, max(0, limit - d_min + 1):] = False  # too short to be worth it
+    starts = np.flatnonzero(ok.any(axis=0))
+    if starts.size == 0:
+        return None, 0
+    s = int(starts[0])
+    fits = np.flatnonzero(ok[:, s])
+    return s, int(fits[np.argmin(node_suffix[fits, s])])
 
 
 def _fleet_cap(capacity: CapacitySnapshot, t0: datetime, window_start: datetime, n_slots: int, slot: int,

@@ -218,3 +218,22 @@ def test_pack_is_fast_enough_for_a_real_queue():
     plan = pack(jobs, cap, ws, we, PlanPolicy(), now=ws)
     _check_invariants(plan, cap, jobs, PlanPolicy(), we)
     assert plan.planned_gpu_hours / plan.idle_gpu_hours > 0.9
+
+
+def test_checkpointable_jobs_fill_the_tail_and_stop_at_the_window_end():
+    ws, we = datetime(2026, 11, 28, 1, tzinfo=UTC), datetime(2026, 11, 28, 3, tzinfo=UTC)
+    policy = PlanPolicy(slot_seconds=60, grace_period_s=30, runtime_margin=1.0, min_segment_minutes=20)
+    jobs = [job("first", hours=1.5), job("backfill", hours=5, checkpointable=True),
+            job("eval", hours=5), job("late", hours=5, checkpointable=True)]
+    plan = pack(jobs, snap(1), ws, we, policy, now=ws)
+    placed = {p.job: p for p in plan.placements}
+    assert placed["first"].start == ws and not placed["first"].partial
+    tail = placed["backfill"]  # runs the last ~29 minutes, until the window end minus the grace period
+    assert tail.partial and tail.start == ws + timedelta(hours=1.5) and tail.end == we - timedelta(seconds=60)
+    assert {u.job for u in plan.unplaced} == {"eval", "late"}  # not checkpointable / no room left
+    short = pack([job("b", hours=5, checkpointable=True)], snap(1), ws, we, policy,
+                 now=we - timedelta(minutes=15))
+    assert not short.placements and "window end" in short.unplaced[0].reason  # under 20 minutes left
+    off = pack([job("b", hours=5, checkpointable=True)], snap(1), ws, we,
+               policy.model_copy(update={"tail_segments": False}), now=ws)
+    assert not off.placements
