@@ -1,0 +1,110 @@
+"""Collection: one SSH round trip per host runs DRBD's own tools with fallbacks, and captures.
+
+The remote probe is a fixed POSIX-sh script (no user input reaches it): it lists split-brain
+handler markers, then tries ``drbdsetup status --json`` → ``drbdadm status`` → ``cat /proc/drbd``
+and prints the first that succeeds after a ``@@inferops-source`` line. Every host comes back as
+reports: unreachable, DRBD-less or unparseable hosts as UNKNOWN with the reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from flows.common.inventory import Host
+from flows.common.ssh import CommandResult, run_many
+from flows.drbd_health.models import DrbdPolicy, ResourceReport
+from flows.drbd_health.parse import ParseError, parse
+from flows.drbd_health.rules import evaluate, unknown_report
+
+SPLIT_BRAIN_DIR = "/var/run/drbd/splitbrain"
+MARK_PREFIX = "drbd-split-brain-detected-"
+SOURCES = {"drbdsetup-json": "json", "drbdadm-status": "drbdadm", "proc-drbd": "proc"}
+
+PROBE = f"""
+for m in {SPLIT_BRAIN_DIR}/{MARK_PREFIX}*; do [ -e "$m" ] && echo "@@inferops-mark ${{m##*/}}"; done
+try() {{ src=$1; shift
+  if out=$("$@" 2>&1); then echo "@@inferops-source $src"; printf '%s\\n' "$out"; exit 0; fi
+  echo "@@inferops-failed $src: $(printf '%s' "$out" | head -n 1 | cut -c 1-160)"; }}
+try drbdsetup-json drbdsetup status --json
+try drbdadm-status drbdadm status
+try proc-drbd cat /proc/drbd
+exit 3
+"""
+
+
+@dataclass
+class HostOutput:
+    """What one host (or one capture file) gave us, before the rules."""
+
+    host: str
+    source: str = ""  # drbdsetup-json | drbdadm-status | proc-drbd | input:FILE
+    text: str = ""
+    error: str | None = None
+    marks: set[str] = field(default_factory=set)  # marker file names
+
+
+def split_probe_output(r: CommandResult) -> HostOutput:
+    """Turn the probe's stdout into a :class:`HostOutput`."""
+    out = HostOutput(host=r.host)
+    if r.error is not None:
+        out.error = f"unreachable: {r.error}"
+        return out
+    lines = r.stdout.splitlines()
+    failures = []
+    for i, line in enumerate(lines):
+        if line.startswith("@@inferops-mark "):
+            out.marks.add(line.split(" ", 1)[1].strip())
+        elif line.startswith("@@inferops-failed "):
+            failures.append(line.split(" ", 1)[1].strip())
+        elif line.startswith("@@inferops-source "):
+            out.source = line.split(" ", 1)[1].strip()
+            out.text = "\n".join(lines[i + 1:])
+            return out
+        else:
+            break
+    out.error = ("no DRBD: " + "; ".join(failures)) if failures else \
+        f"probe failed (exit {r.exit_status}): {(r.stderr or r.stdout).strip()[:160]!r}"
+    return out
+
+
+def volumes_marked(marks: Iterable[str], resource: str) -> frozenset[str]:
+    """Volumes of ``resource`` with a split-brain marker ``drbd-split-brain-detected-RES-VOL``."""
+    vols = set()
+    for m in marks:
+        res, _, vol = m.removeprefix(MARK_PREFIX).rpartition("-")
+        if res == resource:
+            vols.add(vol)
+    return frozenset(vols)
+
+
+def judge(out: HostOutput, policy: DrbdPolicy) -> list[ResourceReport]:
+    """Parse and evaluate one host's output; anything unreadable becomes one UNKNOWN report."""
+    if out.error is not None:
+        return [unknown_report(out.host, out.error, source=out.source)]
+    try:
+        fmt, resources = parse(out.text, SOURCES.get(out.source))
+    except ParseError as exc:
+        return [unknown_report(out.host, f"unparseable {out.source} output: {exc}", source=out.source)]
+    if not resources:
+        return [unknown_report(out.host, f"no DRBD resources configured ({out.source or fmt})", source=out.source)]
+    return [evaluate(out.host, r, policy, source=out.source or fmt, split_brain_volumes=volumes_marked(out.marks, r.name))
+            for r in resources]
+
+
+def read_capture(path: str | Path) -> HostOutput:
+    """A saved capture in any format; the host is named after the file (``storage-a.json`` → storage-a)."""
+    p = Path(path)
+    try:
+        text = p.read_text(errors="replace")
+    except OSError as exc:
+        return HostOutput(host=p.stem or str(p), source=f"input:{p}", error=f"cannot read {p}: {exc.strerror}")
+    return HostOutput(host=p.stem, source=f"input:{p.name}", text=text)
+
+
+def probe_hosts(hosts: Sequence[Host], *, user: str, key_file: str | None, known_hosts: str | None,
+                timeout_s: float, connect_timeout_s: float, concurrency: int) -> list[HostOutput]:
+    results = run_many(hosts, PROBE, user=user, key_file=key_file, known_hosts=known_hosts, timeout_s=timeout_s,
+                       connect_timeout_s=min(connect_timeout_s, timeout_s), concurrency=concurrency)
+    return [split_probe_output(r) for r in results]

@@ -1,0 +1,21 @@
+"""Demo: check the bundled captures of a small fleet (DRBD 9 JSON, events2, status text, 8.4 /proc/drbd)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from flows.common.runtime import run_flow
+
+CAPTURES = Path(__file__).parent / "captures"
+
+
+def run(out: Path) -> str:
+    from flows.drbd_health.flow import drbd_health
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    report = run_flow(drbd_health, inputs=[str(p) for p in sorted(CAPTURES.glob("*.*"))],
+                      textfile=str(out / "inferops_drbd.prom"))
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report["status"]

@@ -1,0 +1,123 @@
+"""The ``drbd-health`` flow: collect over SSH (or read captures), judge, publish metrics, artifacts,
+and an ``inferops.drbd.critical`` event when a resource turns critical."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from prefect import flow
+from prefect.cache_policies import NO_CACHE
+
+from flows.common.artifacts import emit, markdown, table
+from flows.common.errors import BadInput
+from flows.common.inventory import load_hosts
+from flows.common.runtime import get_logger, ops_task
+from flows.common.settings import get_settings
+from flows.drbd_health.collect import HostOutput, judge, probe_hosts, read_capture
+from flows.drbd_health.metrics import build_registry, push, write_textfile
+from flows.drbd_health.models import DrbdPolicy, Level, ResourceReport
+from flows.drbd_health.rules import hints, overall, status_line
+
+EVENT = "inferops.drbd.critical"
+DEFAULT_POLICY = DrbdPolicy()
+
+
+@ops_task(name="drbd-collect", cache_policy=NO_CACHE)  # live state and side effects: never cached
+def collect(inventory: str, group: str, timeout_s: float, concurrency: int) -> list[HostOutput]:
+    st = get_settings()
+    hosts = load_hosts(inventory, group)
+    if not hosts:
+        raise BadInput(f"group {group!r} in inventory {inventory!r} has no hosts")
+    get_logger().info("probing %d hosts of group %s (concurrency %d, timeout %gs)", len(hosts), group,
+                      concurrency, timeout_s)
+    return probe_hosts(hosts, user=st.ssh.user, key_file=st.ssh.key_file, known_hosts=st.ssh.known_hosts,
+                       timeout_s=timeout_s, connect_timeout_s=st.ssh.connect_timeout_s, concurrency=concurrency)
+
+
+@ops_task(name="drbd-publish-metrics", cache_policy=NO_CACHE)  # live state and side effects: never cached
+def publish_metrics(reports: list[ResourceReport], textfile: str | None, pushgateway: str | None) -> dict:
+    reg = build_registry(reports)
+    out: dict = {"textfile": None, "pushgateway": None}
+    if textfile:
+        out["textfile"] = str(write_textfile(reg, textfile))
+    if pushgateway:
+        try:
+            push(reg, pushgateway)
+            out["pushgateway"] = "pushed"
+        except OSError as exc:  # urllib errors are OSErrors: report, the check itself still stands
+            out["pushgateway"] = f"failed: {' '.join(str(exc).split())[:200]}"
+            get_logger().warning("pushgateway %s: %s", pushgateway, out["pushgateway"])
+    return out
+
+
+def _state_file() -> Path:
+    return Path(get_settings().state_dir) / "drbd" / "last_severity.json"
+
+
+def turned_critical(previous: dict[str, str], reports: list[ResourceReport]) -> list[ResourceReport]:
+    """Resources critical now that were not critical (or not seen) in the previous run."""
+    return [r for r in reports
+            if r.severity is Level.critical and previous.get(f"{r.host}/{r.name}") != Level.critical.value]
+
+
+@ops_task(name="drbd-notify", cache_policy=NO_CACHE)  # live state and side effects: never cached
+def notify(reports: list[ResourceReport]) -> list[str]:
+    path = _state_file()
+    try:
+        previous = json.loads(path.read_text())
+    except (OSError, ValueError):
+        previous = {}  # first run, or a damaged file: every critical resource is new
+    sent = []
+    for r in turned_critical(previous, reports):
+        emit(EVENT, f"inferops.drbd.{r.host}.{r.name}",
+             {"host": r.host, "resource": r.name, "severity": r.severity.value,
+              "previous": previous.get(f"{r.host}/{r.name}", "unseen"),
+              "problems": [{"code": p.code, "detail": p.detail} for p in r.problems], "hints": hints(r)},
+             **{"inferops.drbd.host": r.host, "inferops.drbd.resource": r.name})
+        sent.append(f"{r.host}/{r.name}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as fh:
+        json.dump({f"{r.host}/{r.name}": r.severity.value for r in reports}, fh, sort_keys=True)
+    os.replace(fh.name, path)
+    return sent
+
+
+@flow(name="drbd-health")
+def drbd_health(inventory: str | None = None, group: str = "drbd_hosts", inputs: list[str] | None = None,
+                policy: DrbdPolicy = DEFAULT_POLICY, textfile: str | None = None, pushgateway: str | None = None,
+                timeout_s: float = 10.0, concurrency: int = 64) -> dict:
+    """Check DRBD on every host of an inventory group (or saved captures given as ``inputs``).
+
+    Returns the report: ``severity`` (worst of all), ``resources`` (one per host and resource; an
+    unreachable or DRBD-less host is one UNKNOWN entry with the reason), ``status`` (the Nagios
+    line), ``hints`` (remediation steps per resource, never executed), ``metrics`` and ``events``.
+    """
+    if timeout_s <= 0 or concurrency < 1:
+        raise BadInput("timeout_s must be > 0 and concurrency >= 1")
+    if pushgateway and not pushgateway.startswith(("http://", "https://")):
+        raise BadInput(f"pushgateway {pushgateway!r} must be an http(s) URL")
+    if inputs:
+        outputs = [read_capture(p) for p in inputs]
+    else:
+        outputs = collect(inventory or get_settings().inventory, group, timeout_s, concurrency)
+    reports = [rep for out in outputs for rep in judge(out, policy)]
+    severity = overall(reports)
+    metrics = publish_metrics(reports, textfile, pushgateway)
+    events = notify(reports)
+    status = status_line(reports)
+    get_logger().info(status)
+
+    table("drbd-health", [{"host": r.host, "resource": r.name, "severity": r.severity.value,
+                           "problems": ", ".join(p.code for p in r.problems) or "-",
+                           "detail": "; ".join(p.detail for p in r.problems) or "-", "source": r.source}
+                          for r in reports], description=status)
+    hint_map = {f"{r.host}/{r.name}": hints(r) for r in reports if hints(r)}
+    if hint_map:
+        body = "\n".join(f"### {k}\n" + "\n".join(f"- {h}" for h in v) for k, v in hint_map.items())
+        markdown("drbd-health-remediation", f"**{status}**\n\nRemediation (never run automatically):\n\n{body}",
+                 description="DRBD remediation hints")
+    return {"severity": severity.value, "resources": [r.as_json() for r in reports], "status": status,
+            "nagios_code": severity.nagios, "hints": hint_map, "metrics": metrics, "events": events}
