@@ -1,0 +1,592 @@
+"""The sync engine: local directories or s3:// prefixes -> a bucket/prefix in another region.
+
+Pure core (no Prefect import). Key layout ``<prefix>/<relative path>`` (a plain mirror, like
+``aws s3 sync``); bookkeeping only under ``<prefix>/.inferops/``: the content index
+(``index.json.gz``) and one record per run (``runs/``).
+
+A file counts as backed up only once the object exists and the checksum S3 stored for it equals the
+one computed from the source. Sources are only ever read.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import json
+import os
+import stat
+import threading
+import time
+import uuid
+import zlib
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any
+
+from boto3.s3.transfer import TransferConfig, create_transfer_manager
+from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+from s3transfer.utils import ChunksizeAdjuster
+
+from flows.common.errors import BackendUnavailable, BadInput, InferopsError
+from flows.common.s3 import S3Uri, parse_s3_uri, s3_client, validate_region
+from flows.log_backup.models import BackupPolicy, BackupReport, MiB
+
+BOOKKEEPING = ".inferops"
+INDEX_NAME = "index.json.gz"
+META_SHA256 = "inferops-sha256"
+META_MTIME = "inferops-mtime-ns"
+META_SRC_ETAG = "inferops-src-etag"
+COPY_MULTIPART_THRESHOLD = 5 * 1024 * MiB  # CopyObject's own limit: below it a copy is one request
+CHECKPOINT_EVERY_S = 30.0
+READ_BLOCK = MiB
+MAX_ERRORS = 1000
+
+
+class BackupFailed(InferopsError):
+    """Some files failed; carries the full report (exit 1)."""
+
+    exit_code = 1
+
+    def __init__(self, report: BackupReport) -> None:
+        super().__init__(f"{report.failed_files} file(s) failed to back up to {report.dest}; "
+                         f"first error: {(report.errors or ['?'])[0]}")
+        self.report = report
+
+
+class VerifyError(Exception):
+    """The stored object does not match the source."""
+
+
+# ---------------------------------------------------------------------------------------- checksums
+
+class _Crc32:
+    """zlib's CRC32 behind hashlib's update/digest interface (S3 wants it big-endian)."""
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def update(self, data: bytes) -> None:
+        self.value = zlib.crc32(data, self.value)
+
+    def digest(self) -> bytes:
+        return self.value.to_bytes(4, "big")
+
+
+HASHERS: dict[str, Callable[[], Any]] = {"SHA256": hashlib.sha256, "CRC32": _Crc32}
+
+
+def b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode("ascii")
+
+
+@dataclass(frozen=True)
+class Digest:
+    """Checksums of a local file: the content identity (sha256) and what S3 should have stored."""
+
+    size: int
+    sha256: str  # hex, the content index key
+    full: str  # base64 checksum of the whole file in the policy's algorithm
+    composite: str  # base64 checksum of the part checksums (multipart uploads), "" if single part
+    parts: int
+
+
+def digest_file(path: Path, algorithm: str, part_size: int | None) -> Digest:
+    """One sequential read, bounded memory: sha256, the full checksum and per-part checksums."""
+    sha = hashlib.sha256()
+    full = HASHERS[algorithm]() if algorithm != "SHA256" else None
+    part_digests: list[bytes] = []
+    part = HASHERS[algorithm]() if part_size else None
+    in_part = 0
+    size = 0
+    with open(path, "rb") as fh:
+        while True:
+            want = READ_BLOCK if not part_size else min(READ_BLOCK, part_size - in_part)
+            block = fh.read(want)
+            if not block:
+                break
+            size += len(block)
+            sha.update(block)
+            if full is not None:
+                full.update(block)
+            if part is not None:
+                part.update(block)
+                in_part += len(block)
+                if in_part == part_size:
+                    part_digests.append(part.digest())
+                    part, in_part = HASHERS[algorithm](), 0
+    if part is not None and in_part:
+        part_digests.append(part.digest())
+    composite = ""
+    if part_size:
+        outer = HASHERS[algorithm]()
+        outer.update(b"".join(part_digests))
+        composite = b64(outer.digest())
+    full_b64 = b64(sha.digest()) if full is None else b64(full.digest())
+    return Digest(size, sha.hexdigest(), full_b64, composite, len(part_digests))
+
+
+def check_stored(head: dict[str, Any], algorithm: str, digest: Digest) -> str:
+    """Raise VerifyError unless ``head`` (HeadObject with ChecksumMode) matches ``digest``.
+
+    Returns the stored checksum as S3 reports it. A multipart object's checksum is COMPOSITE
+    (a checksum of the part checksums, ``VALUE-N``), a single-part or copied one FULL_OBJECT.
+    """
+    stored = head.get(f"Checksum{algorithm}")
+    if not stored:
+        raise VerifyError(f"no {algorithm} checksum stored")
+    if head.get("ContentLength") is not None and head["ContentLength"] != digest.size:
+        raise VerifyError(f"size {head['ContentLength']} != source size {digest.size}")
+    value, _, parts = stored.partition("-")
+    if value == digest.full and not parts:
+        return stored
+    if digest.composite and value == digest.composite and parts in ("", str(digest.parts)):
+        return stored
+    raise VerifyError(f"{algorithm} checksum mismatch: stored {stored}, source {digest.full}")
+
+
+# --------------------------------------------------------------------------------------- the index
+
+@dataclass
+class Entry:
+    size: int
+    mtime_ns: int
+    sha256: str
+    checksum: str  # as stored by S3
+    src_etag: str = ""
+
+
+@dataclass
+class Index:
+    entries: dict[str, Entry] = field(default_factory=dict)
+    dirty: bool = False
+
+    @staticmethod
+    def key(dest: S3Uri) -> str:
+        return dest.key(f"{BOOKKEEPING}/{INDEX_NAME}")
+
+    @classmethod
+    def load(cls, client: Any, dest: S3Uri) -> Index:
+        try:
+            body = client.get_object(Bucket=dest.bucket, Key=cls.key(dest))["Body"].read()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return cls()
+            raise
+        raw = json.loads(gzip.decompress(body))
+        return cls({rel: Entry(*row) for rel, row in raw.get("entries", {}).items()})
+
+    def save(self, client: Any, dest: S3Uri) -> None:
+        rows = {rel: [e.size, e.mtime_ns, e.sha256, e.checksum, e.src_etag]
+                for rel, e in sorted(self.entries.items())}
+        body = gzip.compress(json.dumps({"version": 1, "entries": rows}, separators=(",", ":")).encode(),
+                             mtime=0)
+        client.put_object(Bucket=dest.bucket, Key=self.key(dest), Body=body, ChecksumAlgorithm="SHA256",
+                          ChecksumSHA256=b64(hashlib.sha256(body).digest()),
+                          ContentType="application/json", ContentEncoding="gzip")
+
+
+# ------------------------------------------------------------------------------------------ sources
+
+@dataclass(frozen=True)
+class Item:
+    rel: str
+    size: int
+    mtime_ns: int
+    path: Path | None = None  # local file
+    key: str | None = None  # s3:// source object
+    etag: str = ""
+
+
+def selected(rel: str, include: list[str], exclude: list[str]) -> bool:
+    """Glob filter on the relative path (``*`` crosses ``/``, like ``aws s3 sync --include``)."""
+    return any(fnmatchcase(rel, p) for p in include) and not any(fnmatchcase(rel, p) for p in exclude)
+
+
+def scan_local(root: Path, include: list[str], exclude: list[str]) -> Iterator[Item]:
+    """Regular files under ``root`` (symlinks are not followed), sorted, filtered."""
+    stack = [root]
+    while stack:
+        here = stack.pop()
+        with os.scandir(here) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        for entry in reversed(entries):
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(Path(entry.path))
+        for entry in entries:
+            st = entry.stat(follow_symlinks=False)
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            rel = Path(entry.path).relative_to(root).as_posix()
+            if selected(rel, include, exclude):
+                yield Item(rel, st.st_size, st.st_mtime_ns, path=Path(entry.path))
+
+
+def list_objects(client: Any, uri: S3Uri) -> Iterator[dict[str, Any]]:
+    prefix = f"{uri.prefix}/" if uri.prefix else ""
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=uri.bucket, Prefix=prefix):
+        for obj in page.get("Contents", []):
+            yield {**obj, "rel": obj["Key"][len(prefix):]}
+
+
+def scan_s3(client: Any, uri: S3Uri, include: list[str], exclude: list[str]) -> Iterator[Item]:
+    for obj in list_objects(client, uri):
+        rel = obj["rel"]
+        if rel and not rel.endswith("/") and selected(rel, include, exclude):
+            mtime_ns = int(obj["LastModified"].timestamp() * 1e9)
+            yield Item(rel, obj["Size"], mtime_ns, key=obj["Key"], etag=obj["ETag"].strip('"'))
+
+
+# ------------------------------------------------------------------------------------- validation
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def check_bucket(client: Any, bucket: str, region: str, what: str) -> None:
+    """The bucket exists and lives in ``region``; BadInput / BackendUnavailable otherwise."""
+    try:
+        loc = client.get_bucket_location(Bucket=bucket).get("LocationConstraint") or "us-east-1"
+    except ClientError as exc:
+        if _code(exc) in ("NoSuchBucket", "404"):
+            raise BadInput(f"{what} bucket {bucket!r} does not exist") from None
+        raise BackendUnavailable(f"{what} bucket {bucket!r}: {_code(exc)}") from None
+    except BotoCoreError as exc:
+        raise BackendUnavailable(f"S3 unreachable for {what} bucket {bucket!r}: {exc}") from None
+    if loc != region:
+        raise BadInput(f"{what} bucket {bucket!r} is in region {loc}, not {region}")
+
+
+def validate(policy: BackupPolicy) -> tuple[S3Uri | Path, S3Uri]:
+    """Cheap checks before any network call: URIs, regions, the local source."""
+    dest = parse_s3_uri(policy.dest)
+    validate_region(policy.dest_region)
+    if policy.source.startswith("s3://"):
+        validate_region(policy.source_region)
+        source: S3Uri | Path = parse_s3_uri(policy.source)
+    elif "://" in policy.source:
+        raise BadInput(f"malformed source {policy.source!r} (expected a directory or s3://BUCKET/PREFIX)")
+    else:
+        source = Path(policy.source)
+        if not source.is_dir():
+            raise BadInput(f"source directory {policy.source!r} does not exist")
+    for pattern in [*policy.include, *policy.exclude]:
+        if not pattern or "\n" in pattern:
+            raise BadInput(f"bad glob {pattern!r}")
+    return source, dest
+
+
+# --------------------------------------------------------------------------------------- retention
+
+def lifecycle_rule(dest: S3Uri, days: int) -> dict[str, Any]:
+    return {
+        "ID": f"inferops-backup-{dest.prefix or 'bucket'}"[:255],
+        "Filter": {"Prefix": f"{dest.prefix}/" if dest.prefix else ""},
+        "Status": "Enabled",
+        "Expiration": {"Days": days},
+        "NoncurrentVersionExpiration": {"NoncurrentDays": days},
+        "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
+    }
+
+
+def apply_retention(client: Any, dest: S3Uri, policy: BackupPolicy) -> None:
+    """Our lifecycle rule on the prefix, other rules kept; optional versioning and Object Lock check."""
+    if policy.versioning:
+        client.put_bucket_versioning(Bucket=dest.bucket, VersioningConfiguration={"Status": "Enabled"})
+    if policy.object_lock:
+        try:
+            conf = client.get_object_lock_configuration(Bucket=dest.bucket)["ObjectLockConfiguration"]
+        except ClientError:
+            conf = {}
+        if conf.get("ObjectLockEnabled") != "Enabled":
+            raise BadInput(f"object_lock is set but bucket {dest.bucket!r} has no Object Lock enabled")
+    try:
+        rules = client.get_bucket_lifecycle_configuration(Bucket=dest.bucket)["Rules"]
+    except ClientError as exc:
+        if _code(exc) != "NoSuchLifecycleConfiguration":
+            raise
+        rules = []
+    ours = lifecycle_rule(dest, policy.retention_days)
+    others = [r for r in rules if r.get("ID") != ours["ID"]]
+    if len(others) == len(rules) - 1 and next(r for r in rules if r.get("ID") == ours["ID"]) == ours:
+        return  # already in place
+    client.put_bucket_lifecycle_configuration(Bucket=dest.bucket,
+                                              LifecycleConfiguration={"Rules": [*others, ours]})
+
+
+# ------------------------------------------------------------------------------------------ engine
+
+class _Unreachable(Exception):
+    pass
+
+
+@dataclass
+class _Outcome:
+    rel: str
+    kind: str  # uploaded | copied | adopted | verified | failed
+    entry: Entry | None = None
+    nbytes: int = 0
+    error: str = ""
+
+
+class BackupEngine:
+    """One backup run. ``run()`` returns the report; it raises only for bad input or no backend."""
+
+    def __init__(self, policy: BackupPolicy, *, now: Callable[[], float] = time.time,
+                 on_progress: Callable[[int, int], None] | None = None) -> None:
+        self.policy = policy
+        self.source, self.dest = validate(policy)
+        self.now = now
+        self.on_progress = on_progress
+        self.algorithm = policy.checksum_algorithm
+        self.threshold = policy.multipart_threshold_mb * MiB
+        self.chunksize = policy.multipart_chunksize_mb * MiB
+        pool = policy.workers + policy.max_concurrency
+        self.client = s3_client(policy.dest_region, max_pool=pool)
+        self.source_client = (s3_client(policy.source_region, max_pool=pool)
+                              if isinstance(self.source, S3Uri) else None)
+        self._unreachable = threading.Event()
+
+    # -- helpers
+    def _meta(self, item: Item, digest: Digest | None) -> dict[str, Any]:
+        meta = {META_MTIME: str(item.mtime_ns)}
+        if digest is not None:
+            meta[META_SHA256] = digest.sha256
+        if item.etag:
+            meta[META_SRC_ETAG] = item.etag
+        args: dict[str, Any] = {"Metadata": meta}
+        if self.policy.object_lock:
+            args["ObjectLockMode"] = "GOVERNANCE"
+            args["ObjectLockRetainUntilDate"] = (datetime.fromtimestamp(self.now(), UTC)
+                                                 + timedelta(days=self.policy.retention_days))
+        return args
+
+    def _head(self, key: str) -> dict[str, Any]:
+        return self.client.head_object(Bucket=self.dest.bucket, Key=key, ChecksumMode="ENABLED")
+
+    def _part_size(self, size: int) -> int | None:
+        return ChunksizeAdjuster().adjust_chunksize(self.chunksize, size) if size >= self.threshold else None
+
+    # -- one local file
+    def _backup_local(self, item: Item, prior: Entry | None, listed_size: int | None,
+                      content: dict[str, str]) -> _Outcome:
+        assert item.path is not None
+        key = self.dest.key(item.rel)
+        digest = digest_file(item.path, self.algorithm, self._part_size(item.size))
+        if digest.size != item.size:
+            raise VerifyError("file changed while being read; next run will retry")
+
+        if prior is not None and listed_size is not None and self.policy.verify_unchanged \
+                and prior.size == item.size and prior.mtime_ns == item.mtime_ns:
+            value = prior.checksum.partition("-")[0]
+            if value in (digest.full, digest.composite):
+                return _Outcome(item.rel, "verified", prior)
+
+        if prior is None and listed_size == item.size:
+            # written by a run that crashed before recording it: adopt it if the stored checksum matches
+            try:
+                stored = check_stored(self._head(key), self.algorithm, digest)
+                return _Outcome(item.rel, "adopted", self._entry(item, digest, stored))
+            except VerifyError:
+                pass
+
+        twin = content.get(digest.sha256)
+        if twin is not None and twin != item.rel and item.size < COPY_MULTIPART_THRESHOLD:
+            try:
+                return self._copy_twin(item, key, twin, digest)
+            except ClientError as exc:
+                if _code(exc) not in ("NoSuchKey", "404"):
+                    raise  # else the twin expired: upload instead
+
+        if item.size < self.threshold:
+            # S3 checks the body against the checksum we send and echoes what it stored
+            with open(item.path, "rb") as body:
+                resp = self.client.put_object(Bucket=self.dest.bucket, Key=key, Body=body,
+                                              ChecksumAlgorithm=self.algorithm,
+                                              **{f"Checksum{self.algorithm}": digest.full},
+                                              **self._meta(item, digest))
+            stored = check_stored(resp, self.algorithm, digest)
+        else:
+            # multipart: S3 computes the composite from the parts it received; compare with ours
+            self._manager.upload(str(item.path), self.dest.bucket, key,
+                                 extra_args={"ChecksumAlgorithm": self.algorithm,
+                                             **self._meta(item, digest)}).result()
+            stored = check_stored(self._head(key), self.algorithm, digest)
+        return _Outcome(item.rel, "uploaded", self._entry(item, digest, stored), item.size)
+
+    def _copy_twin(self, item: Item, key: str, twin: str, digest: Digest) -> _Outcome:
+        """A rotated log: the same bytes are already in the backup, so copy server-side."""
+        self.client.copy_object(Bucket=self.dest.bucket, Key=key,
+                                CopySource={"Bucket": self.dest.bucket, "Key": self.dest.key(twin)},
+                                ChecksumAlgorithm=self.algorithm, MetadataDirective="REPLACE",
+                                **self._meta(item, digest))
+        stored = check_stored(self._head(key), self.algorithm, digest)
+        return _Outcome(item.rel, "copied", self._entry(item, digest, stored), item.size)
+
+    def _entry(self, item: Item, digest: Digest, stored: str) -> Entry:
+        return Entry(item.size, item.mtime_ns, digest.sha256, stored, item.etag)
+
+    # -- one s3:// source object
+    def _backup_s3(self, item: Item) -> _Outcome:
+        assert isinstance(self.source, S3Uri) and item.key is not None and self.source_client is not None
+        key = self.dest.key(item.rel)
+        src = self.source_client.head_object(Bucket=self.source.bucket, Key=item.key, ChecksumMode="ENABLED",
+                                             IfMatch=f'"{item.etag}"')
+        self._copy_manager.copy({"Bucket": self.source.bucket, "Key": item.key}, self.dest.bucket, key,
+                                extra_args={"ChecksumAlgorithm": self.algorithm, "MetadataDirective": "REPLACE",
+                                            "CopySourceIfMatch": f'"{item.etag}"', **self._meta(item, None)},
+                                source_client=self.source_client).result()
+        head = self._head(key)
+        if head["ContentLength"] != item.size:
+            raise VerifyError(f"size {head['ContentLength']} != source size {item.size}")
+        stored = head.get(f"Checksum{self.algorithm}", "")
+        src_sum = src.get(f"Checksum{self.algorithm}")
+        if src_sum and "-" not in src_sum:
+            ok = stored == src_sum
+        else:  # no comparable source checksum: a single-part object's ETag is its MD5
+            ok = "-" not in item.etag and head["ETag"].strip('"') == item.etag
+        if not ok or not stored:
+            raise VerifyError(f"copy of s3://{self.source.bucket}/{item.key} could not be verified")
+        return _Outcome(item.rel, "copied", Entry(item.size, item.mtime_ns, "", stored, item.etag), item.size)
+
+    def _guarded(self, fn: Callable[..., _Outcome], item: Item, *args: Any) -> _Outcome:
+        if self._unreachable.is_set():
+            return _Outcome(item.rel, "failed", error=f"{item.rel}: not attempted: S3 endpoint unreachable")
+        try:
+            return fn(item, *args)
+        except EndpointConnectionError as exc:
+            self._unreachable.set()
+            return _Outcome(item.rel, "failed", error=f"{item.rel}: {exc}")
+        except (ClientError, BotoCoreError, OSError, VerifyError) as exc:
+            return _Outcome(item.rel, "failed", error=f"{item.rel}: {' '.join(str(exc).split())}")
+
+    # -- the run
+    def run(self) -> BackupReport:
+        started = datetime.fromtimestamp(self.now(), UTC)
+        report = BackupReport(source=self.policy.source, dest=str(self.dest), started_at=started.isoformat())
+        check_bucket(self.client, self.dest.bucket, self.policy.dest_region, "destination")
+        if isinstance(self.source, S3Uri):
+            assert self.source_client is not None
+            check_bucket(self.source_client, self.source.bucket, self.policy.source_region, "source")
+        apply_retention(self.client, self.dest, self.policy)
+
+        index = Index.load(self.client, self.dest)
+        listed = {o["rel"]: o["Size"] for o in list_objects(self.client, self.dest)
+                  if not o["rel"].startswith(f"{BOOKKEEPING}/")}
+        # nothing counts as backed up unless the object is there with the recorded size
+        kept = {r: e for r, e in index.entries.items() if listed.get(r) == e.size}
+        index.dirty = len(kept) != len(index.entries)
+        index.entries = kept
+        content = {e.sha256: r for r, e in index.entries.items() if e.sha256}
+
+        if isinstance(self.source, S3Uri):
+            assert self.source_client is not None
+            items = list(scan_s3(self.source_client, self.source, self.policy.include, self.policy.exclude))
+        else:
+            items = list(scan_local(self.source, self.policy.include, self.policy.exclude))
+
+        cutoff_ns = int((self.now() - self.policy.quiet_period_s) * 1e9)
+        todo: list[tuple[Callable[..., _Outcome], tuple[Any, ...]]] = []
+        for item in items:
+            prior = index.entries.get(item.rel)
+            unchanged = prior is not None and prior.size == item.size and (
+                prior.src_etag == item.etag if item.key else prior.mtime_ns == item.mtime_ns)
+            if item.key is not None:
+                if unchanged:
+                    report.skipped_files += 1
+                else:
+                    todo.append((self._backup_s3, (item,)))
+            elif item.mtime_ns > cutoff_ns:
+                report.skipped_files += 1
+                report.deferred_files += 1
+            elif unchanged and not self.policy.verify_unchanged:
+                report.skipped_files += 1
+            else:
+                todo.append((self._backup_local, (item, prior, listed.get(item.rel), content)))
+
+        self._run_transfers(todo, index, report)
+        report.finished_at = datetime.fromtimestamp(self.now(), UTC).isoformat()
+        self._record(index, report)
+        return report
+
+    def _run_transfers(self, todo: list[tuple[Callable[..., _Outcome], tuple[Any, ...]]], index: Index,
+                       report: BackupReport) -> None:
+        config = TransferConfig(multipart_threshold=self.threshold, multipart_chunksize=self.chunksize,
+                                max_concurrency=self.policy.max_concurrency, use_threads=True)
+        copy_config = TransferConfig(multipart_threshold=COPY_MULTIPART_THRESHOLD,
+                                     multipart_chunksize=max(self.chunksize, 64 * MiB),
+                                     max_concurrency=self.policy.max_concurrency, use_threads=True)
+        total, done = len(todo), 0
+        last_checkpoint = time.monotonic()
+        with create_transfer_manager(self.client, config) as self._manager, \
+                create_transfer_manager(self.client, copy_config) as self._copy_manager, \
+                ThreadPoolExecutor(self.policy.workers, thread_name_prefix="backup") as pool:
+            pending: set[Future[_Outcome]] = set()
+            queue = iter(todo)
+            while True:
+                # bounded in-flight work: memory stays flat however many files there are
+                for fn, args in queue:
+                    pending.add(pool.submit(self._guarded, fn, *args))
+                    if len(pending) >= 2 * self.policy.workers:
+                        break
+                if not pending:
+                    break
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    self._account(fut.result(), index, report)
+                    done += 1
+                if self.on_progress:
+                    self.on_progress(done, total)
+                if time.monotonic() - last_checkpoint > CHECKPOINT_EVERY_S and not self._unreachable.is_set():
+                    self._save_index(index, report)
+                    last_checkpoint = time.monotonic()
+
+    @staticmethod
+    def _account(out: _Outcome, index: Index, report: BackupReport) -> None:
+        if out.kind == "failed":
+            report.failed_files += 1
+            if len(report.errors) < MAX_ERRORS:
+                report.errors.append(out.error)
+            return
+        assert out.entry is not None
+        if index.entries.get(out.rel) != out.entry:
+            index.entries[out.rel] = out.entry
+            index.dirty = True
+        report.verified_files += 1
+        if out.kind in ("uploaded", "copied"):
+            report.uploaded_files += 1
+            report.uploaded_bytes += out.nbytes
+            report.copied_files += out.kind == "copied"
+        elif out.kind == "adopted":
+            report.adopted_files += 1
+        else:
+            report.skipped_files += 1
+
+    def _save_index(self, index: Index, report: BackupReport) -> None:
+        if not index.dirty:
+            return
+        try:
+            index.save(self.client, self.dest)
+            index.dirty = False
+        except (ClientError, BotoCoreError) as exc:
+            report.errors.append(f"{BOOKKEEPING}/{INDEX_NAME}: not saved: {' '.join(str(exc).split())}")
+
+    def _record(self, index: Index, report: BackupReport) -> None:
+        self._save_index(index, report)
+        run_key = self.dest.key(f"{BOOKKEEPING}/runs/{report.started_at[:19].replace(':', '')}Z-"
+                                f"{uuid.uuid4().hex[:8]}.json")
+        body = report.model_dump_json(indent=1).encode()
+        try:
+            self.client.put_object(Bucket=self.dest.bucket, Key=run_key, Body=body,
+                                   ChecksumAlgorithm="SHA256", ChecksumSHA256=b64(hashlib.sha256(body).digest()),
+                                   ContentType="application/json")
+        except (ClientError, BotoCoreError) as exc:
+            report.errors.append(f"run record not saved: {' '.join(str(exc).split())}")
+
+
+def run_backup(policy: BackupPolicy, on_progress: Callable[[int, int], None] | None = None) -> BackupReport:
+    return BackupEngine(policy, on_progress=on_progress).run()

@@ -1,0 +1,88 @@
+"""The Prefect shell of the log backup: ``log_backup`` (deployment ``log-backup-hourly``) and ``log_restore``."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+from prefect import flow
+
+from flows.common.artifacts import Progress, emit, markdown, table
+from flows.common.runtime import get_logger, ops_task
+from flows.common.s3 import parse_s3_uri, s3_client
+from flows.log_backup.engine import BackupEngine, BackupFailed
+from flows.log_backup.models import BackupPolicy, BackupReport, RestoreReport
+from flows.log_backup.restore import RestoreFailed, restore
+
+METRIC = "inferops_backup_last_success_timestamp_seconds"
+
+
+class _ProgressHook:
+    """Engine callback -> Prefect progress artifact (created once the amount of work is known)."""
+
+    def __init__(self, description: str) -> None:
+        self.description = description
+        self.progress: Progress | None = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.progress is None:
+            self.progress = Progress(self.description, total)
+        self.progress.advance(done - self.progress.done)
+
+
+@ops_task(name="sync")
+def sync(policy: BackupPolicy) -> BackupReport:
+    hook = _ProgressHook(f"backup {policy.source} -> {policy.dest}")
+    report = BackupEngine(policy, on_progress=hook).run()
+    if hook.progress is not None:
+        hook.progress.finish()
+    return report
+
+
+def write_metric(path: str, dest: str, when: float) -> None:
+    """node_exporter textfile with the last successful backup time (the alert rules read it)."""
+    from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+
+    registry = CollectorRegistry()
+    Gauge(METRIC, "Unix time of the last backup run with no failed file", ["dest"],
+          registry=registry).labels(dest=dest).set(when)
+    write_to_textfile(path, registry)
+
+
+@flow(name="log-backup", log_prints=False)
+def log_backup(policy: BackupPolicy) -> dict:
+    """Incremental, checksum-verified backup of a log directory or s3:// prefix to a bucket in another region."""
+    log = get_logger()
+    report = sync(policy)
+    rows = [{"measure": k, "value": v} for k, v in report.model_dump(exclude={"errors"}).items()]
+    table("log-backup-summary", rows, description=f"Log backup {report.source} -> {report.dest}")
+    if report.errors:
+        markdown("log-backup-errors", "\n".join(f"- `{e}`" for e in report.errors[:200]),
+                 description=f"{report.failed_files} failed file(s)")
+    log.info("backup %s -> %s: %d uploaded (%d bytes, %d copied), %d skipped (%d deferred), "
+             "%d adopted, %d verified, %d failed", report.source, report.dest, report.uploaded_files,
+             report.uploaded_bytes, report.copied_files, report.skipped_files, report.deferred_files,
+             report.adopted_files, report.verified_files, report.failed_files)
+    if not report.ok:
+        emit("inferops.backup.failed", f"inferops.backup.{report.dest}", report.summary())
+        raise BackupFailed(report)
+    if policy.metrics_textfile:
+        write_metric(policy.metrics_textfile, report.dest,
+                     datetime.fromisoformat(report.finished_at).timestamp())
+    return report.model_dump()
+
+
+@flow(name="log-restore", log_prints=False)
+def log_restore(source: str, to: str, region: str, at: datetime | None = None,
+                include: list[str] | None = None) -> dict:
+    """Restore s3://BUCKET/PREFIX into a directory, verifying each file's checksum as it is written."""
+    hook = _ProgressHook(f"restore {source} -> {to}")
+    report: RestoreReport = restore(s3_client(region), parse_s3_uri(source), Path(to), at=at,
+                                    include=include, on_progress=hook)
+    table("log-restore-summary", [{"measure": k, "value": v} for k, v in
+                                  report.model_dump(exclude={"errors"}).items()],
+          description=f"Restore {source} -> {to}")
+    if report.errors:
+        markdown("log-restore-errors", "\n".join(f"- `{e}`" for e in report.errors[:200]))
+        raise RestoreFailed(report)
+    return report.model_dump()
