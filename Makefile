@@ -10,6 +10,9 @@ STAMP   := $(VENV)/.inferops-installed
 # Debian packages the tests and demo need (binary -> package)
 APT_PKGS := prometheus debootstrap iproute2 openssh-client kubernetes-client
 APT_BINS := prometheus debootstrap ip ssh kubectl
+# SSH test hosts (tests/sshhosts/): zstd packs/unpacks the cached Debian root under ~/.cache/inferops/
+APT_PKGS += zstd
+APT_BINS += zstd
 PYTEST_ARGS ?=
 
 .PHONY: help setup apt demo up test deploy bench lint image clean
