@@ -1,0 +1,286 @@
+"""CUR readers: find the parts, detect the column style, normalise to one schema. No Prefect import.
+
+Three column styles are read:
+
+* ``legacy``: the legacy CUR CSV (``lineItem/LineItemType``, ``resourceTags/user:team``);
+* ``athena``: the Parquet CUR for Athena (``line_item_line_item_type``, ``resource_tags_user_team``);
+* ``cur2``: CUR 2.0 Data Exports (snake-case static columns plus the map columns ``resource_tags``
+  and ``product``; maps are real Parquet maps, or JSON objects in a CSV export).
+
+Every style becomes the internal schema below. Values that do not parse are never dropped: the row
+gets a ``reason`` and goes to the quarantine query instead of the valid one.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from flows.common.errors import BadInput
+from flows.common.s3 import parse_s3_uri, s3_client
+
+CUR_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".snappy.parquet", ".gz.parquet")
+
+STRING_COLS = ("line_item_type", "usage_type", "resource_id", "instance_type", "team")
+FLOAT_COLS = ("usage_amount", "unblended_cost", "public_on_demand_cost", "reservation_effective_cost",
+              "ri_unused_upfront", "ri_unused_recurring", "sp_effective_cost", "sp_commitment")
+REQUIRED = ("usage_start", "line_item_type", "usage_type", "usage_amount", "unblended_cost")
+INTERNAL_SCHEMA = {"source": pl.String, "row": pl.UInt32, "usage_start": pl.Datetime("us", "UTC"),
+                   **{c: pl.String for c in STRING_COLS}, **{c: pl.Float64 for c in FLOAT_COLS}}
+
+_ATHENA = {
+    "usage_start": "line_item_usage_start_date",
+    "line_item_type": "line_item_line_item_type",
+    "usage_type": "line_item_usage_type",
+    "resource_id": "line_item_resource_id",
+    "instance_type": "product_instance_type",
+    "usage_amount": "line_item_usage_amount",
+    "unblended_cost": "line_item_unblended_cost",
+    "public_on_demand_cost": "pricing_public_on_demand_cost",
+    "reservation_effective_cost": "reservation_effective_cost",
+    "ri_unused_upfront": "reservation_unused_amortized_upfront_fee_for_billing_period",
+    "ri_unused_recurring": "reservation_unused_recurring_fee",
+    "sp_effective_cost": "savings_plan_savings_plan_effective_cost",
+    "sp_commitment": "savings_plan_total_commitment_to_date",
+}
+_LEGACY = {
+    "usage_start": "lineItem/UsageStartDate",
+    "line_item_type": "lineItem/LineItemType",
+    "usage_type": "lineItem/UsageType",
+    "resource_id": "lineItem/ResourceId",
+    "instance_type": "product/instanceType",
+    "usage_amount": "lineItem/UsageAmount",
+    "unblended_cost": "lineItem/UnblendedCost",
+    "public_on_demand_cost": "pricing/publicOnDemandCost",
+    "reservation_effective_cost": "reservation/EffectiveCost",
+    "ri_unused_upfront": "reservation/UnusedAmortizedUpfrontFeeForBillingPeriod",
+    "ri_unused_recurring": "reservation/UnusedRecurringFee",
+    "sp_effective_cost": "savingsPlan/SavingsPlanEffectiveCost",
+    "sp_commitment": "savingsPlan/TotalCommitmentToDate",
+}
+_DT_FORMATS = ("%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d")
+
+
+@dataclass
+class CurFile:
+    path: Path
+    name: str  # what the user knows it as: the local path or the s3:// key
+    style: str
+    fmt: str  # csv | parquet
+    schema: dict[str, pl.DataType]
+
+
+@dataclass
+class Sources:
+    files: list[CurFile] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)  # "NAME: why", never silently skipped
+    missing_columns: set[str] = field(default_factory=set)  # optional internal columns absent somewhere
+
+
+def list_local(spec: str) -> list[tuple[Path, str]]:
+    p = Path(spec)
+    if p.is_file():
+        return [(p, spec)]
+    if p.is_dir():
+        return [(f, str(f)) for f in sorted(p.rglob("*")) if f.is_file() and f.name.endswith(CUR_SUFFIXES)]
+    raise FileNotFoundError(spec)
+
+
+def _fmt(name: str) -> str:
+    return "parquet" if name.endswith(".parquet") else "csv"
+
+
+def read_schema(path: Path, fmt: str) -> dict[str, pl.DataType]:
+    """Column names and types without reading the data (CSV: the header line; all strings)."""
+    if fmt == "parquet":
+        return dict(pl.scan_parquet(path).collect_schema())
+    opener: Callable[..., io.TextIOBase] = gzip.open if path.name.endswith(".gz") else open  # type: ignore[assignment]
+    with opener(path, "rt", encoding="utf-8-sig", newline="") as fh:
+        header = next(csv.reader(fh), None)
+    if not header:
+        raise ValueError("empty file, no header")
+    return {c: pl.String for c in header}
+
+
+def detect_style(columns: list[str], name: str) -> str:
+    cols = set(columns)
+    if "lineItem/LineItemType" in cols:
+        style = "legacy"
+    elif "line_item_line_item_type" in cols:
+        style = "cur2" if {"resource_tags", "product"} & cols else "athena"
+    else:
+        shown = ", ".join(columns[:25]) + (f", … ({len(columns)} in all)" if len(columns) > 25 else "")
+        raise BadInput(f"unknown CUR column style in {name}; columns seen: {shown or '(none)'}")
+    mapping = _LEGACY if style == "legacy" else _ATHENA
+    missing = [mapping[c] for c in REQUIRED if mapping[c] not in cols]
+    if missing:
+        raise BadInput(f"{style} CUR {name} lacks required columns {', '.join(missing)}")
+    return style
+
+
+def gather(specs: list[str], workdir: Path, *, region: str, endpoint_url: str | None = None) -> Sources:
+    """Local files/folders and ``s3://`` prefixes -> detected CUR files (S3 parts are downloaded to
+    ``workdir`` one at a time, so memory stays bounded). BadInput when nothing is readable."""
+    sources = Sources()
+    for spec in specs:
+        try:
+            paths = _download_s3(spec, workdir, region, endpoint_url, sources) if spec.startswith("s3://") \
+                else list_local(spec)
+        except FileNotFoundError:
+            sources.failed.append(f"{spec}: no such file or folder")
+            continue
+        if not paths:
+            sources.failed.append(f"{spec}: no CUR parts ({', '.join(CUR_SUFFIXES)})")
+        inspect_files(paths, sources)
+    if not sources.files:
+        raise BadInput(f"no readable CUR in {', '.join(specs) or '(no --cur given)'}: "
+                       + "; ".join(sources.failed))
+    return sources
+
+
+def _download_s3(spec: str, workdir: Path, region: str, endpoint_url: str | None,
+                 sources: Sources) -> list[tuple[Path, str]]:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    uri = parse_s3_uri(spec)
+    client = s3_client(region, endpoint_url=endpoint_url)
+    out: list[tuple[Path, str]] = []
+    try:
+        single = uri.prefix.endswith(CUR_SUFFIXES)  # one object named in full, else a "folder"
+        prefix = uri.prefix if single or not uri.prefix else uri.prefix + "/"
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=uri.bucket, Prefix=prefix)
+        keys = [o["Key"] for page in pages for o in page.get("Contents", [])]
+    except (BotoCoreError, ClientError) as exc:
+        sources.failed.append(f"{spec}: cannot list ({exc})")
+        return out
+    workdir.mkdir(parents=True, exist_ok=True)
+    for key in (k for k in keys if k.endswith(CUR_SUFFIXES)):  # not the manifests
+        dest = workdir / f"{uuid.uuid4().hex[:12]}-{Path(key).name}"
+        try:
+            client.download_file(uri.bucket, key, str(dest))
+        except (BotoCoreError, ClientError) as exc:
+            sources.failed.append(f"s3://{uri.bucket}/{key}: download failed ({exc})")
+            continue
+        out.append((dest, f"s3://{uri.bucket}/{key}"))
+    return out
+
+
+def inspect_files(paths: list[tuple[Path, str]], sources: Sources) -> None:
+    """Detect each readable file's style; unreadable files are recorded in ``sources.failed``."""
+    for path, name in paths:
+        fmt = _fmt(path.name)
+        try:
+            schema = read_schema(path, fmt)
+        except (OSError, ValueError, UnicodeDecodeError, pl.exceptions.PolarsError) as exc:
+            sources.failed.append(f"{name}: unreadable ({' '.join(str(exc).split())[:200]})")
+            continue
+        style = detect_style(list(schema), name)
+        sources.files.append(CurFile(path, name, style, fmt, schema))
+
+
+# --- normalisation -------------------------------------------------------------------------------
+
+
+def _blank_to_null(e: pl.Expr) -> pl.Expr:
+    e = e.cast(pl.String).str.strip_chars()
+    return pl.when(e == "").then(None).otherwise(e)
+
+
+def _parse_float(raw: pl.Expr, dtype: pl.DataType) -> pl.Expr:
+    if dtype.is_numeric():
+        return raw.cast(pl.Float64)
+    return _blank_to_null(raw).cast(pl.Float64, strict=False)
+
+
+def _parse_datetime(raw: pl.Expr, dtype: pl.DataType) -> pl.Expr:
+    if isinstance(dtype, pl.Datetime):
+        e = raw.cast(pl.Datetime("us", dtype.time_zone))
+        return e.dt.convert_time_zone("UTC") if dtype.time_zone else e.dt.replace_time_zone("UTC")
+    if isinstance(dtype, pl.Date):
+        return raw.cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+    # CUR timestamps are UTC: 2026-05-01T00:00:00Z, …00.000Z, "2026-05-01 00:00:00", +00:00
+    s = _blank_to_null(raw).str.replace(r"(Z|[+-]00:?00)$", "").str.replace("T", " ")
+    parsed = pl.coalesce([s.str.to_datetime(format=f, strict=False, time_unit="us") for f in _DT_FORMATS])
+    return parsed.dt.replace_time_zone("UTC")
+
+
+def _source_exprs(f: CurFile, team_tag: str) -> dict[str, tuple[pl.Expr, pl.DataType] | None]:
+    """Internal column -> (expression over the file's columns, its dtype), or None if absent."""
+    mapping = _LEGACY if f.style == "legacy" else _ATHENA
+    out: dict[str, tuple[pl.Expr, pl.DataType] | None] = {}
+    for internal, col in mapping.items():
+        out[internal] = (pl.col(col), f.schema[col]) if col in f.schema else None
+    tag_col = {"legacy": f"resourceTags/user:{team_tag}", "athena": f"resource_tags_user_{team_tag}"}
+    if f.style in tag_col:
+        col = tag_col[f.style]
+        out["team"] = (pl.col(col), f.schema[col]) if col in f.schema else None
+    else:  # CUR 2.0: map columns (Parquet MAP, or a JSON object in CSV)
+        out["team"] = _map_get(f, "resource_tags", f"user_{team_tag}")
+        if out["instance_type"] is None:
+            out["instance_type"] = _map_get(f, "product", "instance_type")
+    return out
+
+
+def _map_get(f: CurFile, col: str, key: str) -> tuple[pl.Expr, pl.DataType] | None:
+    dtype = f.schema.get(col)
+    if dtype is None:
+        return None
+    if dtype == pl.String:
+        return pl.col(col).str.json_path_match(f"$.{key}"), pl.String
+    return pl.col(col).map.get(key), pl.String
+
+
+def normalise(f: CurFile, team_tag: str, missing: set[str]) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+    """(valid rows in the internal schema, rejected rows as strings with a ``reason``)."""
+    if f.fmt == "parquet":
+        lf = pl.scan_parquet(f.path, row_index_name="__row", row_index_offset=1)
+    else:  # header is line 1, so data row N is file line N + 1
+        lf = pl.scan_csv(f.path, infer_schema=False, row_index_name="__row", row_index_offset=2,
+                         encoding="utf8-lossy", truncate_ragged_lines=True)
+    srcs = _source_exprs(f, team_tag)
+    parsed: list[pl.Expr] = [pl.lit(f.name).alias("source"), pl.col("__row").cast(pl.UInt32).alias("row")]
+    raw: list[pl.Expr] = [pl.lit(f.name).alias("source"), pl.col("__row").cast(pl.UInt32).alias("row")]
+    problems: list[pl.Expr] = []
+    for name, dtype in INTERNAL_SCHEMA.items():
+        if name in ("source", "row"):
+            continue
+        src = srcs.get(name)
+        if src is None:
+            missing.add(name)
+            parsed.append(pl.lit(None, dtype).alias(name))
+            raw.append(pl.lit(None, pl.String).alias(name))
+            continue
+        expr, sdtype = src
+        if name == "usage_start":
+            value = _parse_datetime(expr, sdtype)
+        elif name in FLOAT_COLS:
+            value = _parse_float(expr, sdtype)
+        else:
+            value = _blank_to_null(expr)
+        parsed.append(value.alias(name))
+        raw.append(expr.cast(pl.String).alias(name))
+        present = _blank_to_null(expr).is_not_null()
+        if name in REQUIRED:
+            problems.append(pl.when(value.is_null()).then(pl.lit(f"missing or bad {name}")))
+        elif name in FLOAT_COLS:
+            problems.append(pl.when(present & value.is_null()).then(pl.lit(f"bad {name}")))
+    # the amortized cost of covered usage lives in its own column: without it the line can't be costed
+    lit = pl.col(_LEGACY["line_item_type"] if f.style == "legacy" else _ATHENA["line_item_type"])
+    for line_type, name in (("DiscountedUsage", "reservation_effective_cost"),
+                            ("SavingsPlanCoveredUsage", "sp_effective_cost")):
+        src = srcs[name]
+        value = _parse_float(*src) if src is not None else pl.lit(None, pl.Float64)
+        problems.append(pl.when((lit.cast(pl.String).str.strip_chars() == line_type) & value.is_null())
+                        .then(pl.lit(f"{line_type} without {name}")))
+    reason = pl.concat_str(problems, separator="; ", ignore_nulls=True)
+    reason = pl.when(reason == "").then(None).otherwise(reason).alias("reason")
+    valid = lf.filter(reason.is_null()).select(parsed)
+    rejected = lf.filter(reason.is_not_null()).select(*raw, reason)
+    return valid, rejected
