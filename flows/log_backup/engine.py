@@ -320,8 +320,6 @@ def apply_retention(client: Any, dest: S3Uri, policy: BackupPolicy) -> None:
 
 # ------------------------------------------------------------------------------------------ engine
 
-class _Unreachable(Exception):
-    pass
 
 
 @dataclass
@@ -331,6 +329,9 @@ class _Outcome:
     entry: Entry | None = None
     nbytes: int = 0
     error: str = ""
+
+
+_Work = tuple[Callable[..., _Outcome], tuple[Any, ...]]
 
 
 class BackupEngine:
@@ -398,6 +399,8 @@ class BackupEngine:
         if twin is not None and twin != item.rel and item.size < COPY_MULTIPART_THRESHOLD:
             try:
                 return self._copy_twin(item, key, twin, digest)
+            except VerifyError:
+                pass  # the twin's key changed under us: upload instead
             except ClientError as exc:
                 if _code(exc) not in ("NoSuchKey", "404"):
                     raise  # else the twin expired: upload instead
@@ -490,7 +493,10 @@ class BackupEngine:
             items = list(scan_local(self.source, self.policy.include, self.policy.exclude))
 
         cutoff_ns = int((self.now() - self.policy.quiet_period_s) * 1e9)
-        todo: list[tuple[Callable[..., _Outcome], tuple[Any, ...]]] = []
+        # Writes to new keys go first, overwrites of keys already backed up second: a rotated log's
+        # server-side copy reads its twin's key before the new file of the same name replaces it.
+        todo: list[_Work] = []
+        overwrites: list[_Work] = []
         for item in items:
             prior = index.entries.get(item.rel)
             unchanged = prior is not None and prior.size == item.size and (
@@ -506,44 +512,46 @@ class BackupEngine:
             elif unchanged and not self.policy.verify_unchanged:
                 report.skipped_files += 1
             else:
-                todo.append((self._backup_local, (item, prior, listed.get(item.rel), content)))
+                work = (self._backup_local, (item, prior, listed.get(item.rel), content))
+                (todo if prior is None else overwrites).append(work)
 
-        self._run_transfers(todo, index, report)
+        self._run_transfers([todo, overwrites], index, report)
         report.finished_at = datetime.fromtimestamp(self.now(), UTC).isoformat()
         self._record(index, report)
         return report
 
-    def _run_transfers(self, todo: list[tuple[Callable[..., _Outcome], tuple[Any, ...]]], index: Index,
-                       report: BackupReport) -> None:
+    def _run_transfers(self, batches: list[list[_Work]], index: Index, report: BackupReport) -> None:
         config = TransferConfig(multipart_threshold=self.threshold, multipart_chunksize=self.chunksize,
                                 max_concurrency=self.policy.max_concurrency, use_threads=True)
         copy_config = TransferConfig(multipart_threshold=COPY_MULTIPART_THRESHOLD,
                                      multipart_chunksize=max(self.chunksize, 64 * MiB),
                                      max_concurrency=self.policy.max_concurrency, use_threads=True)
-        total, done = len(todo), 0
+        total, done = sum(map(len, batches)), 0
         last_checkpoint = time.monotonic()
         with create_transfer_manager(self.client, config) as self._manager, \
                 create_transfer_manager(self.client, copy_config) as self._copy_manager, \
                 ThreadPoolExecutor(self.policy.workers, thread_name_prefix="backup") as pool:
-            pending: set[Future[_Outcome]] = set()
-            queue = iter(todo)
-            while True:
-                # bounded in-flight work: memory stays flat however many files there are
-                for fn, args in queue:
-                    pending.add(pool.submit(self._guarded, fn, *args))
-                    if len(pending) >= 2 * self.policy.workers:
+            for batch in batches:  # each batch completes before the next starts
+                pending: set[Future[_Outcome]] = set()
+                queue = iter(batch)
+                while True:
+                    # bounded in-flight work: memory stays flat however many files there are
+                    for fn, args in queue:
+                        pending.add(pool.submit(self._guarded, fn, *args))
+                        if len(pending) >= 2 * self.policy.workers:
+                            break
+                    if not pending:
                         break
-                if not pending:
-                    break
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    self._account(fut.result(), index, report)
-                    done += 1
-                if self.on_progress:
-                    self.on_progress(done, total)
-                if time.monotonic() - last_checkpoint > CHECKPOINT_EVERY_S and not self._unreachable.is_set():
-                    self._save_index(index, report)
-                    last_checkpoint = time.monotonic()
+                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for fut in finished:
+                        self._account(fut.result(), index, report)
+                        done += 1
+                    if self.on_progress:
+                        self.on_progress(done, total)
+                    if time.monotonic() - last_checkpoint > CHECKPOINT_EVERY_S \
+                            and not self._unreachable.is_set():
+                        self._save_index(index, report)
+                        last_checkpoint = time.monotonic()
 
     @staticmethod
     def _account(out: _Outcome, index: Index, report: BackupReport) -> None:
