@@ -51,8 +51,27 @@ def pricing_model() -> pl.Expr:
             .otherwise(pl.lit(None, pl.String)))
 
 
-def classified(valid: pl.LazyFrame) -> pl.LazyFrame:
-    """Adds pricing_model, hour, cost (amortized for usage, unblended otherwise) and instance_hours."""
+_HOUR_US = 3_600 * 1_000_000
+_SUMS = ("unblended_cost", "reservation_effective_cost", "sp_effective_cost", "usage_amount",
+         "public_on_demand_cost", "priced_cost", "ri_unused_cost", "sp_commitment")
+
+
+def _line_groups(valid: pl.LazyFrame, key: str) -> pl.LazyFrame:
+    """Sum the lines per (hour, line item type, usage type, instance type, ``key``) first: every string
+    rule (classification, instance usage) then runs on these few groups, not on millions of rows."""
+    hour = ((pl.col("usage_start").dt.epoch("us") // _HOUR_US) * _HOUR_US).cast(pl.Datetime("us", "UTC"))
+    return (valid
+            .with_columns(hour.alias("hour"),
+                          pl.when(pl.col("public_on_demand_cost").is_not_null())
+                          .then(pl.col("unblended_cost")).alias("priced_cost"),
+                          (pl.col("ri_unused_upfront").fill_null(0) + pl.col("ri_unused_recurring").fill_null(0))
+                          .alias("ri_unused_cost"))
+            .group_by("hour", "line_item_type", "usage_type", "instance_type", key)
+            .agg(*(pl.col(c).sum() for c in _SUMS), pl.len().alias("lines")))
+
+
+def classified(groups: pl.LazyFrame) -> pl.LazyFrame:
+    """Adds pricing_model, cost (amortized for usage, unblended otherwise) and instance_hours."""
     model = pl.col("pricing_model")
     cost = (pl.when(model == "reserved").then(pl.col("reservation_effective_cost"))
             .when(model == "savings_plan").then(pl.col("sp_effective_cost"))
@@ -60,32 +79,25 @@ def classified(valid: pl.LazyFrame) -> pl.LazyFrame:
     instance_hours = (pl.when(model.is_not_null() & pl.col("instance_type").is_not_null()
                               & pl.col("usage_type").str.contains(INSTANCE_USAGE))
                       .then(pl.col("usage_amount")).otherwise(0.0))
-    return (valid
+    return (groups
             .with_columns(pricing_model().alias("pricing_model"),
-                          pl.col("usage_start").dt.truncate("1h").alias("hour"),
-                          pl.col("instance_type").str.strip_prefix("ml."),
-                          pl.col("team").fill_null("untagged"))
+                          pl.col("instance_type").str.strip_prefix("ml."))
             .with_columns(cost.alias("cost"), instance_hours.alias("instance_hours")))
 
 
 def cube(valid: pl.LazyFrame) -> pl.LazyFrame:
     """The hourly aggregate of every valid line."""
-    return (classified(valid)
+    sums = ("cost", "instance_hours", "public_on_demand_cost", "priced_cost", "ri_unused_cost", "sp_commitment",
+            "lines")
+    return (classified(_line_groups(valid, "team"))
+            .with_columns(pl.col("team").fill_null("untagged"))
             .group_by(CUBE_KEYS)
-            .agg(pl.col("cost").sum(),
-                 pl.col("instance_hours").sum(),
-                 pl.col("public_on_demand_cost").sum(),
-                 pl.col("unblended_cost").filter(pl.col("public_on_demand_cost").is_not_null())
-                 .sum().alias("priced_cost"),
-                 (pl.col("ri_unused_upfront").fill_null(0) + pl.col("ri_unused_recurring").fill_null(0))
-                 .sum().alias("ri_unused_cost"),
-                 pl.col("sp_commitment").sum(),
-                 pl.len().alias("lines")))
+            .agg(*(pl.col(c).sum() for c in sums)))
 
 
 def resource_hours(valid: pl.LazyFrame) -> pl.LazyFrame:
     """Amortized cost and instance-hours per (instance, hour): what idle GPU time joins to."""
-    return (classified(valid)
+    return (classified(_line_groups(valid, "resource_id"))
             .filter((pl.col("instance_hours") > 0) & pl.col("resource_id").is_not_null())
             .group_by("hour", "resource_id", "instance_type")
             .agg(pl.col("cost").sum(), pl.col("instance_hours").sum()))

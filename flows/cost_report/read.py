@@ -32,7 +32,7 @@ STRING_COLS = ("line_item_type", "usage_type", "resource_id", "instance_type", "
 FLOAT_COLS = ("usage_amount", "unblended_cost", "public_on_demand_cost", "reservation_effective_cost",
               "ri_unused_upfront", "ri_unused_recurring", "sp_effective_cost", "sp_commitment")
 REQUIRED = ("usage_start", "line_item_type", "usage_type", "usage_amount", "unblended_cost")
-INTERNAL_SCHEMA = {"source": pl.String, "row": pl.UInt32, "usage_start": pl.Datetime("us", "UTC"),
+INTERNAL_SCHEMA = {"usage_start": pl.Datetime("us", "UTC"),
                    **{c: pl.String for c in STRING_COLS}, **{c: pl.Float64 for c in FLOAT_COLS}}
 
 _ATHENA = {
@@ -188,8 +188,10 @@ def inspect_files(paths: list[tuple[Path, str]], sources: Sources) -> None:
 # --- normalisation -------------------------------------------------------------------------------
 
 
-def _blank_to_null(e: pl.Expr) -> pl.Expr:
-    e = e.cast(pl.String).str.strip_chars()
+def _blank_to_null(e: pl.Expr, *, strip: bool = True) -> pl.Expr:
+    e = e.cast(pl.String)
+    if strip:
+        e = e.str.strip_chars()
     return pl.when(e == "").then(None).otherwise(e)
 
 
@@ -238,23 +240,25 @@ def _map_get(f: CurFile, col: str, key: str) -> tuple[pl.Expr, pl.DataType] | No
 
 
 def normalise(f: CurFile, team_tag: str, missing: set[str]) -> tuple[pl.LazyFrame, pl.LazyFrame]:
-    """(valid rows in the internal schema, rejected rows as strings with a ``reason``)."""
+    """(valid rows in the internal schema, rejected rows as raw strings with ``source``, ``row``, ``reason``).
+
+    Typed (Parquet) columns need no parsing, so their checks are cheap null tests; text (CSV) columns
+    are parsed, and a value that is there but does not parse rejects the row.
+    """
     if f.fmt == "parquet":
-        lf = pl.scan_parquet(f.path, row_index_name="__row", row_index_offset=1)
-    else:  # header is line 1, so data row N is file line N + 1
-        lf = pl.scan_csv(f.path, infer_schema=False, row_index_name="__row", row_index_offset=2,
-                         encoding="utf8-lossy", truncate_ragged_lines=True)
+        lf, first_row = pl.scan_parquet(f.path), 1
+    else:  # the header is line 1, so data row N is file line N + 1
+        lf, first_row = pl.scan_csv(f.path, infer_schema=False, encoding="utf8-lossy",
+                                    truncate_ragged_lines=True), 2
     srcs = _source_exprs(f, team_tag)
-    parsed: list[pl.Expr] = [pl.lit(f.name).alias("source"), pl.col("__row").cast(pl.UInt32).alias("row")]
-    raw: list[pl.Expr] = [pl.lit(f.name).alias("source"), pl.col("__row").cast(pl.UInt32).alias("row")]
-    problems: list[pl.Expr] = []
+    parsed: dict[str, pl.Expr] = {}
+    raw: list[pl.Expr] = []
+    problems: list[tuple[pl.Expr, str]] = []  # (row is bad, why)
     for name, dtype in INTERNAL_SCHEMA.items():
-        if name in ("source", "row"):
-            continue
         src = srcs.get(name)
         if src is None:
             missing.add(name)
-            parsed.append(pl.lit(None, dtype).alias(name))
+            parsed[name] = pl.lit(None, dtype)
             raw.append(pl.lit(None, pl.String).alias(name))
             continue
         expr, sdtype = src
@@ -263,24 +267,22 @@ def normalise(f: CurFile, team_tag: str, missing: set[str]) -> tuple[pl.LazyFram
         elif name in FLOAT_COLS:
             value = _parse_float(expr, sdtype)
         else:
-            value = _blank_to_null(expr)
-        parsed.append(value.alias(name))
+            value = _blank_to_null(expr, strip=sdtype == pl.String and f.fmt == "csv")
+        parsed[name] = value
         raw.append(expr.cast(pl.String).alias(name))
-        present = _blank_to_null(expr).is_not_null()
         if name in REQUIRED:
-            problems.append(pl.when(value.is_null()).then(pl.lit(f"missing or bad {name}")))
-        elif name in FLOAT_COLS:
-            problems.append(pl.when(present & value.is_null()).then(pl.lit(f"bad {name}")))
+            problems.append((value.is_null(), f"missing or bad {name}"))
+        elif name in FLOAT_COLS and not sdtype.is_numeric():
+            problems.append((_blank_to_null(expr).is_not_null() & value.is_null(), f"bad {name}"))
     # the amortized cost of covered usage lives in its own column: without it the line can't be costed
-    lit = pl.col(_LEGACY["line_item_type"] if f.style == "legacy" else _ATHENA["line_item_type"])
     for line_type, name in (("DiscountedUsage", "reservation_effective_cost"),
                             ("SavingsPlanCoveredUsage", "sp_effective_cost")):
-        src = srcs[name]
-        value = _parse_float(*src) if src is not None else pl.lit(None, pl.Float64)
-        problems.append(pl.when((lit.cast(pl.String).str.strip_chars() == line_type) & value.is_null())
-                        .then(pl.lit(f"{line_type} without {name}")))
-    reason = pl.concat_str(problems, separator="; ", ignore_nulls=True)
-    reason = pl.when(reason == "").then(None).otherwise(reason).alias("reason")
-    valid = lf.filter(reason.is_null()).select(parsed)
-    rejected = lf.filter(reason.is_not_null()).select(*raw, reason)
+        problems.append(((parsed["line_item_type"] == line_type) & parsed[name].is_null(),
+                         f"{line_type} without {name}"))
+    bad = pl.any_horizontal([cond for cond, _ in problems]).fill_null(False)
+    reason = pl.concat_str([pl.when(cond).then(pl.lit(why)) for cond, why in problems],
+                           separator="; ", ignore_nulls=True)
+    valid = lf.filter(~bad).select(**parsed)
+    rejected = (lf.with_row_index("row", offset=first_row).filter(bad)
+                .select(pl.lit(f.name).alias("source"), "row", *raw, reason.alias("reason")))
     return valid, rejected
