@@ -56,7 +56,7 @@ def job_manifest(job: OfflineJob, *, node: str, namespace: str, window_start: da
             {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
         ]},
         "template": {
-            "metadata": {"labels": dict(labels), "annotations": dict(annotations)},
+            "metadata": {"labels": dict(labels), "annotations": {**job.annotations, **annotations}},
             "spec": {
                 "restartPolicy": "Never",  # required by podFailurePolicy
                 "priorityClassName": priority_class,

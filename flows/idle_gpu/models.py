@@ -11,9 +11,12 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from flows.common.errors import BadInput
+
 # a Kubernetes DNS-1123 label; Job names get a suffix, so keep room for it
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_ANNOTATION_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 NAME_MAX = 40
 
 
@@ -21,6 +24,18 @@ def check_label_value(v: str, what: str) -> str:
     if len(v) > 63 or not _LABEL_VALUE.match(v):
         raise ValueError(f"{what} {v!r} is not a valid Kubernetes label value")
     return v
+
+
+def check_names(namespace: str, priority_class: str = "offline-batch", kueue_queue: str | None = None) -> None:
+    """Names that reach the Kubernetes API: reject bad ones with one line before any call."""
+    for what, v in (("namespace", namespace), ("priority class", priority_class)):
+        if not _NAME.match(v) or len(v) > 63:
+            raise BadInput(f"{what} {v!r} is not a valid Kubernetes name")
+    if kueue_queue:
+        try:
+            check_label_value(kueue_queue, "Kueue LocalQueue")
+        except ValueError as exc:
+            raise BadInput(str(exc)) from None
 
 
 class OfflineJob(BaseModel):
@@ -38,6 +53,7 @@ class OfflineJob(BaseModel):
     deadline: datetime | None = Field(None, description="must finish by then (timezone-aware)")
     team: str = Field("unassigned", description="cost attribution (label inferops.io/team)")
     cost_center: str = Field("unassigned", description="cost attribution (label inferops.io/cost-center)")
+    annotations: dict[str, str] = Field(default_factory=dict, description="extra pod annotations")
 
     @field_validator("name")
     @classmethod
@@ -50,6 +66,14 @@ class OfflineJob(BaseModel):
     @classmethod
     def _labels(cls, v: str) -> str:
         return check_label_value(v, "cost label")
+
+    @field_validator("annotations")
+    @classmethod
+    def _annotations(cls, v: dict[str, str]) -> dict[str, str]:
+        for key in v:
+            if len(key) > 253 or not _ANNOTATION_KEY.match(key) or key.startswith("inferops.io/"):
+                raise ValueError(f"annotation key {key!r} is not a valid, non-reserved Kubernetes key")
+        return v
 
     @field_validator("deadline")
     @classmethod
@@ -110,3 +134,30 @@ class Outcome(StrEnum):
     stopped = "stopped"  # still running at the window's end: stopped gracefully
     failed = "failed"  # the job itself failed
     not_scheduled = "not_scheduled"  # did not fit into tonight's idle capacity
+
+
+class Discovery(BaseModel):
+    """Where idle capacity and the demand forecast come from (DCGM exporter metrics in Prometheus)."""
+
+    lookback: str = Field("15m", description="a GPU is idle if quiet over this Prometheus duration")
+    util_below: float = Field(10.0, ge=0, le=100, description="DCGM_FI_DEV_GPU_UTIL (%) below this is idle")
+    fb_used_below_mib: float = Field(1024.0, ge=0, description="DCGM_FI_DEV_FB_USED (MiB) below this is idle")
+    node_label: str = Field("Hostname", description="DCGM label holding the node name (Hostname or node)")
+    product_label: str = Field("nvidia.com/gpu.product", description="node label with the GPU product")
+    forecast_nights: int = Field(7, ge=0, le=28, description="past nights the forecast looks at")
+    forecast_quantile: float = Field(0.5, ge=0, le=1, description="quantile over past nights of each slot's peak")
+    forecast_slot_seconds: int = Field(900, ge=1, description="forecast resolution")
+
+    @field_validator("lookback")
+    @classmethod
+    def _duration(cls, v: str) -> str:
+        if not re.fullmatch(r"(\d+(ms|s|m|h|d|w|y))+", v):
+            raise ValueError(f"lookback {v!r} is not a Prometheus duration (e.g. 15m)")
+        return v
+
+    @field_validator("node_label")
+    @classmethod
+    def _label(cls, v: str) -> str:
+        if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", v):
+            raise ValueError(f"node_label {v!r} is not a Prometheus label name")
+        return v

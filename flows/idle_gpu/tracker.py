@@ -1,0 +1,143 @@
+"""What happened to each job during the window: outcomes, preemptions, GPU-hours. Pure logic.
+
+The flow feeds it what it reads from the cluster (``JobView``/``PodView``) each tick; the tracker
+answers with what to do (delete a preempted job that cannot checkpoint) and, at the end, the report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from flows.idle_gpu.models import OfflineJob, Outcome
+
+
+@dataclass(frozen=True)
+class PodView:
+    uid: str
+    phase: str  # Pending | Running | Succeeded | Failed
+    started: datetime | None
+    finished: datetime | None
+    disrupted: bool  # DisruptionTarget: preempted or evicted
+
+
+@dataclass(frozen=True)
+class JobView:
+    k8s_name: str
+    job: str  # the queue's job name (label inferops.io/job)
+    state: str  # active | complete | failed | suspended
+    reason: str
+    node: str
+    pods: tuple[PodView, ...]
+
+
+@dataclass
+class JobRecord:
+    job: OfflineJob
+    k8s_name: str | None = None
+    node: str | None = None
+    submitted_at: datetime | None = None
+    partial: bool = False  # planned as a tail segment, to be stopped at the window's end
+    outcome: Outcome | None = None  # None: pending or active
+    preemptions: int = 0
+    reason: str = ""
+    gpu_seconds: float = 0.0  # pods' run time x GPUs
+
+    @property
+    def active(self) -> bool:
+        return self.k8s_name is not None and self.outcome in (None, Outcome.requeued)
+
+    def to_dict(self) -> dict:
+        return {"job": self.job.name, "k8s_job": self.k8s_name, "node": self.node, "gpus": self.job.gpus,
+                "checkpointable": self.job.checkpointable, "outcome": (self.outcome or Outcome.not_scheduled).value,
+                "preemptions": self.preemptions, "gpu_hours": round(self.gpu_seconds / 3600, 4),
+                "partial": self.partial, "reason": self.reason}
+
+
+@dataclass
+class Tracker:
+    jobs: list[OfflineJob]
+    records: dict[str, JobRecord] = field(default_factory=dict)
+    _pods: dict[str, tuple[str, datetime, datetime]] = field(default_factory=dict)  # uid -> job, start, last
+    _disrupted: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.records = {j.name: JobRecord(j) for j in self.jobs}
+
+    def submitted(self, job: str, k8s_name: str, node: str, at: datetime, partial: bool = False) -> None:
+        r = self.records[job]
+        r.k8s_name, r.node, r.submitted_at, r.partial = k8s_name, node, at, partial
+
+    def pending(self) -> list[OfflineJob]:
+        return [r.job for r in self.records.values() if r.k8s_name is None and r.outcome is None]
+
+    def active(self) -> list[JobRecord]:
+        return [r for r in self.records.values() if r.active]
+
+    def skip(self, job: str, reason: str) -> None:
+        self.records[job].reason = reason
+
+    def observe(self, views: list[JobView], now: datetime) -> list[str]:
+        """Update from the cluster; returns the Kubernetes Jobs to delete (preempted, cannot resume)."""
+        to_delete = []
+        for v in views:
+            r = self.records.get(v.job)
+            if r is None:
+                continue
+            if r.k8s_name is None:  # adopted from an earlier run of this window
+                r.k8s_name, r.node = v.k8s_name, v.node
+            for p in v.pods:
+                self._pod_time(r.job.name, p, now)
+            new = [p for p in v.pods if p.disrupted and p.uid not in self._disrupted]
+            self._disrupted.update(p.uid for p in new)
+            if new and r.outcome in (None, Outcome.requeued):
+                r.preemptions += len(new)
+                if r.job.checkpointable:
+                    r.outcome, r.reason = Outcome.requeued, "preempted; resumes from its checkpoint"
+                else:
+                    r.outcome, r.reason = Outcome.preempted, "preempted by inference; cannot checkpoint"
+            if r.outcome is Outcome.preempted:  # until it is gone: it must not take a GPU again
+                to_delete.append(v.k8s_name)
+                continue
+            if v.state == "complete":
+                r.outcome, r.reason = Outcome.done, ""
+            elif v.state == "suspended" and r.outcome is None:
+                r.outcome, r.reason = Outcome.stopped, "suspended (inferops idle-gpu stop)"
+            elif v.state == "failed":
+                stopped = v.reason == "DeadlineExceeded"
+                r.outcome = Outcome.stopped if stopped else Outcome.failed
+                r.reason = "active deadline reached at the window's end" if stopped else v.reason
+        return to_delete
+
+    def _pod_time(self, job: str, p: PodView, now: datetime) -> None:
+        if p.started is None:
+            return
+        end = p.finished or (now if p.phase == "Running" else None)
+        if end is None:
+            return
+        prev = self._pods.get(p.uid)
+        self._pods[p.uid] = (job, p.started, max(end, prev[2]) if prev else end)
+
+    def stopped(self, running: set[str]) -> None:
+        """Jobs suspended at the window's end: those running are stopped; queued requeued ones stay so."""
+        for r in self.records.values():
+            if r.k8s_name in running and r.outcome in (None, Outcome.requeued):
+                r.outcome = Outcome.stopped
+                r.reason = "tail segment: stopped at a checkpoint" if r.partial else "still running at the window's end"
+
+    def report(self, window_start: datetime, window_end: datetime, idle_gpu_hours: float) -> dict:
+        for r in self.records.values():
+            r.gpu_seconds = 0.0
+        for job, start, last in self._pods.values():
+            r = self.records[job]
+            r.gpu_seconds += r.job.gpus * max(0.0, (last - start).total_seconds())
+        used = sum(r.gpu_seconds for r in self.records.values()) / 3600
+        outcomes = {o.value: 0 for o in Outcome}
+        for r in self.records.values():
+            outcomes[(r.outcome or Outcome.not_scheduled).value] += 1
+        return {
+            "window_start": window_start.isoformat(), "window_end": window_end.isoformat(),
+            "idle_gpu_hours": round(idle_gpu_hours, 4), "gpu_hours_used": round(used, 4),
+            "fill_ratio": round(used / idle_gpu_hours, 4) if idle_gpu_hours else 0.0,
+            "outcomes": outcomes, "jobs": [r.to_dict() for r in self.records.values()],
+        }

@@ -1,0 +1,203 @@
+"""idle-gpu against real services: the Kubernetes API emulator (Job controller, scheduler with
+priority preemption) and a real Prometheus scraping DCGM-style exporters."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+from kubernetes import client
+
+from flows.common.runtime import offline
+from flows.common.settings import reload_settings
+from flows.idle_gpu.models import Discovery, PlanPolicy
+from tests.kube_emulator.controllers import JOBS
+
+REPO = Path(__file__).resolve().parents[2]
+NS = "offline-batch"
+RUN = "emulator.inferops.dev/run-seconds"
+EXIT = "emulator.inferops.dev/exit-code"
+
+
+@pytest.fixture
+def cluster(kube_clean, monkeypatch):
+    """Two 8-GPU nodes, the PriorityClasses that deploy/ ships, and inference using 2 GPUs of gpu-b."""
+    kube = kube_clean
+    monkeypatch.setenv("INFEROPS_KUBE__KUBECONFIG", kube.kubeconfig)
+    monkeypatch.delenv("INFEROPS_PROMETHEUS__URL", raising=False)
+    reload_settings()
+    api = kube.api_client()
+    sched = client.SchedulingV1Api(api)
+    for doc in yaml.safe_load_all((REPO / "deploy/k8s/priorityclasses.yaml").read_text()):
+        kubernetes_validate.validate(doc, "1.33", strict=True)
+        sched.create_priority_class(doc)
+    for ns in (NS, "inference"):
+        kube.create_namespace(ns)
+    kube.add_node("gpu-a", gpus=8, product="NVIDIA-H100-80GB-HBM3")
+    kube.add_node("gpu-b", gpus=8, product="NVIDIA-H100-80GB-HBM3")
+    inference_pod(api, "llm-0", "gpu-b", 2)
+    wait(lambda: pod_phase(api, "llm-0") == "Running", "inference pod running")
+    yield kube, api
+    reload_settings()
+
+
+def inference_pod(api, name: str, node: str, gpus: int) -> None:
+    client.CoreV1Api(api).create_namespaced_pod("inference", {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": "llm"}},
+        "spec": {"priorityClassName": "inference-critical", "nodeSelector": {"kubernetes.io/hostname": node},
+                 "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}],
+                 "containers": [{"name": "server", "image": "registry.local/llm:1",
+                                 "resources": {"limits": {"nvidia.com/gpu": str(gpus)}}}]}})
+
+
+def pod_phase(api, name: str) -> str:
+    return client.CoreV1Api(api).read_namespaced_pod(name, "inference").status.phase
+
+
+def wait(pred, what: str, timeout: float = 20.0) -> None:
+    end = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def job(name: str, gpus: int, est_s: float, priority: int, run_s: float, **kw) -> dict:
+    return {"name": name, "image": "registry.local/batch:1", "command": ["run", name], "gpus": gpus,
+            "estimated_hours": est_s / 3600, "priority": priority, "team": "search", "cost_center": "cc-42",
+            "annotations": {RUN: str(run_s), **kw.pop("annotations", {})}, **kw}
+
+
+def running_pods(api, job_name: str) -> list:
+    pods = client.CoreV1Api(api).list_namespaced_pod(NS, label_selector=f"inferops.io/job={job_name}").items
+    return [p for p in pods if p.status.phase == "Running"]
+
+
+@pytest.mark.slow
+def test_a_night_in_the_emulator(cluster, tmp_path):
+    kube, api = cluster
+    queue = tmp_path / "queue.yaml"
+    queue.write_text(yaml.safe_dump({"jobs": [
+        job("nockpt", 8, 20, 9, 60),  # only gpu-a fits it; inference will take gpu-a back
+        job("ckpt", 4, 6, 8, 6, checkpointable=True),  # preempted once, resumes, completes
+        job("long", 2, 5, 7, 999),  # under-estimated: still running at the window's end
+        job("quick", 1, 2, 6, 1),  # waits for ckpt's node, then completes
+        job("fails", 1, 2, 5, 1, annotations={EXIT: "3"}),
+        job("huge", 8, 3600, 0, 1),  # cannot finish inside a 30-second window
+        {"name": "Not_A_Name", "image": "x", "command": ["x"], "gpus": 1, "estimated_hours": 1},
+    ]}))
+    now = datetime.now(UTC)
+    ws, we = now, now + timedelta(seconds=30)
+    report_path = tmp_path / "report.json"
+    result: dict = {}
+
+    def night() -> None:
+        from flows.idle_gpu.flow import idle_gpu_nightly
+
+        with offline():
+            result["report"] = idle_gpu_nightly.fn(
+                queue=str(queue), window_start=ws.isoformat(), window_end=we.isoformat(), timezone="UTC",
+                policy=PlanPolicy(slot_seconds=1, grace_period_s=2, runtime_margin=1.0),
+                discovery=Discovery(forecast_nights=0), poll_seconds=0.25, report_path=str(report_path))
+
+    t = threading.Thread(target=night)
+    t.start()
+    wait(lambda: running_pods(api, "nockpt") and running_pods(api, "ckpt"), "batch pods running")
+    # inference wants gpu-a back: the scheduler preempts the batch pod (DisruptionTarget)
+    inference_pod(api, "llm-1", "gpu-a", 8)
+    wait(lambda: pod_phase(api, "llm-1") == "Running", "inference pod running after preemption")
+    kube.jobs.preempt(NS, next(j.metadata.name for j in client.BatchV1Api(api).list_namespaced_job(NS).items
+                               if j.metadata.labels["inferops.io/job"] == "ckpt"))
+    t.join(timeout=90)
+    assert not t.is_alive()
+    report = result["report"]
+    outcomes = {j["job"]: j for j in report["jobs"]}
+    assert {k: v["outcome"] for k, v in outcomes.items()} == {
+        "nockpt": "preempted", "ckpt": "done", "long": "stopped", "quick": "done", "fails": "failed",
+        "huge": "not_scheduled"}
+    assert outcomes["ckpt"]["preemptions"] == 1 and outcomes["nockpt"]["preemptions"] == 1
+    assert "window end" in outcomes["huge"]["reason"]
+    assert [r["name"] for r in report["rejected"]] == ["Not_A_Name"]
+    assert report["outcomes"]["done"] == 2 and report["outcomes"]["stopped"] == 1
+    assert 0 < report["gpu_hours_used"] < report["idle_gpu_hours"]
+    assert json.loads(report_path.read_text()) == report
+
+    batch = client.BatchV1Api(api)
+    jobs = {j.metadata.labels["inferops.io/job"]: j for j in batch.list_namespaced_job(NS).items}
+    assert "nockpt" not in jobs  # deleted: it could not resume, so it must not hold a GPU later
+    # stopped gracefully at the window's end: suspended by the flow, or by its activeDeadlineSeconds
+    # backstop (both end at the same moment; either wins the race)
+    long_failed = {c.type: c.reason for c in jobs["long"].status.conditions or [] if c.status == "True"}
+    assert jobs["long"].spec.suspend is True or long_failed.get("Failed") == "DeadlineExceeded"
+    assert not [p for p in client.CoreV1Api(api).list_namespaced_pod(NS).items if p.status.phase == "Running"]
+    assert pod_phase(api, "llm-1") == "Running"  # inference was never blocked by batch
+    for j in kube.store.list(JOBS, NS):
+        meta = {k: j["metadata"][k] for k in ("name", "namespace", "labels", "annotations")}
+        kubernetes_validate.validate({"apiVersion": "batch/v1", "kind": "Job", "metadata": meta,
+                                      "spec": j["spec"]}, "1.33", strict=True)
+        tmpl = j["spec"]["template"]["spec"]
+        assert tmpl["priorityClassName"] == "offline-batch" and tmpl["terminationGracePeriodSeconds"] == 2
+        assert j["spec"]["activeDeadlineSeconds"] <= 28
+        assert j["metadata"]["labels"]["inferops.io/cost-center"] == "cc-42"
+
+
+def test_stop_command_suspends_running_jobs(cluster, run_cli, tmp_path):
+    kube, api = cluster
+    from flows.idle_gpu.cluster import Cluster
+    from flows.idle_gpu.manifest import job_manifest
+    from flows.idle_gpu.models import OfflineJob
+
+    ws = datetime.now(UTC)
+    j = OfflineJob(**job("embed", 2, 60, 0, 999))
+    m = job_manifest(j, node="gpu-a", namespace=NS, window_start=ws, window_end=ws + timedelta(hours=1),
+                     active_deadline_s=3600, priority_class="offline-batch", grace_period_s=5)
+    c = Cluster(api, NS)
+    assert c.submit(m) is True and c.submit(m) is False  # the second submit adopts it
+    wait(lambda: running_pods(api, "embed"), "batch pod running")
+    env = {"INFEROPS_KUBE__KUBECONFIG": kube.kubeconfig}
+    r = run_cli("idle-gpu", "stop", "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {"namespace": NS, "stopped": [m["metadata"]["name"]]}
+    wait(lambda: not running_pods(api, "embed"), "pods gone after suspend")
+    assert json.loads(run_cli("idle-gpu", "stop", "--json", env=env).stdout)["stopped"] == []
+    bad = run_cli("idle-gpu", "stop", "-n", "Bad_NS", env=env)
+    assert bad.returncode == 2 and bad.stderr.strip() == "inferops: namespace 'Bad_NS' is not a valid Kubernetes name"
+
+
+def test_dry_run_sees_dcgm_idle_gpus(cluster, prometheus, exporter, run_cli, tmp_path):
+    """Kubernetes says gpu-a has 8 free and gpu-b 6; DCGM says 3 of gpu-a's GPUs are busy (outside
+    Kubernetes) and has no metrics for gpu-b: idle = min of both, and the note says why."""
+    from prometheus_client import Gauge
+
+    kube, api = cluster
+    e = exporter()
+    util = Gauge("DCGM_FI_DEV_GPU_UTIL", "GPU utilization (in %).", ["gpu", "UUID", "Hostname", "modelName"],
+                 registry=e.registry)
+    fb = Gauge("DCGM_FI_DEV_FB_USED", "Framebuffer memory used (in MiB).", ["gpu", "UUID", "Hostname", "modelName"],
+               registry=e.registry)
+    for i in range(8):
+        labels = dict(gpu=str(i), UUID=f"GPU-a-{i}", Hostname="gpu-a", modelName="NVIDIA H100 80GB HBM3")
+        util.labels(**labels).set(95 if i < 2 else 0)
+        fb.labels(**labels).set(30000 if i in (0, 1, 2) else 3)  # GPU 2: idle compute but memory held
+    prometheus.wait_for('count(DCGM_FI_DEV_FB_USED{Hostname="gpu-a"}) == 8')
+    queue = tmp_path / "q.json"
+    queue.write_text(json.dumps([job("a", 4, 600, 1, 1), job("b", 4, 600, 0, 1)]))
+    now = datetime.now(UTC)
+    env = {"INFEROPS_KUBE__KUBECONFIG": kube.kubeconfig, "INFEROPS_PROMETHEUS__URL": prometheus.url}
+    r = run_cli("idle-gpu", "run", "--queue", str(queue), "--dry-run", "--json", "--timezone", "UTC",
+                "--window-start", now.isoformat(), "--window-end", (now + timedelta(hours=1)).isoformat(), env=env)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["capacity"]["idle_gpus_now"] == 5  # gpu-a: 8 free, 5 quiet; gpu-b: no DCGM data
+    assert "node gpu-b: no DCGM metrics, not used" in out["notes"]
+    assert any("no demand history" in n for n in out["notes"])
+    placed = {p["job"]: p for p in out["plan"]["placements"]}
+    assert placed["a"]["node"] == placed["b"]["node"] == "gpu-a"  # 5 idle: the second 4-GPU job waits
+    assert placed["b"]["start"] == placed["a"]["end"]
+    assert client.BatchV1Api(api).list_namespaced_job(NS).items == []  # dry run: nothing submitted
