@@ -431,6 +431,7 @@ class Store:
     def _default(self, res: Resource, obj: Obj, creating: bool) -> None:
         """The few defaults clients commonly read back (as the apiserver sets them on every write)."""
         spec = obj.get("spec")
+        _quantities_as_strings(obj)
         if res.kind == "Deployment" and isinstance(spec, dict):
             spec.setdefault("replicas", 1)
             spec.setdefault("revisionHistoryLimit", 10)
@@ -464,3 +465,19 @@ class Store:
                 port.setdefault("targetPort", port.get("port"))
         elif res.kind == "PriorityClass":
             obj.setdefault("preemptionPolicy", "PreemptLowerPriority")
+
+
+def _quantities_as_strings(obj: Obj) -> None:
+    """The apiserver serializes resource quantities as strings (``nvidia.com/gpu: 1`` reads back "1")."""
+    spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
+    pod_specs = [spec, (spec.get("template") or {}).get("spec") or {}]
+    for pod in pod_specs:
+        for c in (pod.get("containers") or []) + (pod.get("initContainers") or []):
+            for key in ("limits", "requests"):
+                values = (c.get("resources") or {}).get(key)
+                if isinstance(values, dict):
+                    c["resources"][key] = {k: str(v) for k, v in values.items()}
+    status = obj.get("status")
+    for key in ("capacity", "allocatable"):
+        if isinstance(status, dict) and isinstance(status.get(key), dict):
+            status[key] = {k: str(v) for k, v in status[key].items()}

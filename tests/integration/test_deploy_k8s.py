@@ -1,0 +1,273 @@
+"""deploy/k8s: every overlay builds with `kubectl kustomize`, validates (Kubernetes 1.33 strict for
+built-in kinds, structural schemas for the CRDs), is hardened, and its RBAC is least privilege."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+from kubernetes import client
+from kubernetes.dynamic import DynamicClient
+from referencing import Registry, Resource
+
+REPO = Path(__file__).resolve().parents[2]
+K8S = REPO / "deploy/k8s"
+OVERLAYS = ("prod", "staging", "us-east-1", "eu-west-1")
+KUBE_VERSION = "1.33"
+CRD_SCHEMAS = {
+    ("gateway.networking.k8s.io/v1", "HTTPRoute"): "httproute.gateway.networking.k8s.io_v1.yaml",
+    ("monitoring.coreos.com/v1", "PodMonitor"): "podmonitor.monitoring.coreos.com_v1.yaml",
+    ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheusrule.monitoring.coreos.com_v1.yaml",
+}
+
+
+def kustomize(path: Path) -> list[dict]:
+    if not shutil.which("kubectl"):
+        pytest.fail("kubectl is missing: `make setup` installs it (Debian package kubernetes-client)")
+    out = subprocess.run(["kubectl", "kustomize", str(path)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+@pytest.fixture(scope="module")
+def built() -> dict[str, list[dict]]:
+    return {name: kustomize(K8S / "overlays" / name) for name in OVERLAYS}
+
+
+def by_kind(docs: list[dict], kind: str) -> dict[str, dict]:
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
+
+
+def pod_templates(docs: list[dict]):
+    for d in docs:
+        if d["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
+            yield f"{d['kind']}/{d['metadata']['name']}", d["spec"]["template"]["spec"]
+
+
+def test_every_overlay_builds_the_whole_stack(built):
+    for name, docs in built.items():
+        kinds = {d["kind"] for d in docs}
+        assert {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "PriorityClass",
+                "HTTPRoute", "NetworkPolicy", "Role", "RoleBinding", "ServiceAccount", "PrometheusRule",
+                "PodMonitor", "ConfigMap", "Namespace"} <= kinds, name
+        assert {"llm-server", "prefect-worker-k8s", "prefect-worker-a100"} <= set(by_kind(docs, "Deployment"))
+
+
+def test_builtin_objects_validate_strictly_against_kubernetes_1_33(built):
+    checked, seen = 0, set()
+    for name, docs in built.items():
+        for d in docs:
+            key = json.dumps(d, sort_keys=True)
+            if (d["apiVersion"], d["kind"]) in CRD_SCHEMAS or key in seen:
+                continue  # overlays share most objects: validate each distinct one once
+            seen.add(key)
+            try:
+                kubernetes_validate.validate(d, KUBE_VERSION, strict=True)
+            except kubernetes_validate.ValidationError as exc:
+                pytest.fail(f"{name}: {d['kind']}/{d['metadata']['name']}: {exc.message}")
+            checked += 1
+    assert checked >= 40
+
+
+def test_custom_resources_match_their_structural_schemas(built):
+    registry = Registry()
+    for f in (K8S / "schemas").glob("*.yaml"):
+        registry = registry.with_resource(f.name, Resource.from_contents(yaml.safe_load(f.read_text())))
+    seen = set()
+    for docs in built.values():
+        for d in docs:
+            schema_file = CRD_SCHEMAS.get((d["apiVersion"], d["kind"]))
+            if schema_file:
+                schema = yaml.safe_load((K8S / "schemas" / schema_file).read_text())
+                jsonschema.Draft202012Validator(schema, registry=registry).validate(d)
+                seen.add(d["kind"])
+    assert seen == {"HTTPRoute", "PodMonitor", "PrometheusRule"}
+    # and the schemas do reject what the real CRDs reject
+    route = by_kind(next(iter(built.values())), "HTTPRoute")["llm-server"]
+    schema = yaml.safe_load((K8S / "schemas" / CRD_SCHEMAS[(route["apiVersion"], "HTTPRoute")]).read_text())
+    bad = yaml.safe_load(yaml.safe_dump(route))
+    bad["spec"]["rules"][0]["backendRefs"][0]["weight"] = -1
+    bad["spec"]["rules"][0]["backendRefz"] = []
+    errors = list(jsonschema.Draft202012Validator(schema, registry=registry).iter_errors(bad))
+    assert len(errors) == 2
+
+
+def test_pods_are_hardened(built):
+    """No root, no privilege, all capabilities dropped, RuntimeDefault seccomp, read-only root
+    filesystem, requests and limits set, and images pinned (no :latest, no untagged)."""
+    for name, docs in built.items():
+        templates = list(pod_templates(docs))
+        assert len(templates) == 3
+        for what, pod in templates:
+            where = f"{name}: {what}"
+            psc = pod.get("securityContext") or {}
+            assert psc.get("runAsNonRoot") is True and psc.get("runAsUser", 0) != 0, where
+            assert (psc.get("seccompProfile") or {}).get("type") == "RuntimeDefault", where
+            assert not pod.get("hostNetwork") and not pod.get("hostPID") and not pod.get("hostIPC"), where
+            for c in pod.get("initContainers", []) + pod["containers"]:
+                sc = c.get("securityContext") or {}
+                assert sc.get("privileged") is not True, where
+                assert sc.get("allowPrivilegeEscalation") is False, where
+                assert sc.get("readOnlyRootFilesystem") is True, where
+                assert sc.get("capabilities", {}).get("drop") == ["ALL"] and not sc["capabilities"].get("add"), where
+                assert sc.get("runAsUser", psc.get("runAsUser")) != 0, where
+                image = c["image"]
+                tag = image.rsplit("/", 1)[-1]
+                assert "@sha256:" in image or (":" in tag and not tag.endswith(":latest")), f"{where}: {image}"
+                res = c.get("resources") or {}
+                for key in ("cpu", "memory"):
+                    assert key in res.get("limits", {}) and key in res.get("requests", {}), f"{where}: {key}"
+
+
+def test_inference_deployment_matches_the_serving_contract(built):
+    for docs in built.values():
+        d = by_kind(docs, "Deployment")["llm-server"]
+        pod = d["spec"]["template"]["spec"]
+        c = pod["containers"][0]
+        assert c["resources"]["limits"]["nvidia.com/gpu"] == c["resources"]["requests"]["nvidia.com/gpu"] == 1
+        assert (c["resources"]["requests"]["cpu"], c["resources"]["requests"]["memory"]) == ("2", "8Gi")
+        assert {"readinessProbe", "livenessProbe", "startupProbe"} <= set(c)
+        assert {t["topologyKey"] for t in pod["topologySpreadConstraints"]} == {
+            "topology.kubernetes.io/zone", "kubernetes.io/hostname"}
+        drain = c["lifecycle"]["preStop"]["sleep"]["seconds"] + 90  # + tritonserver --exit-timeout-secs
+        assert "--exit-timeout-secs=90" in c["args"] and pod["terminationGracePeriodSeconds"] > drain
+        assert pod["priorityClassName"] == "inference-critical"
+        assert d["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+        assert d["spec"]["template"]["metadata"]["labels"]["inferops.io/track"] == "stable"
+        pdb = by_kind(docs, "PodDisruptionBudget")["llm-server"]
+        assert pdb["spec"]["selector"] == d["spec"]["selector"]
+    prod, staging = (by_kind(built[n], "HorizontalPodAutoscaler")["llm-server"]["spec"] for n in ("prod", "staging"))
+    assert (prod["minReplicas"], prod["maxReplicas"]) == (3, 50)
+    assert (staging["minReplicas"], staging["maxReplicas"]) == (1, 4)
+
+
+def test_regions_pin_placement_hostname_and_model_bucket(built):
+    for region in ("us-east-1", "eu-west-1"):
+        docs = built[region]
+        pod = by_kind(docs, "Deployment")["llm-server"]["spec"]["template"]["spec"]
+        term = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]
+        assert term["matchExpressions"] == [{"key": "topology.kubernetes.io/region", "operator": "In",
+                                             "values": [region]}]
+        assert f"llm.{region}.inferops.example.com" in by_kind(docs, "HTTPRoute")["llm-server"]["spec"]["hostnames"]
+        cm = next(c for n, c in by_kind(docs, "ConfigMap").items() if n.startswith("llm-server-config-"))
+        assert cm["data"]["MODEL_REPOSITORY"] == f"s3://inferops-models-prod-{region}/triton/current"
+        # the Deployment refers to the generated (hashed) ConfigMap name
+        assert pod["containers"][0]["envFrom"][0]["configMapRef"]["name"] == cm["metadata"]["name"]
+
+
+def test_hpa_scales_on_dcgm_utilization_and_rps_served_by_the_adapter_rules(built):
+    docs = built["prod"]
+    hpa = by_kind(docs, "HorizontalPodAutoscaler")["llm-server"]["spec"]
+    targets = {m["pods"]["metric"]["name"]: m["pods"]["target"] for m in hpa["metrics"]}
+    assert targets == {"dcgm_gpu_utilization": {"type": "AverageValue", "averageValue": "70"},
+                       "inference_requests_per_second": {"type": "AverageValue", "averageValue": "5000"}}
+    rules = yaml.safe_load(by_kind(docs, "ConfigMap")["adapter-config"]["data"]["config.yaml"])["rules"]
+    assert {r["name"]["as"] for r in rules} == set(targets)
+    series = {r["name"]["as"]: r["seriesQuery"].split("{")[0] for r in rules}
+    assert series == {"dcgm_gpu_utilization": "DCGM_FI_DEV_GPU_UTIL",
+                      "inference_requests_per_second": "nv_inference_request_success"}
+
+
+def test_adapter_queries_are_valid_promql(tmp_path, built):
+    """Render each rule the way prometheus-adapter does and let promtool parse the result."""
+    if not shutil.which("promtool"):
+        pytest.fail("promtool is missing: `apt-get install -y prometheus`")
+    rules = yaml.safe_load(by_kind(built["prod"], "ConfigMap")["adapter-config"]["data"]["config.yaml"])["rules"]
+    recording = []
+    for r in rules:
+        series = r["seriesQuery"].split("{")[0]
+        labels = list(r["resources"]["overrides"])
+        expr = (r["metricsQuery"].replace("<<.Series>>", series)
+                .replace("<<.LabelMatchers>>", f'{labels[0]}="inference",{labels[1]}=~"llm-server-.*"')
+                .replace("<<.GroupBy>>", labels[1]))
+        recording.append({"record": f"adapter:{r['name']['as']}", "expr": expr})
+    f = tmp_path / "adapter.rules.yml"
+    f.write_text(yaml.safe_dump({"groups": [{"name": "adapter", "rules": recording}]}))
+    out = subprocess.run(["promtool", "check", "rules", str(f)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def rules_of(docs: list[dict], kind: str, name: str) -> list[tuple[str, str, str]]:
+    return sorted((g, res, v) for r in by_kind(docs, kind)[name]["rules"] for g in r["apiGroups"]
+                  for res in r["resources"] for v in r["verbs"])
+
+
+def test_rbac_is_least_privilege(built):
+    docs = built["prod"]
+    for d in docs:
+        for rule in d.get("rules", []) if d["kind"] in ("Role", "ClusterRole") else []:
+            assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"], d["metadata"]["name"]
+            assert not {"secrets", "pods/exec", "serviceaccounts/token"} & set(rule["resources"])
+            assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"])
+    full = ["create", "delete", "get", "list", "patch", "update", "watch"]
+    roles = {(d["metadata"].get("namespace"), d["metadata"]["name"]) for d in docs if d["kind"] == "Role"}
+    assert ("inference", "inferops-canary") in roles and ("offline-batch", "inferops-idle-gpu") in roles
+    canary = rules_of(docs, "Role", "inferops-canary")
+    assert [v for g, r, v in canary if r == "deployments" and g == "apps"] == full
+    assert [v for g, r, v in canary if r == "httproutes" and g == "gateway.networking.k8s.io"] == full
+    assert {r for _, r, _ in canary} == {"deployments", "httproutes", "services"}
+    idle = rules_of(docs, "Role", "inferops-idle-gpu")
+    assert {r for _, r, _ in idle} == {"jobs", "pods"}
+    assert {v for _, r, v in idle if r == "pods"} == {"get", "list", "watch"}
+    cluster_roles = by_kind(docs, "ClusterRole")
+    assert set(cluster_roles) == {"inferops-idle-gpu-capacity"}  # the only cluster-wide grant: read-only
+    assert {v for *_, v in rules_of(docs, "ClusterRole", "inferops-idle-gpu-capacity")} == {"get", "list", "watch"}
+    for b in (d for d in docs if d["kind"] in ("RoleBinding", "ClusterRoleBinding")):
+        assert all(s["kind"] == "ServiceAccount" and s["namespace"] == "inferops" for s in b["subjects"])
+
+
+def test_workers_serve_the_pools_of_prefect_yaml(built):
+    pools = {d["work_pool"]["name"] for d in yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"]}
+    workers = by_kind(built["prod"], "Deployment")
+    served = set()
+    for name in ("prefect-worker-k8s", "prefect-worker-a100"):
+        args = workers[name]["spec"]["template"]["spec"]["containers"][0]["args"]
+        pool = args[args.index("--pool") + 1]
+        assert name == f"prefect-worker-{pool}" and "kubernetes" in args
+        served.add(pool)
+    assert served == {"k8s", "a100"} and served <= pools
+    for name in ("k8s", "a100"):  # flow runs use the ServiceAccount the RBAC above grants
+        template = yaml.safe_load((REPO / f"deploy/prefect/{name}.json").read_text())
+        sa = template["variables"]["properties"]["service_account_name"]["default"]
+        ns = template["variables"]["properties"]["namespace"]["default"]
+        assert (ns, sa) in {(d["metadata"]["namespace"], d["metadata"]["name"])
+                            for d in built["prod"] if d["kind"] == "ServiceAccount"}
+
+
+def test_priority_classes(built):
+    pcs = by_kind(built["prod"], "PriorityClass")
+    assert pcs["offline-batch"]["value"] < 0 and pcs["offline-batch"]["preemptionPolicy"] == "Never"
+    assert pcs["inference-critical"]["value"] >= 1000000
+    assert not any(pc.get("globalDefault") for pc in pcs.values())
+
+
+def test_serving_objects_are_accepted_by_the_api_and_roll_out(built, kube_clean):
+    """Server-side apply (kubectl apply --server-side's call) of the prod build's kinds the emulator
+    serves; the API validates them and the inference Deployment then rolls out to 3 pods."""
+    kube_clean.add_node("gpu-a", gpus=8)
+    kube_clean.create_namespace("monitoring")  # a prerequisite: kube-prometheus-stack's namespace
+    dyn = DynamicClient(kube_clean.api_client())
+    served = {"Namespace", "PriorityClass", "ConfigMap", "Service", "ServiceAccount", "Deployment", "HTTPRoute"}
+    order = sorted((d for d in built["prod"] if d["kind"] in served), key=lambda d: d["kind"] != "Namespace")
+    for d in order:
+        if d["kind"] == "ServiceAccount":
+            continue  # not served by the emulator
+        dyn.resources.get(api_version=d["apiVersion"], kind=d["kind"]).server_side_apply(
+            body=d, field_manager="kubectl", namespace=d["metadata"].get("namespace"))
+    apps = client.AppsV1Api(kube_clean.api_client())
+
+    def rolled_out() -> bool:
+        st = apps.read_namespaced_deployment("llm-server", "inference").status
+        return bool(st and st.available_replicas == 3 and st.observed_generation == 1)
+
+    deadline = time.monotonic() + 15
+    while not rolled_out():
+        assert time.monotonic() < deadline, "llm-server did not roll out"
+        time.sleep(0.05)
