@@ -60,6 +60,17 @@ def _run_one(pipeline: str, module: str, rel: str, out_root: Path) -> Outcome:
     return Outcome(pipeline, "ok", str(target), time.perf_counter() - t0, str(summary or ""))
 
 
+def _drain_prefect_logs() -> None:
+    """Send buffered run logs and events before the local server stops (else they are lost)."""
+    if "prefect" not in sys.modules:
+        return
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogHandler
+
+    APILogHandler().flush()
+    EventsWorker.drain_all(timeout=10)
+
+
 def main(out: str = "demo-output", only: list[str] | None = None) -> int:
     from flows.common.localstack import UI_URL, LocalServer, prefect_env
 
@@ -83,6 +94,7 @@ def main(out: str = "demo-output", only: list[str] | None = None) -> int:
             outcomes.append(o)
     finally:
         if server is not None:
+            _drain_prefect_logs()
             server.stop()
 
     from rich.console import Console
