@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -76,8 +76,8 @@ def choose(client: Any, src: S3Uri, at: datetime | None, include: list[str]) -> 
 
 
 def _safe_target(root: Path, rel: str) -> Path:
-    parts = PurePosixPath(rel).parts
-    if not parts or PurePosixPath(rel).is_absolute() or any(p in ("..", "") for p in parts):
+    parts = rel.split("/")
+    if any(p in ("", ".", "..") or "\\" in p or "\0" in p for p in parts):
         raise VerifyError(f"refusing unsafe key path {rel!r}")
     return root.joinpath(*parts)
 
