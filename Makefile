@@ -10,6 +10,9 @@ STAMP   := $(VENV)/.inferops-installed
 # Debian packages the tests and demo need (binary -> package)
 APT_PKGS := prometheus debootstrap iproute2 openssh-client kubernetes-client
 APT_BINS := prometheus debootstrap ip ssh kubectl
+# cost-report: headless Chromium renders report.html in the chart test (tests/integration/test_cost_report_charts.py)
+APT_PKGS += chromium
+APT_BINS += chromium
 # SSH test hosts (tests/sshhosts/): zstd packs/unpacks the cached Debian root under ~/.cache/inferops/
 APT_PKGS += zstd
 APT_BINS += zstd
