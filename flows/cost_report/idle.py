@@ -41,7 +41,7 @@ def idle_cost(url: str, gpu_hours: pl.DataFrame, policy: CostPolicy,
         return {**result, "status": "no GPU instance-hours with resource ids in the CUR"}, EMPTY_DAILY
     start = gpu_hours["hour"].min() + timedelta(hours=1)  # type: ignore[operator]
     end = gpu_hours["hour"].max() + timedelta(hours=1)  # type: ignore[operator]
-    window = f"avg_over_time({METRIC}[1h])"
+    window = f'avg_over_time({METRIC}{{{label}!=""}}[1h])'  # series without the node label can't join
     try:
         with PrometheusClient(url, timeout_s=timeout_s) as client:
             seen = _series(client, f"count by ({label}) ({window})", label,

@@ -130,13 +130,14 @@ def gather(specs: list[str], workdir: Path, *, region: str, endpoint_url: str | 
     ``workdir`` one at a time, so memory stays bounded). BadInput when nothing is readable."""
     sources = Sources()
     for spec in specs:
+        failures = len(sources.failed)
         try:
             paths = _download_s3(spec, workdir, region, endpoint_url, sources) if spec.startswith("s3://") \
                 else list_local(spec)
         except FileNotFoundError:
             sources.failed.append(f"{spec}: no such file or folder")
             continue
-        if not paths:
+        if not paths and len(sources.failed) == failures:
             sources.failed.append(f"{spec}: no CUR parts ({', '.join(CUR_SUFFIXES)})")
         inspect_files(paths, sources)
     if not sources.files:
