@@ -397,6 +397,20 @@ def test_deployment_controller_rolls_out_at_the_asked_speed(apis):
     wait_until(lambda: apps.read_namespaced_deployment("web", NS).status.updated_replicas == 3, what="update")
 
 
+def test_python_api_sets_rollout_speed_and_job_outcome(apis, kube_clean):
+    apps, _, batch, _ = apis
+    kube_clean.add_node("gpu-a", gpus=8)
+    kube_clean.deployments.speed(NS, "web", 60)  # a replica per minute: still progressing below
+    apps.create_namespaced_deployment(NS, deployment(replicas=2))
+    d = wait_until(lambda: condition(d := apps.read_namespaced_deployment("web", NS), "Progressing") and d,
+                   what="status")
+    assert (condition(d, "Progressing").reason, condition(d, "Available").status) == ("ReplicaSetUpdated", "False")
+    kube_clean.jobs.run_for(NS, "flaky", seconds=0.1, exit_code=1)
+    batch.create_namespaced_job(NS, job("flaky"))
+    assert condition(wait_job(batch, "flaky", "Failed"), "Failed").reason == "BackoffLimitExceeded"
+    assert not apps.read_namespaced_deployment("web", NS).status.updated_replicas
+
+
 def test_stalled_deployment_exceeds_its_progress_deadline(apis, kube_clean):
     apps, *_ = apis
     kube_clean.deployments.stall(NS, "web")

@@ -107,10 +107,16 @@ class DeploymentController:
         self.enabled = True
         self.seconds_per_replica = 0.05
         self._stalled: set[tuple[str, str]] = set()
+        self._speed: dict[tuple[str, str], float] = {}
         self._state: dict[str, _Rollout] = {}
 
     def stall(self, namespace: str, name: str, stalled: bool = True) -> None:
+        """No progress for this Deployment (until un-stalled): its progress deadline will pass."""
         (self._stalled.add if stalled else self._stalled.discard)((namespace, name))
+
+    def speed(self, namespace: str, name: str, seconds_per_replica: float) -> None:
+        """Rollout speed of one Deployment (wins over its annotation and the default)."""
+        self._speed[(namespace, name)] = seconds_per_replica
 
     def tick(self, t: float) -> None:
         for d in self.store.list(DEPLOYMENTS):
@@ -126,7 +132,8 @@ class DeploymentController:
         elif st.template != template:
             st.template, st.old, st.updated, st.last_progress = template, st.updated + st.old, 0, t
         stalled = (meta["namespace"], meta["name"]) in self._stalled or _annotation(d, STALL) == "true"
-        spr = float(_annotation(d, SECONDS_PER_REPLICA) or self.seconds_per_replica)
+        spr = self._speed.get((meta["namespace"], meta["name"]),
+                              float(_annotation(d, SECONDS_PER_REPLICA) or self.seconds_per_replica))
         st.updated = min(st.updated, desired)
         if not spec.get("paused") and not stalled:
             while (st.updated < desired or st.old > 0) and t - st.last_step >= spr:
@@ -318,6 +325,11 @@ class JobController:
         self.enabled = True
         self.default_run_seconds = 0.2
         self._started: dict[str, float] = {}
+        self._runs: dict[tuple[str, str], dict[str, str]] = {}
+
+    def run_for(self, namespace: str, job_name: str, seconds: float, exit_code: int = 0) -> None:
+        """How long the Job's next pods run and how they exit (wins over its annotations)."""
+        self._runs[(namespace, job_name)] = {RUN_SECONDS: str(seconds), EXIT_CODE: str(exit_code)}
 
     def pods(self, namespace: str, job_name: str) -> list[Obj]:
         job = self.store.get(JOBS, namespace, job_name)
@@ -399,6 +411,7 @@ class JobController:
         meta, tmpl = job["metadata"], job["spec"]["template"]
         annotations = {**(tmpl.get("metadata") or {}).get("annotations", {}),
                        **{k: v for k, v in (meta.get("annotations") or {}).items() if k.startswith(PREFIX)}}
+        annotations.update(self._runs.get((meta["namespace"], meta["name"]), {}))
         annotations.setdefault(RUN_SECONDS, str(self.default_run_seconds))
         pod = {"metadata": {"generateName": f"{meta['name']}-", "namespace": meta["namespace"],
                             "labels": dict((tmpl.get("metadata") or {}).get("labels") or {}),
