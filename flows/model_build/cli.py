@@ -1,0 +1,65 @@
+"""``inferops model build``: FP16/INT8 with an accuracy gate (exit 0 deployable, 3 tolerance not
+met, 2 bad input)."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from flows.common.errors import BadInput
+from flows.common.runtime import run_flow
+from model_build.build import BuildSpec, Precision
+from model_build.evaluate import Metric
+
+app = typer.Typer(help="Build FP16/INT8 models with an accuracy gate", no_args_is_help=True)
+
+
+@app.callback()
+def _group() -> None:
+    """Build FP16/INT8 models with an accuracy gate."""
+
+
+@app.command("build")
+def build_cmd(
+    src: str = typer.Argument(..., help="ONNX model: a path or s3://bucket/key"),
+    calib: str = typer.Option(..., "--calib", help="calibration NPZ keyed by the model's input names"),
+    eval_: str = typer.Option(..., "--eval", help="evaluation NPZ keyed by the model's input names"),
+    precision: Precision = typer.Option(..., "--precision", help="fp16 or int8"),
+    out: str = typer.Option(..., "--out", help="artifact folder (manifest.json, config.pbtxt, 1/model.onnx)"),
+    tolerance: float | None = typer.Option(
+        None, "--tolerance", help="fidelity: min mean cosine (default 0.999); accuracy: max relative loss (0.01)"),
+    metric: Metric = typer.Option(Metric.fidelity, "--metric", help="fidelity (vs FP32) or accuracy (top-1)"),
+    labels: str | None = typer.Option(None, "--labels", help=".npy integer labels for --metric accuracy"),
+) -> None:
+    """Build SRC at --precision; write DIR/manifest.json and the model; exit 3 if the tolerance is not met."""
+    try:
+        spec = BuildSpec(source=src, calib=calib, eval=eval_, precision=precision, tolerance=tolerance,
+                         metric=metric, labels=labels, out=out)
+    except ValidationError as exc:
+        raise BadInput("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())) from exc
+    result = run_flow(_flow(), spec=spec)
+    doc = result["manifest"]
+    table = Table(title=f"{doc['name']} {doc['precision']} → {result['manifest_uri'] or result['manifest_path']}")
+    for col in ("candidate", "status", "cosine", "top-1 loss", "p50 ms b1", "thr/s b32"):
+        table.add_column(col)
+    fp32 = result["fp32_perf"]
+    table.add_row("fp32", "reference", "1", "0", f"{fp32['latency_ms_p50']:.3f}",
+                  f"{fp32['throughput']:.1f}")
+    for c in result["candidates"]:
+        perf, acc = c["perf"] or {}, c["accuracy"] or {}
+        table.add_row(c["precision"], "ok" if c["ok"] else c["reason"], f"{c['fidelity']['cosine']:.5f}",
+                      f"{acc['loss']:.4f}" if acc else "–", f"{perf.get('latency_ms_p50', 0):.3f}",
+                      f"{perf.get('throughput', 0):.1f}")
+    Console(stderr=True).print(table)
+    typer.echo(json.dumps({"manifest": result["manifest_path"], "manifest_uri": result["manifest_uri"],
+                           "deployable": doc["deployable"]}))
+
+
+def _flow():
+    from flows.model_build.flow import model_build
+
+    return model_build

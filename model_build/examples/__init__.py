@@ -1,0 +1,1 @@
+"""Example models for the model-build pipeline (see each folder's script)."""

@@ -1,0 +1,175 @@
+"""Preparation for third-party ONNX models: load (external data too), upgrade the opset, infer
+shapes, optimise. The prepared FP32 model is the reference every candidate is compared with, and
+the model every candidate is built from, so tensor names match between FP32 and QDQ.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import version_converter
+
+from flows.common.errors import BadInput
+
+log = logging.getLogger("inferops.model_build")
+
+TARGET_OPSET = 17
+MIN_OPSET = 13  # per-channel QDQ needs DequantizeLinear with an axis
+_TWO_GB = 2**31 - 2**24
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    dtype: np.dtype
+    shape: tuple[int | None, ...]  # None = dynamic (symbolic or unknown)
+
+
+@dataclass
+class PreparedModel:
+    path: Path
+    inputs: list[InputSpec]
+    outputs: list[str]
+    source_opset: int
+    opset: int
+    source_sha256: str
+    steps: list[str] = field(default_factory=list)  # what preparation did, for the manifest
+
+    @property
+    def batch_dynamic(self) -> bool:
+        return all(s.shape and s.shape[0] is None for s in self.inputs)
+
+
+def fetch(src: str, workdir: Path) -> Path:
+    """A local path for ``src`` (a file path or ``s3://bucket/key``; external data files of an S3
+    model must sit beside it under the same prefix)."""
+    if not src.startswith("s3://"):
+        path = Path(src)
+        if not path.is_file():
+            raise BadInput(f"cannot read model {src}: no such file")
+        return path
+    from flows.common.s3 import parse_s3_uri
+    from model_build.package import registry_client
+
+    uri = parse_s3_uri(src)
+    client = registry_client()
+    local = workdir / "source" / Path(uri.prefix).name
+    local.parent.mkdir(parents=True, exist_ok=True)
+    parent = uri.prefix.rsplit("/", 1)[0] + "/" if "/" in uri.prefix else ""
+    try:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=uri.bucket, Prefix=parent):
+            for obj in page.get("Contents", []):
+                rel = obj["Key"][len(parent):]
+                if "/" not in rel:  # the model and its sibling external-data files
+                    client.download_file(uri.bucket, obj["Key"], str(local.parent / rel))
+    except client.exceptions.ClientError as exc:
+        raise BadInput(f"cannot read model {src}: {exc}") from exc
+    if not local.is_file():
+        raise BadInput(f"cannot read model {src}: no such object")
+    return local
+
+
+def load(path: Path) -> onnx.ModelProto:
+    try:
+        model = onnx.load(str(path), load_external_data=True)
+    except Exception as exc:  # protobuf DecodeError, missing external data, ...
+        raise BadInput(f"cannot read model {path}: {type(exc).__name__}: {exc}") from exc
+    if not model.graph.node:
+        raise BadInput(f"cannot read model {path}: not an ONNX model (empty graph)")
+    return model
+
+
+def default_opset(model: onnx.ModelProto) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def upgrade_opset(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
+    """Upgrade to opset 17 (or at least 13); models already at ≥13 are left alone."""
+    source = default_opset(model)
+    if source >= MIN_OPSET:
+        return model, []
+    for target in (TARGET_OPSET, MIN_OPSET):
+        try:
+            upgraded = version_converter.convert_version(model, target)
+            onnx.checker.check_model(upgraded)
+            return upgraded, [f"opset {source}->{target}"]
+        except Exception as exc:
+            log.warning("opset upgrade %d->%d failed: %s", source, target, exc)
+    raise BadInput(f"cannot upgrade model from opset {source} to >= {MIN_OPSET} (needed for per-channel QDQ)")
+
+
+def save(model: onnx.ModelProto, path: Path) -> Path:
+    """Save, with external data when the model is too large for one protobuf."""
+    large = model.ByteSize() > _TWO_GB
+    onnx.save_model(model, str(path), save_as_external_data=large, all_tensors_to_one_file=True,
+                    location=path.name + ".data" if large else None)
+    return path
+
+
+def _infer_and_optimise(src: Path, dst: Path) -> str:
+    """ORT's quantisation pre-processing (symbolic shape inference + graph optimisation + ONNX
+    shape inference), falling back step by step when symbolic inference cannot handle the model."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    attempts = (
+        ("symbolic shape inference + optimisation", {}),
+        ("onnx shape inference + optimisation (symbolic failed)", {"skip_symbolic_shape": True}),
+        ("onnx shape inference only (optimisation failed)",
+         {"skip_symbolic_shape": True, "skip_optimization": True}),
+    )
+    for what, kwargs in attempts:
+        try:
+            quant_pre_process(str(src), str(dst), auto_merge=True, **kwargs)
+            return what
+        except Exception as exc:
+            log.warning("pre-processing (%s) failed: %s", what, " ".join(str(exc).split())[:300])
+    onnx.save_model(onnx.shape_inference.infer_shapes(load(src)), str(dst))
+    return "no pre-processing (every inference attempt failed)"
+
+
+_NP_TYPES = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.FLOAT16: np.float16,
+             onnx.TensorProto.DOUBLE: np.float64, onnx.TensorProto.INT64: np.int64,
+             onnx.TensorProto.INT32: np.int32, onnx.TensorProto.INT8: np.int8,
+             onnx.TensorProto.UINT8: np.uint8, onnx.TensorProto.BOOL: np.bool_}
+
+
+def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
+    inits = {i.name for i in model.graph.initializer}
+    specs = []
+    for vi in model.graph.input:
+        if vi.name in inits:  # old exporters list weights as inputs
+            continue
+        t = vi.type.tensor_type
+        if t.elem_type not in _NP_TYPES:
+            raise BadInput(f"model input {vi.name!r} has an unsupported type "
+                           f"{onnx.TensorProto.DataType.Name(t.elem_type)}")
+        dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+                     for d in t.shape.dim)
+        specs.append(InputSpec(vi.name, np.dtype(_NP_TYPES[t.elem_type]), dims))
+    return specs
+
+
+def prepare(src: str | Path, workdir: Path | None = None) -> PreparedModel:
+    """Load ``src`` and write the prepared FP32 reference model to ``workdir/fp32.onnx``."""
+    workdir = Path(workdir or tempfile.mkdtemp(prefix="inferops-model-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    from model_build.package import sha256
+
+    local = fetch(str(src), workdir)
+    model = load(local)
+    source_opset = default_opset(model)
+    model, steps = upgrade_opset(model)
+    staged = save(model, workdir / "staged.onnx")
+    del model
+    out = workdir / "fp32.onnx"
+    steps.append(_infer_and_optimise(staged, out))
+    prepared = load(out)
+    return PreparedModel(path=out, inputs=input_specs(prepared),
+                         outputs=[o.name for o in prepared.graph.output],
+                         source_opset=source_opset, opset=default_opset(prepared),
+                         source_sha256=sha256(local), steps=steps)

@@ -1,0 +1,92 @@
+"""Candidate builders: static INT8 QDQ (onnxruntime.quantization) and FP16 (onnxconverter-common).
+
+Both start from the prepared FP32 model, so tensor and node names match the reference.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import onnx
+
+from model_build.calibrate import CalibMethod, Dataset, DatasetReader
+
+# ops that overflow or lose too much in FP16: normalisations, softmax, large reductions, exp/pow
+FP16_OVERFLOW_OPS = (
+    "LayerNormalization", "SimplifiedLayerNormalization", "SkipLayerNormalization",
+    "InstanceNormalization", "GroupNormalization", "Softmax", "LogSoftmax",
+    "ReduceSum", "ReduceSumSquare", "ReduceMean", "ReduceL2", "ReduceLogSumExp", "ReduceProd",
+    "Pow", "Exp",
+)
+# compute-heavy ops: what INT8 speeds up. Quantising every op (residual Adds, attention-mask Adds
+# with -FLT_MAX, Softmax, embeddings Gather) costs fidelity for no speed on CPU/TensorRT.
+INT8_OP_TYPES = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+
+
+def int8(fp32_path: Path, out_path: Path, calib: Dataset, *, method: CalibMethod = CalibMethod.minmax,
+         exclude: Sequence[str] = (), symmetric_activations: bool = False, per_channel: bool = True,
+         batch_size: int = 16, cache_path: Path | None = None, stride_batches: int = 4,
+         op_types: Sequence[str] = INT8_OP_TYPES) -> Path:
+    """Static QDQ INT8 with per-channel weights.
+
+    Calibration runs ``stride_batches`` batches at a time (``CalibStridedMinMax``), so activation
+    memory stays bounded by one stride; the ranges are cached in ``cache_path`` and reused by
+    every later trial of the search. ``symmetric_activations`` gives signed, zero-point-free
+    activations as TensorRT expects.
+    """
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    reader = DatasetReader(calib, batch_size)
+    quantize_static(
+        str(fp32_path), str(out_path), reader,
+        quant_format=QuantFormat.QDQ,
+        op_types_to_quantize=list(op_types),
+        per_channel=per_channel,
+        activation_type=QuantType.QInt8 if symmetric_activations else QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        calibrate_method=method.ort(),
+        nodes_to_exclude=list(exclude),
+        calibration_cache_path=cache_path,
+        extra_options={
+            "ActivationSymmetric": symmetric_activations,
+            "WeightSymmetric": True,
+            "CalibStridedMinMax": reader.stride(stride_batches),
+            # MatMul/Gemm outputs stay float: onnxruntime then runs DQ->MatMul as
+            # MatMulIntegerToFloat (the same int8 GEMM) without re-quantising pre-residual
+            # activations, whose outliers are what costs transformers their fidelity
+            "OpTypesToExcludeOutputQuantization": ["MatMul", "Gemm"],
+        },
+    )
+    return out_path
+
+
+def fp16(fp32_path: Path, out_path: Path, *, block_overflow_ops: bool) -> str:
+    """FP16 weights and compute, FP32 inputs and outputs kept (Cast nodes at the edges).
+
+    Returns the converter used: onnxconverter-common, or onnxruntime's maintained fork of the
+    same converter when onnxconverter-common's result does not load (it leaves ``Cast(to=FLOAT)``
+    nodes whose outputs it retyped to FLOAT16: onnxconverter-common issue #320).
+    """
+    import onnxruntime as ort
+    from onnxconverter_common import float16
+
+    block = list(float16.DEFAULT_OP_BLOCK_LIST)
+    if block_overflow_ops:
+        block += [op for op in FP16_OVERFLOW_OPS if op not in block]
+    with warnings.catch_warnings():  # one warning per clamped tiny weight: noise, not news
+        warnings.simplefilter("ignore")
+        converted = float16.convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True,
+                                                     op_block_list=block)
+        converter = "onnxconverter-common"
+        try:
+            ort.InferenceSession(converted.SerializeToString(), providers=["CPUExecutionProvider"])
+        except Exception:
+            from onnxruntime.transformers import float16 as ort_float16
+
+            converted = ort_float16.convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True,
+                                                             op_block_list=block)
+            converter = "onnxruntime.transformers.float16"
+    onnx.save_model(converted, str(out_path))
+    return converter

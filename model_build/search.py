@@ -1,0 +1,99 @@
+"""Accuracy-aware INT8 search: quantise, evaluate, and while out of tolerance keep the most
+sensitive nodes in float, within a bounded number of trials.
+
+Sensitivity comes from onnxruntime's own QDQ debugging utilities
+(``onnxruntime.quantization.qdq_loss_debug``): the FP32 and QDQ models are run on a few evaluation
+samples with every intermediate tensor saved, and each quantised tensor gets the SQNR (dB)
+between its float value and its value after its QuantizeLinear/DequantizeLinear pair. The lowest
+SQNR is the most damaged tensor; the nodes that produce and consume it are excluded together so
+the tensor stays float. Trial ``k`` excludes the ``2**(k-1)`` worst tensors (1, 2, 4, ...), so a
+handful of trials covers a wide range, and the first candidate within tolerance wins (the fewest
+exclusions tried).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx
+
+from model_build.calibrate import Dataset, DatasetReader, n_samples
+
+log = logging.getLogger("inferops.model_build")
+
+
+@dataclass
+class Trial:
+    excluded_tensors: int
+    excluded_nodes: list[str]
+    score: float  # the gate's value: mean cosine (fidelity) or relative loss (accuracy)
+    ok: bool
+    reason: str
+
+
+@dataclass
+class SearchResult:
+    path: Path | None  # the chosen candidate, None when no trial met the tolerance
+    excluded_nodes: list[str]
+    trials: list[Trial]
+    sensitivity: list[tuple[str, float]] = field(default_factory=list)  # (tensor, SQNR dB), worst first
+
+
+def sensitivity(fp32_path: Path, qdq_path: Path, data: Dataset, workdir: Path,
+                samples: int = 4) -> list[tuple[str, float]]:
+    """Quantised tensors ranked by SQNR of their own QDQ pair, worst (lowest dB) first."""
+    from onnxruntime.quantization import qdq_loss_debug as dbg
+
+    subset = {k: v[:min(samples, n_samples(data))] for k, v in data.items()}
+    acts = {}
+    for tag, path in (("float", fp32_path), ("qdq", qdq_path)):
+        augmented = workdir / f"debug_{tag}.onnx"
+        dbg.modify_model_output_intermediate_tensors(str(path), str(augmented))
+        acts[tag] = dbg.collect_activations(str(augmented), DatasetReader(subset, 1))
+        augmented.unlink()
+    matched = dbg.create_activation_matching(acts["qdq"], acts["float"])
+    errors = dbg.compute_activation_error(matched)
+    ranked = [(name, err["qdq_err"]) for name, err in errors.items() if math.isfinite(err["qdq_err"])]
+    return sorted(ranked, key=lambda item: item[1])
+
+
+def nodes_touching(model: onnx.ModelProto, tensors: list[str]) -> list[str]:
+    """Names of the nodes producing or consuming ``tensors``, in graph order."""
+    wanted = set(tensors)
+    return [n.name for n in model.graph.node if wanted & (set(n.input) | set(n.output))]
+
+
+def search(fp32_path: Path, workdir: Path, build: Callable[[list[str], Path], Path],
+           judge: Callable[[Path], tuple[float, bool, str]], debug_data: Dataset,
+           max_trials: int = 6) -> SearchResult:
+    """``build(excluded_nodes, out_path)`` makes a candidate, ``judge(path)`` scores it."""
+    trials: list[Trial] = []
+    first = build([], workdir / "int8_trial0.onnx")
+    score, ok, reason = judge(first)
+    trials.append(Trial(0, [], score, ok, reason))
+    if ok or max_trials <= 1:
+        return SearchResult(first if ok else None, [], trials)
+    ranked = sensitivity(fp32_path, first, debug_data, workdir)
+    log.info("INT8 out of tolerance (%s); most sensitive tensors: %s", reason,
+             ", ".join(f"{t} {db:.1f} dB" for t, db in ranked[:5]))
+    fp32 = onnx.load(str(fp32_path), load_external_data=False)
+    chosen: Path | None = None
+    excluded: list[str] = []
+    for k in range(1, max_trials):
+        count = min(2 ** (k - 1), len(ranked))
+        excluded = nodes_touching(fp32, [t for t, _ in ranked[:count]])
+        candidate = build(excluded, workdir / f"int8_trial{k}.onnx")
+        score, ok, reason = judge(candidate)
+        trials.append(Trial(count, excluded, score, ok, reason))
+        log.info("trial %d: %d tensors / %d nodes kept in float: %s", k, count, len(excluded),
+                 "within tolerance" if ok else reason)
+        if ok:
+            chosen = candidate
+            break
+        if count == len(ranked):
+            break
+    return SearchResult(chosen, excluded if chosen else [], trials, ranked)

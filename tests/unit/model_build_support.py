@@ -1,0 +1,107 @@
+"""Small ONNX models of other shapes than the examples, built with onnx.helper (seeded weights)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+RNG = np.random.default_rng(7)
+
+
+def _w(name: str, *shape: int, scale: float | None = None) -> onnx.TensorProto:
+    fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else shape[0]
+    arr = RNG.normal(0, scale or (2.0 / fan_in) ** 0.5, size=shape).astype(np.float32)
+    return numpy_helper.from_array(arr, name)
+
+
+def _save(graph: onnx.GraphProto, path: Path, opset: int) -> Path:
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 7 if opset < 15 else 8
+    onnx.checker.check_model(model)
+    onnx.save_model(model, str(path))
+    return path
+
+
+def conv_detector(path: Path, opset: int = 17) -> Path:
+    """A tiny single-stage detector: backbone convs, then box and score heads; dynamic N, H, W."""
+    nodes = [
+        helper.make_node("Conv", ["image", "c1.w", "c1.b"], ["c1"], pads=[1, 1, 1, 1], name="backbone.conv1"),
+        helper.make_node("Relu", ["c1"], ["r1"], name="backbone.relu1"),
+        helper.make_node("Conv", ["r1", "c2.w", "c2.b"], ["c2"], pads=[1, 1, 1, 1], strides=[2, 2],
+                         name="backbone.conv2"),
+        helper.make_node("Relu", ["c2"], ["r2"], name="backbone.relu2"),
+        helper.make_node("Conv", ["r2", "box.w", "box.b"], ["boxes"], name="head.box"),
+        helper.make_node("Conv", ["r2", "cls.w", "cls.b"], ["cls"], name="head.cls"),
+        helper.make_node("Sigmoid", ["cls"], ["scores"], name="head.sigmoid"),
+    ]
+    inits = [_w("c1.w", 16, 3, 3, 3), _w("c1.b", 16, scale=0.1), _w("c2.w", 32, 16, 3, 3),
+             _w("c2.b", 32, scale=0.1), _w("box.w", 4, 32, 1, 1), _w("box.b", 4, scale=0.1),
+             _w("cls.w", 3, 32, 1, 1), _w("cls.b", 3, scale=0.1)]
+    graph = helper.make_graph(
+        nodes, "detector",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        [helper.make_tensor_value_info("boxes", TensorProto.FLOAT, ["N", 4, "h", "w"]),
+         helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", 3, "h", "w"])],
+        inits)
+    return _save(graph, path, opset)
+
+
+def old_opset_mlp(path: Path, opset: int = 9) -> Path:
+    """An MLP classifier as old exporters wrote it: opset 9, weights also listed as graph inputs."""
+    inits = [_w("fc1.w", 32, 64), _w("fc1.b", 32, scale=0.1), _w("fc2.w", 10, 32), _w("fc2.b", 10, scale=0.1)]
+    nodes = [
+        helper.make_node("Gemm", ["x", "fc1.w", "fc1.b"], ["h"], transB=1, name="fc1"),
+        helper.make_node("Relu", ["h"], ["hr"], name="relu"),
+        helper.make_node("Gemm", ["hr", "fc2.w", "fc2.b"], ["logits"], transB=1, name="fc2"),
+    ]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 64])]
+    inputs += [helper.make_tensor_value_info(i.name, TensorProto.FLOAT, list(i.dims)) for i in inits]
+    graph = helper.make_graph(nodes, "old_mlp", inputs,
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])], inits)
+    return _save(graph, path, opset)
+
+
+def outlier_mlp(path: Path) -> Path:
+    """Two MatMuls; the activation between them has one channel scaled by 1000, so one
+    per-tensor INT8 scale for ``mid`` wipes out every other channel: the second MatMul is the
+    node that must stay in float."""
+    scale = np.ones(64, dtype=np.float32)
+    scale[3] = 1000.0
+    inits = [numpy_helper.from_array(RNG.normal(0, 0.2, (32, 64)).astype(np.float32), "w1"),
+             numpy_helper.from_array(scale, "channel_scale"),
+             numpy_helper.from_array(RNG.normal(0, 0.2, (64, 16)).astype(np.float32), "w2")]
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"], name="mm1"),
+        helper.make_node("Mul", ["h", "channel_scale"], ["mid"], name="outlier"),
+        helper.make_node("MatMul", ["mid", "w2"], ["y"], name="mm2"),
+    ]
+    graph = helper.make_graph(nodes, "outlier", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 32])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 16])], inits)
+    return _save(graph, path, 17)
+
+
+def overflow_model(path: Path) -> Path:
+    """Fine in FP32, Inf in FP16: raw features far beyond FP16's 65504 go straight into a
+    LayerNormalization (the input cast to FP16 overflows unless LayerNorm is kept in FP32)."""
+    nodes = [
+        helper.make_node("LayerNormalization", ["x", "ln.scale", "ln.bias"], ["xn"], axis=-1, name="norm"),
+        helper.make_node("MatMul", ["xn", "w"], ["y"], name="proj"),
+    ]
+    inits = [numpy_helper.from_array(np.ones(64, np.float32), "ln.scale"),
+             numpy_helper.from_array(np.zeros(64, np.float32), "ln.bias"),
+             numpy_helper.from_array(RNG.normal(0, 0.2, (64, 16)).astype(np.float32), "w")]
+    graph = helper.make_graph(nodes, "overflow", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 16])], inits)
+    return _save(graph, path, 17)
+
+
+def npz(path: Path, **arrays: np.ndarray) -> str:
+    np.savez(path, **arrays)
+    return str(path)
+
+
+def normal(*shape: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=shape).astype(np.float32)

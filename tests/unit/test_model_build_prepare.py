@@ -1,0 +1,104 @@
+"""Preparation of models it has never seen: old opsets, external data, dynamic H/W, bad files;
+and the data-set checks that give exit-2 errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from flows.common.errors import BadInput
+from model_build.calibrate import DatasetReader, load_dataset
+from model_build.prepare import input_specs, prepare
+from tests.unit.model_build_support import conv_detector, normal, npz, old_opset_mlp
+
+
+def _run(path, feed):
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feed)
+
+
+def test_old_opset_is_upgraded_and_computes_the_same(tmp_path):
+    src = old_opset_mlp(tmp_path / "old.onnx", opset=9)
+    prepared = prepare(src, tmp_path / "work")
+    assert prepared.source_opset == 9 and prepared.opset >= 13
+    assert any(s.startswith("opset 9->") for s in prepared.steps)
+    assert [s.name for s in prepared.inputs] == ["x"]  # weights listed as inputs are not model inputs
+    x = normal(5, 64)
+    np.testing.assert_allclose(_run(prepared.path, {"x": x})[0], _run(src, {"x": x})[0], rtol=1e-5, atol=1e-5)
+
+
+def test_dynamic_height_and_width_survive(tmp_path):
+    prepared = prepare(conv_detector(tmp_path / "det.onnx"), tmp_path / "work")
+    assert prepared.inputs[0].shape == (None, 3, None, None) and prepared.batch_dynamic
+    for hw in (16, 40):
+        boxes, scores = _run(prepared.path, {"image": normal(2, 3, hw, hw)})
+        assert boxes.shape == (2, 4, hw // 2, hw // 2) and scores.shape == (2, 3, hw // 2, hw // 2)
+
+
+def test_external_data_is_loaded(tmp_path):
+    src = conv_detector(tmp_path / "det.onnx")
+    model = onnx.load(str(src))
+    ext = tmp_path / "ext" / "det_ext.onnx"
+    ext.parent.mkdir()
+    onnx.save_model(model, str(ext), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="weights.bin", size_threshold=0)
+    assert (ext.parent / "weights.bin").stat().st_size > 10_000
+    prepared = prepare(ext, tmp_path / "work")
+    x = normal(1, 3, 12, 12)
+    np.testing.assert_allclose(_run(prepared.path, {"image": x})[1], _run(src, {"image": x})[1], rtol=1e-5)
+
+
+@pytest.mark.parametrize("content", [b"", b"not an onnx model at all \x00\x01", None])
+def test_unreadable_model_is_bad_input(tmp_path, content):
+    path = tmp_path / "bad.onnx"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(BadInput, match="cannot read model"):
+        prepare(path, tmp_path / "work")
+
+
+def test_dataset_checks_name_the_problem(tmp_path):
+    inputs = input_specs(onnx.load(str(conv_detector(tmp_path / "det.onnx"))))
+    ok = load_dataset(npz(tmp_path / "ok.npz", image=normal(4, 3, 8, 8)), inputs)
+    assert ok["image"].shape == (4, 3, 8, 8)
+    cases = {
+        "keys": (npz(tmp_path / "k.npz", pixels=normal(4, 3, 8, 8)), r"keys \['pixels'\] do not match .*\['image'\]"),
+        "dtype": (npz(tmp_path / "d.npz", image=normal(4, 3, 8, 8).astype(np.float64)), "dtype float64.*float32"),
+        "rank": (npz(tmp_path / "r.npz", image=normal(3, 8, 8)), "expects rank 4"),
+        "dims": (npz(tmp_path / "s.npz", image=normal(4, 1, 8, 8)), r"expects \[\?,3,\?,\?\]"),
+    }
+    for path, message in cases.values():
+        with pytest.raises(BadInput, match=message):
+            load_dataset(path, inputs)
+    with pytest.raises(BadInput, match="no such file"):
+        load_dataset(str(tmp_path / "missing.npz"), inputs)
+
+
+def test_npy_directory_and_entrypoint_sources(tmp_path):
+    inputs = input_specs(onnx.load(str(old_opset_mlp(tmp_path / "old.onnx"))))
+    (tmp_path / "calib").mkdir()
+    np.save(tmp_path / "calib" / "x.npy", normal(10, 64))
+    data = load_dataset(tmp_path / "calib", inputs)
+    assert isinstance(data["x"], np.memmap) and data["x"].shape == (10, 64)
+    from_loader = load_dataset("tests.unit.test_model_build_prepare:loader", inputs)
+    assert from_loader["x"].shape == (6, 64)
+
+
+def loader():
+    return {"x": normal(6, 64, seed=3)}
+
+
+def test_strided_reader_covers_every_sample_once():
+    data = {"x": np.arange(40, dtype=np.float32).reshape(20, 2)}
+    reader = DatasetReader(data, batch_size=3)  # 7 batches, the last one of 2 samples
+    assert len(reader) == 7 and reader.stride(4) == 1  # 7 is prime: stride 1 keeps every batch
+    reader = DatasetReader(data, batch_size=2)  # 10 batches
+    stride = reader.stride(4)
+    assert stride == 2
+    seen = []
+    for start in range(0, len(reader), stride):
+        reader.set_range(start, start + stride)
+        while (feed := reader.get_next()) is not None:
+            seen.append(feed["x"])
+    np.testing.assert_array_equal(np.concatenate(seen), data["x"])

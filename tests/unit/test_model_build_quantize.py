@@ -1,0 +1,112 @@
+"""INT8 QDQ (per-channel weights, calibration methods, symmetric activations), FP16 with FP32 I/O
+and overflow blocking, and the accuracy-aware search excluding the sensitive node."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+from model_build import evaluate, quantize
+from model_build.build import BuildSpec, Judge, Precision, build_fp16, build_int8
+from model_build.calibrate import CalibMethod, load_dataset
+from model_build.evaluate import Metric
+from model_build.prepare import prepare
+from tests.unit.model_build_support import conv_detector, normal, npz, outlier_mlp, overflow_model
+
+
+def _nodes(path, op):
+    return [n for n in onnx.load(str(path)).graph.node if n.op_type == op]
+
+
+def _judge(prepared, data, metric=Metric.fidelity, tolerance=0.999, labels=None):
+    ref = evaluate.run(evaluate.session(prepared.path), data)
+    return Judge(ref, data, metric, tolerance, labels)
+
+
+@pytest.fixture(scope="module")
+def detector(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("det")
+    prepared = prepare(conv_detector(tmp / "det.onnx"), tmp / "work")
+    calib = {"image": np.abs(normal(32, 3, 16, 16, seed=1))}
+    data = {"image": np.abs(normal(16, 3, 24, 24, seed=2))}  # another H/W than calibration
+    return tmp, prepared, calib, data
+
+
+@pytest.mark.parametrize("method", list(CalibMethod))
+def test_int8_qdq_per_channel_for_each_calibration_method(detector, method):
+    tmp, prepared, calib, data = detector
+    out = quantize.int8(prepared.path, tmp / f"int8_{method.value}.onnx", calib, method=method)
+    dq_weights = [n for n in _nodes(out, "DequantizeLinear") if n.input[0].endswith(".w_quantized")]
+    assert len(dq_weights) == 4  # every Conv weight
+    model = onnx.load(str(out))
+    inits = {i.name: i for i in model.graph.initializer}
+    per_channel = [n for n in dq_weights if len(inits[n.input[1]].dims) == 1 and inits[n.input[1]].dims[0] > 1]
+    assert len(per_channel) == 4
+    fid = evaluate.fidelity(evaluate.run(evaluate.session(prepared.path), data),
+                            evaluate.run(evaluate.session(out), data))
+    assert fid.nonfinite == 0 and fid.cosine > 0.99
+
+
+def test_symmetric_activations_for_tensorrt(detector):
+    tmp, prepared, calib, _ = detector
+    out = quantize.int8(prepared.path, tmp / "int8_sym.onnx", calib, symmetric_activations=True)
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in onnx.load(str(out)).graph.initializer}
+    zero_points = [inits[n.input[2]] for n in _nodes(out, "QuantizeLinear")]
+    assert zero_points and all(zp.dtype == np.int8 and not zp.any() for zp in zero_points)
+
+
+def test_fp16_keeps_fp32_io(detector):
+    tmp, prepared, _, data = detector
+    quantize.fp16(prepared.path, tmp / "fp16.onnx", block_overflow_ops=False)
+    model = onnx.load(str(tmp / "fp16.onnx"))
+    io = [*model.graph.input, *model.graph.output]
+    assert all(v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for v in io)
+    inits = [i for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT16]
+    assert len(inits) >= 8  # weights and biases are FP16
+    out = evaluate.run(evaluate.session(tmp / "fp16.onnx"), data)
+    assert out[0].dtype == np.float32
+
+
+def test_fp16_overflow_is_rejected_then_blocked(tmp_path):
+    prepared = prepare(overflow_model(tmp_path / "ovf.onnx"), tmp_path / "work")
+    data = {"x": normal(8, 64) * 3e5}  # raw features beyond FP16's range
+    result = build_fp16(prepared, tmp_path, _judge(prepared, data))
+    first, second = result.trials
+    assert first["nonfinite"] > 0 and not first["ok"] and "NaN/Inf" in first["reason"]
+    assert not second["nonfinite"] and second["ok"] and second["block_overflow_ops"]
+    assert result.ok and result.fidelity.cosine > 0.999
+
+
+def test_search_keeps_the_sensitive_matmul_in_float(tmp_path):
+    prepared = prepare(outlier_mlp(tmp_path / "outlier.onnx"), tmp_path / "work")
+    calib = {"x": normal(64, 32, seed=1)}
+    data = {"x": normal(32, 32, seed=2)}
+    spec = BuildSpec(source="outlier.onnx", calib="-", eval="-", max_trials=4)
+    result = build_int8(prepared, tmp_path, _judge(prepared, data), calib, spec)
+    assert not result.trials[0]["ok"] and result.trials[0]["score"] < 0.999
+    assert result.ok and result.fidelity.cosine >= 0.999
+    assert "mm2" in result.excluded_nodes and "mm1" not in result.excluded_nodes
+    assert any(n.input[0] == "mid" for n in _nodes(tmp_path / "int8_trial1.onnx", "MatMul"))  # mm2 reads float
+
+
+def test_search_gives_up_within_its_trial_budget(tmp_path):
+    prepared = prepare(outlier_mlp(tmp_path / "outlier.onnx"), tmp_path / "work")
+    calib = {"x": normal(64, 32, seed=1)}
+    data = {"x": normal(32, 32, seed=2)}
+    spec = BuildSpec(source="outlier.onnx", calib="-", eval="-", max_trials=2, tolerance=1.0)
+    result = build_int8(prepared, tmp_path, _judge(prepared, data, tolerance=1.0), calib, spec)
+    assert not result.ok and len(result.trials) == 2
+    assert "out of tolerance after 2 trials" in result.reason
+
+
+def test_accuracy_metric_and_labels(tmp_path):
+    prepared = prepare(conv_detector(tmp_path / "det.onnx"), tmp_path / "work")
+    data = load_dataset(npz(tmp_path / "e.npz", image=np.abs(normal(20, 3, 8, 8))), prepared.inputs)
+    ref = evaluate.run(evaluate.session(prepared.path), data)
+    labels = ref[0].reshape(20, -1).argmax(axis=1)  # FP32 is right by construction
+    judge = Judge(ref, data, Metric.accuracy, 0.01, labels)
+    fid, acc, ok, _ = judge.report(prepared.path)
+    assert acc.fp32 == 1.0 and acc.candidate == 1.0 and acc.loss == 0.0 and ok
+    with pytest.raises(ValueError, match="needs labels"):
+        BuildSpec(source="m.onnx", calib="c", eval="e", metric=Metric.accuracy, precision=Precision.fp16)
