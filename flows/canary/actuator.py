@@ -259,7 +259,9 @@ class Cluster:
                 targets.append(("service", planner.track_name(service, track), self.core.delete_namespaced_service))
             for kind, name, delete in targets:
                 try:
-                    _call(f"delete {kind} {self.ns}/{name}", lambda d=delete, n=name: d(n, self.ns), (404,))
+                    # no deserialising: servers answer a delete with the object or with a Status
+                    _call(f"delete {kind} {self.ns}/{name}",
+                          lambda d=delete, n=name: d(n, self.ns, _preload_content=False), (404,))
                     deleted.append(f"{kind}/{name}")
                 except ApiException as exc:
                     if not is_not_found(exc):

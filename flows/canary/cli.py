@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -182,8 +183,6 @@ def plan(
 def abort(namespace: Namespace, deployment: DeploymentName, json_out: JsonOut = False) -> None:
     """Roll back by hand: weights to stable, stable to full size, canary and baseline removed. Idempotent."""
     from flows.canary.actuator import Cluster, rollback
-    from flows.canary.flow import EVENT_ROLLED_BACK, resource_id
-    from flows.common.artifacts import emit
     from flows.common.kube import from_settings
 
     _check_names(namespace, deployment)
@@ -191,8 +190,14 @@ def abort(namespace: Namespace, deployment: DeploymentName, json_out: JsonOut = 
     state = cluster.read_state()
     done = rollback(cluster, state)
     if state is not None or done:
-        emit(EVENT_ROLLED_BACK, resource_id(namespace, deployment), {"reason": "inferops canary abort",
-                                                      "namespace": namespace, "deployment": deployment})
+        from flows.canary.models import EVENT_ROLLED_BACK, resource_id
+        from flows.common.artifacts import emit
+        from flows.common.runtime import api_configured, offline
+
+        # without a Prefect API the event is only logged (no temporary server for a CLI call)
+        with nullcontext() if api_configured() else offline():
+            emit(EVENT_ROLLED_BACK, resource_id(namespace, deployment),
+                 {"reason": "inferops canary abort", "namespace": namespace, "deployment": deployment})
     out = {"namespace": namespace, "deployment": deployment, "had_rollout": state is not None, "actions": done}
     _print(out, json_out)
 

@@ -20,7 +20,17 @@ from flows.canary import planner
 from flows.canary.actuator import Cluster, NotReady, rollback
 from flows.canary.analysis import StepSamples, analyse, thresholds
 from flows.canary.judge import StepTracker
-from flows.canary.models import CanaryPolicy, IntervalResult, RolloutState, Target, Track, Verdict
+from flows.canary.models import (
+    EVENT_PROMOTED,
+    EVENT_ROLLED_BACK,
+    CanaryPolicy,
+    IntervalResult,
+    RolloutState,
+    Target,
+    Track,
+    Verdict,
+    resource_id,
+)
 from flows.canary.promql import queries
 from flows.common import artifacts
 from flows.common.errors import BadInput, GateFailed
@@ -28,9 +38,6 @@ from flows.common.kube import from_settings
 from flows.common.prom import PrometheusClient
 from flows.common.runtime import get_logger, is_offline, ops_task
 from flows.common.settings import get_settings
-
-EVENT_PROMOTED = "inferops.canary.promoted"
-EVENT_ROLLED_BACK = "inferops.canary.rolled_back"
 
 
 class Approval(RunInput):
@@ -46,10 +53,6 @@ def make_target(namespace: str, deployment: str, image: str, model_manifest_uri:
                       model_manifest_uri=model_manifest_uri)
     except ValidationError as exc:
         raise BadInput("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())) from None
-
-
-def resource_id(namespace: str, deployment: str) -> str:
-    return f"inferops.canary.{namespace}.{deployment}"
 
 
 def prometheus_client() -> PrometheusClient:

@@ -20,6 +20,14 @@ _IMAGE = re.compile(r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z
                     r"(:[\w][\w.-]{0,127})?(@[a-z0-9]+:[a-f0-9]{32,})?$")
 _URI = re.compile(r"^(s3|file|https?)://\S+$")
 
+EVENT_PROMOTED = "inferops.canary.promoted"
+EVENT_ROLLED_BACK = "inferops.canary.rolled_back"
+
+
+def resource_id(namespace: str, deployment: str) -> str:
+    """The Prefect event resource of a canary target."""
+    return f"inferops.canary.{namespace}.{deployment}"
+
 
 def check_dns_label(value: str, what: str) -> str:
     if not _DNS_LABEL.match(value or ""):
