@@ -75,8 +75,20 @@ def test_failed_run_is_failed_and_emits_event(prefect_client, moto_s3, tmp_path,
     deadline = time.monotonic() + 60
     events = []
     while time.monotonic() < deadline and not events:
-        page = prefect_client.read_events(EventFilter(event=EventNameFilter(name=["inferops.backup.failed"])))
+        page = prefect_client.read_events(EventFilter(event=EventNameFilter(name=["inferops.backup.failed"])),
+                                          limit=50)  # the client default (100) is over the server max
         events = [e for e in page.events if e.resource.id == f"inferops.backup.s3://{bucket}/flow"]
         time.sleep(1)
     assert events, "inferops.backup.failed was not recorded"
     assert events[0].payload["failed_files"] == 1
+
+
+def test_cli_json_stays_one_object_when_runs_are_recorded(prefect_client, moto_s3, tmp_path, monkeypatch, capsys):
+    from tests.integration.log_backup_support import cli_json
+
+    monkeypatch.delenv("INFEROPS_OFFLINE", raising=False)
+    bucket = moto_s3.create_bucket(bucket_name("flowcli"), "eu-west-1")
+    files = make_tree(tmp_path / "logs", n=3)
+    rc, summary = cli_json(capsys, "backup", "run", "--source", str(tmp_path / "logs"),
+                           "--dest", f"s3://{bucket}/cli", "--dest-region", "eu-west-1")
+    assert rc == 0 and summary["uploaded_files"] == len(files)

@@ -116,3 +116,43 @@ def test_include_exclude_globs(moto_s3, bucket, tmp_path):
     assert stored == {"inc/node-0/app/serve-0.log", "inc/node-0/app/serve-3.log", "inc/node-1/app/serve-1.log",
                       "inc/node-1/app/serve-4.log", "inc/node-0/app/serve-0.log.1.gz"}
     assert report.uploaded_files == len(stored)
+
+
+def test_versioning_and_restore_at_a_past_time(moto_s3, bucket, tmp_path):
+    from datetime import UTC, datetime
+
+    src = tmp_path / "logs"
+    write(src / "serve.log", b"version one\n")
+    policy = _policy(src, bucket, versioning=True)
+    assert BackupEngine(policy).run().uploaded_files == 1
+    s3 = moto_s3.client("eu-west-1")
+    assert s3.get_bucket_versioning(Bucket=bucket)["Status"] == "Enabled"
+    time.sleep(1.1)  # S3 timestamps have one-second resolution
+    between = datetime.now(UTC)
+    time.sleep(1.1)
+    write(src / "serve.log", b"version two, longer\n", mtime=OLD + 100)
+    assert BackupEngine(policy).run().uploaded_files == 1
+
+    uri = parse_s3_uri(policy.dest)
+    r = restore(s3, uri, tmp_path / "then", at=between)
+    assert r.failed_files == 0 and (tmp_path / "then/serve.log").read_bytes() == b"version one\n"
+    r = restore(s3, uri, tmp_path / "now")
+    assert (tmp_path / "now/serve.log").read_bytes() == b"version two, longer\n"
+
+
+def test_object_lock_governance(moto_s3, tmp_path):
+    from flows.common.errors import BadInput
+
+    src = tmp_path / "logs"
+    write(src / "audit.log", b"keep me\n")
+    plain = moto_s3.create_bucket(bucket_name("nolock"), "eu-west-1")
+    with pytest.raises(BadInput, match="no Object Lock"):
+        BackupEngine(_policy(src, plain, object_lock=True)).run()
+
+    locked = moto_s3.create_bucket(bucket_name("locked"), "eu-west-1", ObjectLockEnabledForBucket=True)
+    report = BackupEngine(_policy(src, locked, object_lock=True, retention_days=2)).run()
+    assert report.ok and report.uploaded_files == 1
+    head = moto_s3.client("eu-west-1").head_object(Bucket=locked, Key="inc/audit.log")
+    assert head["ObjectLockMode"] == "GOVERNANCE"
+    days = (head["ObjectLockRetainUntilDate"].timestamp() - time.time()) / 86400
+    assert 1.9 < days <= 2.0
