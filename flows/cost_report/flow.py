@@ -58,10 +58,18 @@ def _markdown(summary: dict[str, Any]) -> str:
 
 @flow(name="cost-report", log_prints=False)
 def cost_report(cur: list[str], out: str = "cost-report", period: str | None = None,
-                prometheus: str | None = None, policy: CostPolicy | None = None,
+                prometheus: str | None = None, policy: CostPolicy = CostPolicy(),  # noqa: B008
                 gpu_table: str | None = None) -> dict[str, Any]:
-    """GPU cost report from AWS CUR parts (local paths or s3:// prefixes) into ``out``."""
-    policy = policy or CostPolicy()
+    """GPU cost report from AWS CUR parts into ``out``.
+
+    Args:
+        cur: CUR files, folders or s3://bucket/prefix (every part below the prefix is read)
+        out: output folder: summary.json, report.html, aggregates/daily Parquet, metrics textfile
+        period: only this month (YYYY-MM); unset: everything in the CUR
+        prometheus: Prometheus URL for idle GPU cost (DCGM); unset: INFEROPS_PROMETHEUS__URL, else skipped
+        policy: classification and recommendation policy
+        gpu_table: optional CSV (instance_type,gpus,gpu_model) adding to the built-in GPU table
+    """
     window = parse_period(period)
     prometheus = prometheus or get_settings().prometheus.url
     log = get_logger()

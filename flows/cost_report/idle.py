@@ -18,14 +18,18 @@ from flows.common.prom import PrometheusClient, validate_name
 from flows.cost_report.models import CostPolicy
 
 METRIC = "DCGM_FI_DEV_GPU_UTIL"
+MAX_POINTS = 10_000  # per query_range call (Prometheus refuses more than 11,000)
 EMPTY_DAILY = pl.DataFrame(schema={"date": pl.Date, "idle_gpu_hours": pl.Float64, "idle_cost": pl.Float64})
 
 
 def _series(client: PrometheusClient, promql: str, label: str, start: float, end: float,
             name: str) -> pl.DataFrame:
-    rows = [(labels.get(label), datetime.fromtimestamp(t - 3600, UTC), v)
-            for labels, values in client.query_range(promql, start, end, 3600) for t, v in values
-            if v == v]  # NaN is no data
+    rows = []
+    for lo in range(int(start), int(end) + 1, MAX_POINTS * 3600):  # Prometheus caps points per series
+        hi = min(end, lo + (MAX_POINTS - 1) * 3600)
+        rows += [(labels.get(label), datetime.fromtimestamp(t - 3600, UTC), v)
+                 for labels, values in client.query_range(promql, lo, hi, 3600) for t, v in values
+                 if v == v]  # NaN is no data
     return pl.DataFrame(rows, schema={"resource_id": pl.String, "hour": pl.Datetime("us", "UTC"),
                                       name: pl.Float64}, orient="row")
 

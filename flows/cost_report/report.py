@@ -49,10 +49,14 @@ def aggregate(sources: Sources, out: Path, *, team_tag: str, gpus: pl.DataFrame,
         queries.append(measures.resource_hours(valid))
     quarantine = out / QUARANTINE
     quarantine.unlink(missing_ok=True)
-    rejected = pl.concat(rejects, how="vertical").collect()
-    if rejected.height:
-        rejected.write_csv(quarantine)
-    cube, *rest = pl.collect_all(queries)
+    partial = out / (QUARANTINE + ".partial")
+    # one streaming run: the cube (and resource-hours) and the quarantine sink share the scans
+    cube, *rest = pl.collect_all([*queries, pl.concat(rejects, how="vertical").sink_csv(partial, lazy=True)])[:-1]
+    rejected = pl.scan_csv(partial, infer_schema=False).select(pl.len()).collect().item()
+    if rejected:
+        partial.replace(quarantine)
+    else:
+        partial.unlink()
     in_period = pl.lit(True) if period is None else pl.col("hour").is_between(*period, closed="left")
     out_rows = int(cube.filter(~in_period)["lines"].sum())
     cube = measures.with_gpus(cube.filter(in_period), gpus)
@@ -60,7 +64,7 @@ def aggregate(sources: Sources, out: Path, *, team_tag: str, gpus: pl.DataFrame,
         schema={"hour": pl.Datetime("us", "UTC"), "resource_id": pl.String, "instance_type": pl.String,
                 "cost": pl.Float64, "instance_hours": pl.Float64})
     res = measures.with_gpus(res, gpus).filter(pl.col("gpus") > 0).drop("gpu_model", "gpu_hours")
-    return Aggregates(cube, res, rejected.height, out_rows)
+    return Aggregates(cube, res, rejected, out_rows)
 
 
 def _clean(x: Any) -> Any:
