@@ -68,7 +68,6 @@ class Store:
         self._history_max = history
         self._compacted = 0
         self._watchers: set[Watcher] = set()
-        self.listeners: list[Callable[[Event], None]] = []  # called under the lock, after each change
 
     # ---- reads ----
     @property
@@ -269,8 +268,6 @@ class Store:
         for w in self._watchers:
             if w.res is res and (w.namespace is None or obj["metadata"].get("namespace") == w.namespace):
                 w.push(ev)
-        for listener in self.listeners:
-            listener(ev)
 
     def _commit(self, res: Resource, current: Obj, new: Obj, subresource: str | None, manager: str | None,
                 operation: str, owned: set[P.Path] | None = None) -> Obj:
