@@ -261,6 +261,10 @@ def check_bucket(client: Any, bucket: str, region: str, what: str) -> None:
         raise BadInput(f"{what} bucket {bucket!r} is in region {loc}, not {region}")
 
 
+def _within(prefix: str, parent: str) -> bool:
+    return not parent or prefix == parent or prefix.startswith(f"{parent}/")
+
+
 def validate(policy: BackupPolicy) -> tuple[S3Uri | Path, S3Uri]:
     """Cheap checks before any network call: URIs, regions, the local source."""
     dest = parse_s3_uri(policy.dest)
@@ -274,6 +278,9 @@ def validate(policy: BackupPolicy) -> tuple[S3Uri | Path, S3Uri]:
         source = Path(policy.source)
         if not source.is_dir():
             raise BadInput(f"source directory {policy.source!r} does not exist")
+    if isinstance(source, S3Uri) and source.bucket == dest.bucket and (
+            _within(source.prefix, dest.prefix) or _within(dest.prefix, source.prefix)):
+        raise BadInput(f"source {source} and destination {dest} overlap")
     for pattern in [*policy.include, *policy.exclude]:
         if not pattern or "\n" in pattern:
             raise BadInput(f"bad glob {pattern!r}")
@@ -387,11 +394,15 @@ class BackupEngine:
             if value in (digest.full, digest.composite):
                 return _Outcome(item.rel, "verified", prior)
 
-        if prior is None and listed_size == item.size:
-            # written by a run that crashed before recording it: adopt it if the stored checksum matches
+        if listed_size == item.size:
+            # written by a run that crashed before recording it: adopt this very version (same mtime,
+            # same checksum) instead of sending it again
+            head = self._head(key)
+            same_version = prior is None or head.get("Metadata", {}).get(META_MTIME) == str(item.mtime_ns)
             try:
-                stored = check_stored(self._head(key), self.algorithm, digest)
-                return _Outcome(item.rel, "adopted", self._entry(item, digest, stored))
+                if same_version:
+                    stored = check_stored(head, self.algorithm, digest)
+                    return _Outcome(item.rel, "adopted", self._entry(item, digest, stored))
             except VerifyError:
                 pass
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from prefect import flow
 
 from flows.common.artifacts import Progress, emit, markdown, table
+from flows.common.errors import InferopsError
 from flows.common.runtime import get_logger, ops_task
 from flows.common.s3 import parse_s3_uri, s3_client
 from flows.log_backup.engine import BackupEngine, BackupFailed
@@ -46,14 +47,21 @@ def write_metric(path: str, dest: str, when: float) -> None:
     registry = CollectorRegistry()
     Gauge(METRIC, "Unix time of the last backup run with no failed file", ["dest"],
           registry=registry).labels(dest=dest).set(when)
-    write_to_textfile(path, registry)
+    try:
+        write_to_textfile(path, registry)
+    except OSError as exc:
+        raise InferopsError(f"backup done, but metrics textfile {path!r} not written: {exc.strerror}") from None
 
 
 @flow(name="log-backup", log_prints=False)
 def log_backup(policy: BackupPolicy) -> dict:
     """Incremental, checksum-verified backup of a log directory or s3:// prefix to a bucket in another region."""
     log = get_logger()
-    report = sync(policy)
+    try:
+        report = sync(policy)
+    except InferopsError as exc:  # bad input or no backend: nothing was backed up
+        emit("inferops.backup.failed", f"inferops.backup.{policy.dest}", {"errors": [str(exc)]})
+        raise
     rows = [{"measure": k, "value": v} for k, v in report.model_dump(exclude={"errors"}).items()]
     table("log-backup-summary", rows, description=f"Log backup {report.source} -> {report.dest}")
     if report.errors:

@@ -38,6 +38,11 @@ def test_skip_unchanged_reupload_same_size_newer_mtime(moto_s3, bucket, tmp_path
     got = moto_s3.client("eu-west-1").get_object(Bucket=bucket, Key=f"inc/{rel}")["Body"].read()
     assert got == new
 
+    # touched only (same bytes, newer mtime): still sent again, as asked
+    os.utime(src / rel, (OLD + 120, OLD + 120))
+    third = BackupEngine(_policy(src, bucket)).run()
+    assert (third.uploaded_files, third.adopted_files) == (1, 0)
+
 
 def test_verify_unchanged_catches_content_changed_under_same_mtime(moto_s3, bucket, tmp_path):
     src = tmp_path / "logs"

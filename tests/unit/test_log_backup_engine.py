@@ -100,6 +100,8 @@ def test_lifecycle_rule_targets_the_prefix_only():
     ({"dest_region": "atlantis"}, "unknown region"),
     ({"source": "s3://src-bkt/x", "source_region": "EU"}, "unknown region"),
     ({"include": [""]}, "bad glob"),
+    ({"source": "s3://bkt-ok/logs", "dest": "s3://bkt-ok/logs/backup"}, "overlap"),
+    ({"source": "s3://bkt-ok/logs/a", "dest": "s3://bkt-ok/logs"}, "overlap"),
 ])
 def test_validate_rejects_bad_input(tmp_path, kw, message):
     base = {"source": str(tmp_path), "dest": "s3://bkt-ok/p", "dest_region": "eu-west-1"}
