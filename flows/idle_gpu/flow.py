@@ -101,8 +101,8 @@ def run_window(cluster: Cluster, tracker: Tracker, snap: CapacitySnapshot, exclu
                clock: Clock = _utcnow) -> tuple[float, Plan | None]:
     """Re-plan every tick from the live cluster, submit what starts now, react to preemptions.
 
-    Returns the idle GPU-hours measured over the window (GPUs idle or running our jobs, summed
-    tick by tick) and the first plan.
+    Returns the idle GPU-hours of the window (GPUs idle or running our jobs, summed tick by tick;
+    extrapolated at the last level if all jobs ended early) and the first plan.
     """
     log = get_logger()
     tag = window_tag(window_start)
@@ -111,15 +111,23 @@ def run_window(cluster: Cluster, tracker: Tracker, snap: CapacitySnapshot, exclu
     idle_gpu_s, first_plan, last = 0.0, None, None
     while True:
         now = clock()
-        views = cluster.views(tag)
-        for name in tracker.observe(views, now):
-            log.warning("job %s preempted and cannot checkpoint: deleting it", name)
-            cluster.delete(name, policy.grace_period_s)
+        if now >= stop_at:
+            break
+        try:
+            views = cluster.views(tag)
+            for name in tracker.observe(views, now):
+                log.warning("job %s preempted and cannot checkpoint: deleting it", name)
+                cluster.delete(name, policy.grace_period_s)
+            nodes, _ = kube_nodes(cluster.core, discovery.product_label)
+        except BackendUnavailable as exc:  # a blip must not end the night; the Jobs' deadlines still hold
+            tracker.api_errors += 1
+            log.warning("tick skipped: %s", exc)
+            time.sleep(max(0.0, min(poll_seconds, (stop_at - clock()).total_seconds())))
+            continue
         running = {v.k8s_name: v for v in views if any(p.phase == "Running" for p in v.pods)}
         _write_metrics(metrics_textfile, len(running), window_end)
-        if now >= stop_at or (not tracker.pending() and not tracker.active()):
+        if not tracker.pending() and not tracker.active():
             break
-        nodes, _ = kube_nodes(cluster.core, discovery.product_label)
         nodes = [n.model_copy(update={"idle": max(0, n.idle - excluded.get(n.name, 0))}) for n in nodes]
         ours = sum(tracker.records[v.job].job.gpus for v in running.values() if v.job in tracker.records)
         if last is not None:
@@ -144,7 +152,9 @@ def run_window(cluster: Cluster, tracker: Tracker, snap: CapacitySnapshot, exclu
                      p.node, p.gpus, p.end.isoformat(), " (tail segment)" if p.partial else "")
         time.sleep(max(0.0, min(poll_seconds, (stop_at - clock()).total_seconds())))
     if last is not None:
-        idle_gpu_s += (sum(n.idle for n in nodes) + ours) * max(0.0, (clock() - last).total_seconds())
+        # to the window's end: when every job ended early, the rest of the window still counts as
+        # idle capacity (at the last observed level), so the fill ratio is not flattered
+        idle_gpu_s += (sum(n.idle for n in nodes) + ours) * max(0.0, (stop_at - last).total_seconds())
     progress.finish()
     return idle_gpu_s / 3600, first_plan
 
@@ -156,7 +166,7 @@ def _busy(tracker: Tracker, running, policy: PlanPolicy, now: datetime) -> list[
         r = tracker.records.get(v.job)
         if r is None:
             continue
-        started = min(p.started for p in v.pods if p.phase == "Running" and p.started) or now
+        started = min((p.started for p in v.pods if p.phase == "Running" and p.started), default=now)
         until = started + timedelta(hours=r.job.estimated_hours * policy.runtime_margin)
         out.append(Busy(v.node, r.job.gpus, max(until, now + timedelta(seconds=policy.slot_seconds))))
     return out

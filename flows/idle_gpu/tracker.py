@@ -60,6 +60,7 @@ class Tracker:
     records: dict[str, JobRecord] = field(default_factory=dict)
     _pods: dict[str, tuple[str, datetime, datetime]] = field(default_factory=dict)  # uid -> job, start, last
     _disrupted: set[str] = field(default_factory=set)
+    api_errors: int = 0  # ticks skipped because the cluster did not answer
 
     def __post_init__(self) -> None:
         self.records = {j.name: JobRecord(j) for j in self.jobs}
@@ -140,4 +141,5 @@ class Tracker:
             "idle_gpu_hours": round(idle_gpu_hours, 4), "gpu_hours_used": round(used, 4),
             "fill_ratio": round(used / idle_gpu_hours, 4) if idle_gpu_hours else 0.0,
             "outcomes": outcomes, "jobs": [r.to_dict() for r in self.records.values()],
+            "ticks_skipped_api_errors": self.api_errors,
         }

@@ -16,6 +16,7 @@ from kubernetes import client
 
 from flows.common.runtime import offline
 from flows.common.settings import reload_settings
+from flows.idle_gpu.capacity import demand_history, demand_query
 from flows.idle_gpu.models import Discovery, PlanPolicy
 from tests.kube_emulator.controllers import JOBS
 
@@ -177,15 +178,21 @@ def test_dry_run_sees_dcgm_idle_gpus(cluster, prometheus, exporter, run_cli, tmp
 
     kube, api = cluster
     e = exporter()
-    util = Gauge("DCGM_FI_DEV_GPU_UTIL", "GPU utilization (in %).", ["gpu", "UUID", "Hostname", "modelName"],
-                 registry=e.registry)
-    fb = Gauge("DCGM_FI_DEV_FB_USED", "Framebuffer memory used (in MiB).", ["gpu", "UUID", "Hostname", "modelName"],
-               registry=e.registry)
-    for i in range(8):
-        labels = dict(gpu=str(i), UUID=f"GPU-a-{i}", Hostname="gpu-a", modelName="NVIDIA H100 80GB HBM3")
-        util.labels(**labels).set(95 if i < 2 else 0)
-        fb.labels(**labels).set(30000 if i in (0, 1, 2) else 3)  # GPU 2: idle compute but memory held
-    prometheus.wait_for('count(DCGM_FI_DEV_FB_USED{Hostname="gpu-a"}) == 8')
+    names = ["gpu", "UUID", "Hostname", "modelName", "namespace"]
+    util = Gauge("DCGM_FI_DEV_GPU_UTIL", "GPU utilization (in %).", names, registry=e.registry)
+    fb = Gauge("DCGM_FI_DEV_FB_USED", "Framebuffer memory used (in MiB).", names, registry=e.registry)
+    for i in range(9):  # GPU 8 runs one of our batch pods (DCGM's pod mapping adds the namespace)
+        labels = dict(gpu=str(i), UUID=f"GPU-a-{i}", Hostname="gpu-a", modelName="NVIDIA H100 80GB HBM3",
+                      namespace=NS if i == 8 else "")
+        util.labels(**labels).set(95 if i in (0, 1, 8) else 0)
+        fb.labels(**labels).set(30000 if i in (0, 1, 2, 8) else 3)  # GPU 2: idle compute but memory held
+    prometheus.wait_for('count(DCGM_FI_DEV_FB_USED{Hostname="gpu-a"}) == 9')
+    # the demand series the forecast reads: busy GPUs outside the batch namespace (0 is data too)
+    with prometheus.client() as c:
+        now = datetime.now(UTC)
+        at = now + timedelta(days=1)  # "one night back" is now: one point, after the exporter was complete
+        points = demand_history(c, demand_query(NS, 10.0), at, at, nights=1, step_s=1)
+    assert [v for _, v in points] == [2.0]
     queue = tmp_path / "q.json"
     queue.write_text(json.dumps([job("a", 4, 600, 1, 1), job("b", 4, 600, 0, 1)]))
     now = datetime.now(UTC)
@@ -194,7 +201,7 @@ def test_dry_run_sees_dcgm_idle_gpus(cluster, prometheus, exporter, run_cli, tmp
                 "--window-start", now.isoformat(), "--window-end", (now + timedelta(hours=1)).isoformat(), env=env)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
-    assert out["capacity"]["idle_gpus_now"] == 5  # gpu-a: 8 free, 5 quiet; gpu-b: no DCGM data
+    assert out["capacity"]["idle_gpus_now"] == 5  # gpu-a: 8 free in Kubernetes, 5 quiet; gpu-b: no DCGM data
     assert "node gpu-b: no DCGM metrics, not used" in out["notes"]
     assert any("no demand history" in n for n in out["notes"])
     placed = {p["job"]: p for p in out["plan"]["placements"]}
