@@ -11,6 +11,7 @@ one computed from the source. Sources are only ever read.
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 import hashlib
 import json
@@ -332,7 +333,7 @@ def apply_retention(client: Any, dest: S3Uri, policy: BackupPolicy) -> None:
 @dataclass
 class _Outcome:
     rel: str
-    kind: str  # uploaded | copied | adopted | verified | failed
+    kind: str  # uploaded | copied | adopted | verified | vanished | failed
     entry: Entry | None = None
     nbytes: int = 0
     error: str = ""
@@ -398,13 +399,10 @@ class BackupEngine:
             # written by a run that crashed before recording it: adopt this very version (same mtime,
             # same checksum) instead of sending it again
             head = self._head(key)
-            same_version = prior is None or head.get("Metadata", {}).get(META_MTIME) == str(item.mtime_ns)
-            try:
-                if same_version:
+            if prior is None or head.get("Metadata", {}).get(META_MTIME) == str(item.mtime_ns):
+                with contextlib.suppress(VerifyError):
                     stored = check_stored(head, self.algorithm, digest)
                     return _Outcome(item.rel, "adopted", self._entry(item, digest, stored))
-            except VerifyError:
-                pass
 
         twin = content.get(digest.sha256)
         if twin is not None and twin != item.rel and item.size < COPY_MULTIPART_THRESHOLD:
@@ -472,6 +470,8 @@ class BackupEngine:
             return _Outcome(item.rel, "failed", error=f"{item.rel}: not attempted: S3 endpoint unreachable")
         try:
             return fn(item, *args)
+        except FileNotFoundError:
+            return _Outcome(item.rel, "vanished")  # deleted (e.g. rotated away) since the scan
         except EndpointConnectionError as exc:
             self._unreachable.set()
             return _Outcome(item.rel, "failed", error=f"{item.rel}: {exc}")
@@ -570,6 +570,9 @@ class BackupEngine:
             report.failed_files += 1
             if len(report.errors) < MAX_ERRORS:
                 report.errors.append(out.error)
+            return
+        if out.kind == "vanished":
+            report.vanished_files += 1
             return
         assert out.entry is not None
         if index.entries.get(out.rel) != out.entry:

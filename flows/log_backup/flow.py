@@ -68,9 +68,10 @@ def log_backup(policy: BackupPolicy) -> dict:
         markdown("log-backup-errors", "\n".join(f"- `{e}`" for e in report.errors[:200]),
                  description=f"{report.failed_files} failed file(s)")
     log.info("backup %s -> %s: %d uploaded (%d bytes, %d copied), %d skipped (%d deferred), "
-             "%d adopted, %d verified, %d failed", report.source, report.dest, report.uploaded_files,
-             report.uploaded_bytes, report.copied_files, report.skipped_files, report.deferred_files,
-             report.adopted_files, report.verified_files, report.failed_files)
+             "%d adopted, %d verified, %d vanished, %d failed", report.source, report.dest,
+             report.uploaded_files, report.uploaded_bytes, report.copied_files, report.skipped_files,
+             report.deferred_files, report.adopted_files, report.verified_files, report.vanished_files,
+             report.failed_files)
     if not report.ok:
         emit("inferops.backup.failed", f"inferops.backup.{report.dest}", report.summary())
         raise BackupFailed(report)

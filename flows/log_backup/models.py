@@ -50,6 +50,7 @@ class BackupReport(BaseModel):
     adopted_files: int = 0  # already in the bucket and verified (e.g. written by a crashed run)
     verified_files: int = 0
     failed_files: int = 0
+    vanished_files: int = 0  # deleted from the source between the scan and the read: not a failure
     errors: list[str] = []
     source: str = ""
     dest: str = ""

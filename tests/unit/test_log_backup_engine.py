@@ -129,3 +129,13 @@ def test_parse_at():
         _parse_at("2026-11-28T06:00:00")
     with pytest.raises(BadInput, match="not an ISO 8601"):
         _parse_at("yesterday")
+
+
+def test_a_file_deleted_after_the_scan_is_counted_as_vanished_not_failed(tmp_path):
+    from flows.log_backup.engine import BackupEngine, Index, Item
+
+    engine = BackupEngine(BackupPolicy(source=str(tmp_path), dest="s3://bkt-ok/p", dest_region="eu-west-1"))
+    gone = Item("rotated.log.5", 10, 0, path=tmp_path / "rotated.log.5")  # scanned, then deleted
+    report = BackupReport()
+    engine._account(engine._guarded(engine._backup_local, gone, None, None, {}), Index(), report)
+    assert (report.vanished_files, report.failed_files, report.errors) == (1, 0, [])
