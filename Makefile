@@ -16,6 +16,9 @@ APT_BINS += chromium
 # SSH test hosts (tests/sshhosts/): zstd packs/unpacks the cached Debian root under ~/.cache/inferops/
 APT_PKGS += zstd
 APT_BINS += zstd
+# drbd-health: a real Pushgateway for the metrics push test (tests/integration/test_drbd_pushgateway.py)
+APT_PKGS += prometheus-pushgateway
+APT_BINS += prometheus-pushgateway
 PYTEST_ARGS ?=
 
 .PHONY: help setup apt demo up test deploy bench lint image clean
