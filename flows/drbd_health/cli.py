@@ -29,6 +29,9 @@ def check(
     """Check DRBD on every host of GROUP over SSH, or check saved captures with --input FILE ..."""
     if more and not inputs:
         raise InferopsError(f"unexpected argument {more[0]!r} (captures go after --input)", exit_code=3)
+    if inputs and inventory:
+        raise InferopsError("--input reads captures instead of SSH: give --inventory or --input, not both",
+                            exit_code=3)
     from flows.drbd_health.flow import drbd_health
 
     try:

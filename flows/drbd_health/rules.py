@@ -3,6 +3,7 @@ remediation hints (text for humans, never executed). Pure: no Prefect import."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict
 
 from flows.drbd_health.models import (
@@ -159,7 +160,14 @@ HINTS: dict[str, str] = {
 }
 
 
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
+
+
 def hints(report: ResourceReport) -> list[str]:
-    """Remediation steps for a resource's problems, most urgent first. For humans; never executed."""
+    """Remediation steps for a resource's problems, most urgent first. For humans; never executed.
+
+    The resource name comes from the host's output; one that is not a plain DRBD name is shown as
+    ``<resource>`` so that no copy-pasted command carries shell syntax from a remote host."""
     codes = {p.code for p in report.problems}
-    return [text.format(res=report.name) for code, text in HINTS.items() if code in codes]
+    name = report.name if _SAFE_NAME.match(report.name) else "<resource>"
+    return [text.format(res=name) for code, text in HINTS.items() if code in codes]

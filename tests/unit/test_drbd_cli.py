@@ -87,3 +87,11 @@ def test_stray_argument_without_input_is_unknown(drbd_inproc, capsys):
         main(["drbd", "check", "foo.json"])
     assert exc.value.code == 3
     assert capsys.readouterr().err.strip() == "inferops: unexpected argument 'foo.json' (captures go after --input)"
+
+
+def test_inventory_and_input_together_are_refused(drbd_inproc, capsys):
+    from flows.common.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["drbd", "check", "--inventory", "x.yml", "--input", str(DATA / "json_resync.json")])
+    assert exc.value.code == 3 and "not both" in capsys.readouterr().err

@@ -15,7 +15,8 @@ from flows.drbd_health.collect import judge, read_capture, split_probe_output, v
 from flows.drbd_health.flow import turned_critical
 from flows.drbd_health.metrics import build_registry, write_textfile
 from flows.drbd_health.models import CODES, DrbdPolicy, Level, worst
-from flows.drbd_health.rules import hints, overall, status_line, unknown_report
+from flows.drbd_health.parse import parse
+from flows.drbd_health.rules import evaluate, hints, overall, status_line, unknown_report
 
 DATA = Path(__file__).parents[1] / "data" / "drbd"
 ROOM = Path(__file__).parents[2] / "flows" / "drbd_health"
@@ -68,6 +69,13 @@ def test_split_brain_hints_come_first_and_name_the_resource():
     hs = hints(r)
     assert hs[0].startswith("Split-brain on models") and "drbdadm connect --discard-my-data models" in hs[0]
     assert len(hs) == 2
+
+
+def test_hints_never_carry_shell_syntax_from_a_host():
+    _, [r] = parse('[{"name": "r0;reboot", "role": "Primary", "connections": '
+                   '[{"name": "b", "connection-state": "StandAlone"}]}]')
+    [hint] = hints(evaluate("h", r, DrbdPolicy()))
+    assert "reboot" not in hint and "drbdadm connect <resource>" in hint
 
 
 def test_split_brain_marker_files():
