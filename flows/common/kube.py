@@ -13,9 +13,13 @@ T = TypeVar("T")
 
 def api_client(kubeconfig: str | None = None, context: str | None = None) -> Any:
     """An ``ApiClient`` from kubeconfig (+context), else in-cluster config."""
+    import os
+
     from kubernetes import client, config
     from kubernetes.config.config_exception import ConfigException
 
+    # the client reads KUBECONFIG once, at import; read it per call so a changed env is honoured
+    kubeconfig = kubeconfig or os.environ.get("KUBECONFIG") or None
     try:
         return config.new_client_from_config(config_file=kubeconfig, context=context)
     except (ConfigException, FileNotFoundError, TypeError) as first:
