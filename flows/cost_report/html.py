@@ -125,7 +125,7 @@ def render_html(summary: dict[str, Any], daily: pl.DataFrame, idle_daily: pl.Dat
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>GPU cost report {escape(summary.get('period') or '')}</title>
 <style>body{{font-family:sans-serif;margin:24px;color:#222}} table{{border-collapse:collapse;margin:8px 0 20px}}
-td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}} th{{background:#f4f4f4}} svg{{display:block;margin:12px 0}}</style>
+td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}} th{{background:#f4f4f4}} td:first-child{{text-align:left}} svg{{display:block;margin:12px 0}}</style>
 </head><body>
 <h1>GPU cost report {escape(summary.get('period') or '')}</h1>
 <p>{head}</p>

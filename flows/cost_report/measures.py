@@ -22,6 +22,7 @@ from flows.cost_report.models import PRICING_MODELS, CostPolicy
 
 # EC2 instance usage (the usage amount is instance-hours): on-demand/RI/SP "BoxUsage", spot, dedicated
 INSTANCE_USAGE = r"(BoxUsage|SpotUsage|DedicatedUsage|HostUsage)"
+GPU_FAMILY = r"^(p\d|g\d|gr\d)"  # EC2 accelerated-computing families with NVIDIA/AMD GPUs
 CUBE_KEYS = ("hour", "line_item_type", "pricing_model", "instance_type", "team")
 
 
@@ -166,6 +167,11 @@ def summarize(c: pl.DataFrame, hours: list[datetime], policy: CostPolicy,
         "hours_in_period": len(hours),
     }
     summary["recommendations"] = recommendations(usage, hours, policy, summary["spot_savings"])
+    unknown = (usage.filter((pl.col("gpus") == 0) & (pl.col("instance_hours") > 0)
+                            & pl.col("instance_type").str.contains(GPU_FAMILY))["instance_type"].unique().sort())
+    if len(unknown):
+        notes.append(f"GPU-family instance types not in the GPU table (counted as 0 GPUs): "
+                     f"{', '.join(unknown)}; add them with gpu_table")
     summary["notes"] = notes
     return summary
 

@@ -24,9 +24,11 @@ def test_s3_prefix_with_many_parts(moto_s3, tmp_path, monkeypatch):
         s3.put_object(Bucket=bucket, Key=f"cur/gpu/20260501-20260601/part-{i}.csv.gz", Body=body)
     s3.put_object(Bucket=bucket, Key="cur/gpu/20260501-20260601/gpu-Manifest.json", Body=b"{}")
     s3.put_object(Bucket=bucket, Key="cur/gpu-old/part-0.csv.gz", Body=body)  # a sibling prefix: not ours
-    s3.put_object(Bucket=bucket, Key="athena/part-0.parquet", Body=(DATA / "athena.parquet").read_bytes())
+    eu = moto_s3.create_bucket(f"cur-eu-{uuid.uuid4().hex[:10]}", region="eu-west-1")  # found via its location
+    moto_s3.client("eu-west-1").put_object(Bucket=eu, Key="athena/part-0.parquet",
+                                           Body=(DATA / "athena.parquet").read_bytes())
 
-    s = run_flow(cost_report, cur=[f"s3://{bucket}/cur/gpu", f"s3://{bucket}/athena/part-0.parquet"],
+    s = run_flow(cost_report, cur=[f"s3://{bucket}/cur/gpu", f"s3://{eu}/athena/part-0.parquet"],
                  out=str(tmp_path / "out"), period="2026-05")
     assert s["input"]["files"] == 4 and s["input"]["styles"] == ["athena", "legacy"]
     assert s["total_cost"] == pytest.approx(4 * ONE)

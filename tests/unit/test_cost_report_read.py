@@ -149,3 +149,23 @@ def test_team_tag_is_a_policy(tmp_path):
     assert [t["team"] for t in s["by_team"]] == ["untagged"]
     with pytest.raises(ValueError):
         CostPolicy(team_tag="team) or vector(1")
+
+
+def test_cur2_instance_type_from_the_product_map(tmp_path):
+    """A CUR 2.0 export without the static product_instance_type column: the product map has it."""
+    df = pl.read_parquet(DATA / "cur2.parquet")
+    product = [[{"key": "instance_type", "value": t}] if t else [] for t in df["product_instance_type"]]
+    df.drop("product_instance_type", "product").with_columns(
+        pl.Series("product", product).cast(pl.Map(pl.String, pl.String))).write_parquet(tmp_path / "p.parquet")
+    s = report(tmp_path, str(tmp_path / "p.parquet"), period="2026-05")
+    assert s["input"]["styles"] == ["cur2"]
+    assert s["gpu_hours"] == 33.0 and s["total_cost"] == pytest.approx(193.3748)
+
+
+def test_gpu_family_missing_from_the_table_is_noted(tmp_path):
+    df = pl.read_parquet(DATA / "athena.parquet").with_columns(
+        pl.col("product_instance_type").str.replace("g6.xlarge", "g9.xlarge", literal=True))
+    df.write_parquet(tmp_path / "g9.parquet")
+    s = report(tmp_path, str(tmp_path / "g9.parquet"), period="2026-05")
+    assert s["gpu_hours"] == 32.0
+    assert any("g9.xlarge" in n for n in s["notes"])
