@@ -80,7 +80,10 @@ def classified(groups: pl.LazyFrame) -> pl.LazyFrame:
     instance_hours = (pl.when(model.is_not_null() & pl.col("instance_type").is_not_null()
                               & pl.col("usage_type").str.contains(INSTANCE_USAGE))
                       .then(pl.col("usage_amount")).otherwise(0.0))
+    blank_is_null = [pl.when(pl.col(c) == "").then(None).otherwise(pl.col(c)).alias(c)
+                     for c in ("usage_type", "instance_type", "team", "resource_id") if c in groups.collect_schema()]
     return (groups
+            .with_columns(blank_is_null)
             .with_columns(pricing_model().alias("pricing_model"),
                           pl.col("instance_type").str.strip_prefix("ml."))
             .with_columns(cost.alias("cost"), instance_hours.alias("instance_hours")))

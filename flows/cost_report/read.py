@@ -190,10 +190,8 @@ def inspect_files(paths: list[tuple[Path, str]], sources: Sources) -> None:
 # --- normalisation -------------------------------------------------------------------------------
 
 
-def _blank_to_null(e: pl.Expr, *, strip: bool = True) -> pl.Expr:
-    e = e.cast(pl.String)
-    if strip:
-        e = e.str.strip_chars()
+def _blank_to_null(e: pl.Expr) -> pl.Expr:
+    e = e.cast(pl.String).str.strip_chars()
     return pl.when(e == "").then(None).otherwise(e)
 
 
@@ -205,7 +203,9 @@ def _parse_float(raw: pl.Expr, dtype: pl.DataType) -> pl.Expr:
 
 def _parse_datetime(raw: pl.Expr, dtype: pl.DataType) -> pl.Expr:
     if isinstance(dtype, pl.Datetime):
-        e = raw.cast(pl.Datetime("us", dtype.time_zone))
+        e = raw if dtype.time_unit == "us" else raw.cast(pl.Datetime("us", dtype.time_zone))
+        if dtype.time_zone == "UTC":
+            return e
         return e.dt.convert_time_zone("UTC") if dtype.time_zone else e.dt.replace_time_zone("UTC")
     if isinstance(dtype, pl.Date):
         return raw.cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
@@ -268,12 +268,15 @@ def normalise(f: CurFile, team_tag: str, missing: set[str]) -> tuple[pl.LazyFram
             value = _parse_datetime(expr, sdtype)
         elif name in FLOAT_COLS:
             value = _parse_float(expr, sdtype)
-        else:
-            value = _blank_to_null(expr, strip=sdtype == pl.String and f.fmt == "csv")
+        elif f.fmt == "csv":
+            value = _blank_to_null(expr)
+        else:  # typed strings: "" stays "" here and becomes null after aggregation (measures.classified)
+            value = expr.cast(pl.String)
         parsed[name] = value
         raw.append(expr.cast(pl.String).alias(name))
         if name in REQUIRED:
-            problems.append((value.is_null(), f"missing or bad {name}"))
+            missing_value = value.is_null() | (value == "") if name in STRING_COLS else value.is_null()
+            problems.append((missing_value, f"missing or bad {name}"))
         elif name in FLOAT_COLS and not sdtype.is_numeric():
             problems.append((_blank_to_null(expr).is_not_null() & value.is_null(), f"bad {name}"))
     # the amortized cost of covered usage lives in its own column: without it the line can't be costed

@@ -169,3 +169,13 @@ def test_gpu_family_missing_from_the_table_is_noted(tmp_path):
     s = report(tmp_path, str(tmp_path / "g9.parquet"), period="2026-05")
     assert s["gpu_hours"] == 32.0
     assert any("g9.xlarge" in n for n in s["notes"])
+
+
+def test_athena_empty_strings_are_missing_values(tmp_path):
+    """Athena-style Parquet writes "" for absent strings: same totals, "" team is untagged."""
+    df = pl.read_parquet(DATA / "athena.parquet")
+    df.with_columns(pl.col(pl.String).fill_null("")).write_parquet(tmp_path / "blank.parquet")
+    s = report(tmp_path, str(tmp_path / "blank.parquet"), period="2026-05")
+    assert s["total_cost"] == pytest.approx(193.3748) and s["gpu_hours"] == 33.0
+    assert {t["team"] for t in s["by_team"]} == {"inference", "training", "batch", "untagged"}
+    assert s["fees_and_adjustments"]["total"] == pytest.approx(14856.52)
