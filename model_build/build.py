@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 from pydantic import BaseModel, Field, model_validator
 
 from flows.common.errors import BadInput
@@ -131,7 +132,9 @@ def build_int8(prepared: PreparedModel, workdir: Path, judge: Judge, calib: Data
         return quantize.int8(prepared.path, out, calib, method=spec.calib_method, exclude=excluded,
                              symmetric_activations=symmetric, batch_size=batch, cache_path=cache)
 
-    result = search.search(prepared.path, workdir, make, judge, calib, max_trials=spec.max_trials)
+    graph = onnx.load(str(prepared.path), load_external_data=False).graph
+    quantizable = {n.name for n in graph.node if n.op_type in quantize.INT8_OP_TYPES}
+    result = search.search(prepared.path, workdir, make, judge, calib, quantizable, max_trials=spec.max_trials)
     trials = [{"excluded_tensors": t.excluded_tensors, "excluded_nodes": len(t.excluded_nodes),
                "score": t.score, "ok": t.ok, "reason": t.reason} for t in result.trials]
     best = result.path or workdir / f"int8_trial{len(result.trials) - 1}.onnx"

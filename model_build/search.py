@@ -69,8 +69,10 @@ def nodes_touching(model: onnx.ModelProto, tensors: list[str]) -> list[str]:
 
 def search(fp32_path: Path, workdir: Path, build: Callable[[list[str], Path], Path],
            judge: Callable[[Path], tuple[float, bool, str]], debug_data: Dataset,
-           max_trials: int = 6) -> SearchResult:
-    """``build(excluded_nodes, out_path)`` makes a candidate, ``judge(path)`` scores it."""
+           quantizable: set[str], max_trials: int = 6) -> SearchResult:
+    """``build(excluded_nodes, out_path)`` makes a candidate, ``judge(path)`` scores it.
+    ``quantizable`` names the nodes INT8 applies to: a trial that would keep all of them in float
+    is not an INT8 model any more, and ends the search."""
     trials: list[Trial] = []
     first = build([], workdir / "int8_trial0.onnx")
     score, ok, reason = judge(first)
@@ -82,10 +84,12 @@ def search(fp32_path: Path, workdir: Path, build: Callable[[list[str], Path], Pa
              ", ".join(f"{t} {db:.1f} dB" for t, db in ranked[:5]))
     fp32 = onnx.load(str(fp32_path), load_external_data=False)
     chosen: Path | None = None
-    excluded: list[str] = []
     for k in range(1, max_trials):
         count = min(2 ** (k - 1), len(ranked))
         excluded = nodes_touching(fp32, [t for t, _ in ranked[:count]])
+        if quantizable <= set(excluded):
+            log.info("trial %d would keep every quantisable node in float: search ends", k)
+            break
         candidate = build(excluded, workdir / f"int8_trial{k}.onnx")
         score, ok, reason = judge(candidate)
         trials.append(Trial(count, excluded, score, ok, reason))
@@ -96,4 +100,4 @@ def search(fp32_path: Path, workdir: Path, build: Callable[[list[str], Path], Pa
             break
         if count == len(ranked):
             break
-    return SearchResult(chosen, excluded if chosen else [], trials, ranked)
+    return SearchResult(chosen, trials[-1].excluded_nodes if chosen else [], trials, ranked)

@@ -1,0 +1,85 @@
+"""The real ``inferops model build`` CLI on the digits example: exit 0 with a complete artifact
+folder, exit 3 with a non-deployable manifest, exit 2 with one line for bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from model_build.package import MANIFEST_FIELDS
+
+DIGITS = Path(__file__).resolve().parents[2] / "model_build" / "examples" / "digits"
+MODEL, CALIB, EVAL, LABELS = (str(DIGITS / f) for f in ("digits_cnn.onnx", "calib.npz", "eval.npz", "labels.npy"))
+
+
+@pytest.fixture
+def env(tmp_path):
+    return {"INFEROPS_S3__MODEL_REGISTRY": f"file://{tmp_path / 'registry'}",
+            "INFEROPS_STATE_DIR": str(tmp_path / "state")}
+
+
+@pytest.mark.slow
+def test_int8_accuracy_build_is_deployable(run_cli, tmp_path, env):
+    out = tmp_path / "out"
+    r = run_cli("model", "build", MODEL, "--calib", CALIB, "--eval", EVAL, "--precision", "int8",
+                "--metric", "accuracy", "--labels", LABELS, "--out", str(out), env=env)
+    assert r.returncode == 0, r.stderr
+    printed = json.loads(r.stdout.strip().splitlines()[-1])
+    doc = json.loads((out / "manifest.json").read_text())
+    assert set(MANIFEST_FIELDS) <= set(doc) and doc["deployable"] is True and printed["deployable"] is True
+    assert doc["artifact"] == "1/model.onnx" and (out / doc["artifact"]).is_file()
+    assert doc["precision"] == "int8" and doc["calibration"] == {"method": "minmax", "samples": 256}
+    acc = doc["metrics"]["accuracy"]
+    assert acc["loss"] <= 0.01 and acc["fp32"] > 0.95
+    assert doc["metrics"]["fidelity"]["cosine"] > 0.999
+    for side in ("fp32", "candidate"):
+        assert {"latency_ms_p50", "latency_ms_p99", "throughput"} <= set(doc["metrics"][side])
+    assert doc["metrics"]["speedup"]["throughput"] > 0
+    assert doc["tolerance"]["metric"] == "accuracy" and doc["tolerance"]["value"] == 0.01
+    assert doc["tools"]["onnxruntime"] and doc["tools"]["onnx"]
+    assert "tensorrt is not installed" in doc["tensorrt"]["skipped"] or "GPU" in doc["tensorrt"]["skipped"]
+    pbtxt = (out / "config.pbtxt").read_text()
+    assert "max_batch_size: 32" in pbtxt and "max_queue_delay_microseconds: 50000" in pbtxt
+    assert 'name: "pixels" data_type: TYPE_FP32 dims: [ 1, 8, 8 ]' in pbtxt
+    published = Path(printed["manifest_uri"].removeprefix("file://"))
+    assert published.parent.name == doc["version"] == doc["sha256"][:12]
+    assert json.loads(published.read_text()) == doc and (published.parent / "1" / "model.onnx").is_file()
+
+
+@pytest.mark.slow
+def test_unmet_tolerance_exits_3_with_the_reason(run_cli, tmp_path, env):
+    out = tmp_path / "out"
+    r = run_cli("model", "build", MODEL, "--calib", CALIB, "--eval", EVAL, "--precision", "int8",
+                "--tolerance", "1.0", "--out", str(out), env=env)
+    assert r.returncode == 3, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("inferops: tolerance not met") and "Traceback" not in r.stderr
+    doc = json.loads((out / "manifest.json").read_text())
+    assert doc["deployable"] is False and doc["artifact"] is None and "mean cosine" in doc["reason"]
+    assert len(doc["search"]) > 1 and not (out / "1").exists()
+    assert not (tmp_path / "registry").exists()  # nothing published
+
+
+def _bad(run_cli, tmp_path, env, *args):
+    r = run_cli("model", "build", *args, "--precision", "fp16", "--out", str(tmp_path / "o"), env=env)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    return lines[0]
+
+
+def test_bad_input_exits_2_with_one_line(run_cli, tmp_path, env):
+    import numpy as np
+
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\x08\x07garbage")
+    assert "cannot read model" in _bad(run_cli, tmp_path, env, str(junk), "--calib", CALIB, "--eval", EVAL)
+    np.savez(tmp_path / "keys.npz", image=np.zeros((4, 1, 8, 8), np.float32))
+    line = _bad(run_cli, tmp_path, env, MODEL, "--calib", str(tmp_path / "keys.npz"), "--eval", EVAL)
+    assert "keys ['image'] do not match the model's input names ['pixels']" in line
+    np.savez(tmp_path / "dtype.npz", pixels=np.zeros((4, 1, 8, 8), np.float64))
+    assert "dtype float64" in _bad(run_cli, tmp_path, env, MODEL, "--calib", CALIB, "--eval", str(tmp_path / "dtype.npz"))
+    np.savez(tmp_path / "shape.npz", pixels=np.zeros((4, 8, 8), np.float32))
+    assert "expects rank 4" in _bad(run_cli, tmp_path, env, MODEL, "--calib", str(tmp_path / "shape.npz"), "--eval", EVAL)
+    assert "needs labels" in _bad(run_cli, tmp_path, env, MODEL, "--calib", CALIB, "--eval", EVAL, "--metric", "accuracy")
