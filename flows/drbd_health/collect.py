@@ -2,7 +2,8 @@
 
 The remote probe is a fixed POSIX-sh script (no user input reaches it): it lists split-brain
 handler markers, then tries ``drbdsetup status --json`` → ``drbdadm status`` → ``cat /proc/drbd``
-and prints the first that succeeds after a ``@@inferops-source`` line. Every host comes back as
+and prints the first that succeeds after a ``@@inferops-source`` line (plus an 8.4 kernel's
+``/proc/drbd``, read if the tool's output is not a format we know). Every host comes back as
 reports: unreachable, DRBD-less or unparseable hosts as UNKNOWN with the reason.
 """
 
@@ -26,13 +27,14 @@ SOURCES = {"drbdsetup-json": "json", "drbdadm-status": "drbdadm", "proc-drbd": "
 
 PROBE = f"""
 for m in {SPLIT_BRAIN_DIR}/{MARK_PREFIX}*; do [ -e "$m" ] && echo "@@inferops-mark ${{m##*/}}"; done
+e=$(mktemp) && trap 'rm -f "$e"' EXIT || e=/dev/null
 try() {{ src=$1; shift
-  if out=$("$@" 2>&1); then echo "@@inferops-source $src"; printf '%s\\n' "$out"; exit 0; fi
-  echo "@@inferops-failed $src: $(printf '%s' "$out" | head -n 1 | cut -c 1-160)"; }}
-try drbdsetup-json drbdsetup status --json
-try drbdadm-status drbdadm status
-try proc-drbd cat /proc/drbd
-exit 3
+  if out=$("$@" 2>"$e"); then echo "@@inferops-source $src"; printf '%s\\n' "$out"; return 0; fi
+  echo "@@inferops-failed $src: $(head -n 1 "$e" | cut -c 1-160)"; return 1; }}
+try drbdsetup-json drbdsetup status --json || try drbdadm-status drbdadm status || {{ try proc-drbd cat /proc/drbd; exit; }}
+# an 8.4 kernel's devices too, in case the tool's output is not a format we read (old drbd-utils)
+if grep -qs ' cs:' /proc/drbd; then echo "@@inferops-source proc-drbd"; cat /proc/drbd; fi
+exit 0
 """
 
 
@@ -41,10 +43,9 @@ class HostOutput:
     """What one host (or one capture file) gave us, before the rules."""
 
     host: str
-    source: str = ""  # drbdsetup-json | drbdadm-status | proc-drbd | input:FILE
-    text: str = ""
+    sections: list[tuple[str, str]] = field(default_factory=list)  # (source, text), best first
     error: str | None = None
-    marks: set[str] = field(default_factory=set)  # marker file names
+    marks: set[str] = field(default_factory=set)  # split-brain marker file names
 
 
 def split_probe_output(r: CommandResult) -> HostOutput:
@@ -53,21 +54,20 @@ def split_probe_output(r: CommandResult) -> HostOutput:
     if r.error is not None:
         out.error = f"unreachable: {r.error}"
         return out
-    lines = r.stdout.splitlines()
     failures = []
-    for i, line in enumerate(lines):
-        if line.startswith("@@inferops-mark "):
+    for line in r.stdout.splitlines():
+        if line.startswith("@@inferops-source "):
+            out.sections.append((line.split(" ", 1)[1].strip(), ""))
+        elif out.sections:
+            src, text = out.sections[-1]
+            out.sections[-1] = (src, f"{text}{line}\n")
+        elif line.startswith("@@inferops-mark "):
             out.marks.add(line.split(" ", 1)[1].strip())
         elif line.startswith("@@inferops-failed "):
             failures.append(line.split(" ", 1)[1].strip())
-        elif line.startswith("@@inferops-source "):
-            out.source = line.split(" ", 1)[1].strip()
-            out.text = "\n".join(lines[i + 1:])
-            return out
-        else:
-            break
-    out.error = ("no DRBD: " + "; ".join(failures)) if failures else \
-        f"probe failed (exit {r.exit_status}): {(r.stderr or r.stdout).strip()[:160]!r}"
+    if not out.sections:
+        out.error = ("no DRBD: " + "; ".join(failures)) if failures else \
+            f"probe failed (exit {r.exit_status}): {(r.stderr or r.stdout).strip()[:160]!r}"
     return out
 
 
@@ -82,17 +82,22 @@ def volumes_marked(marks: Iterable[str], resource: str) -> frozenset[str]:
 
 
 def judge(out: HostOutput, policy: DrbdPolicy) -> list[ResourceReport]:
-    """Parse and evaluate one host's output; anything unreadable becomes one UNKNOWN report."""
+    """Parse and evaluate one host's output, from the first section we can read; anything unreadable
+    becomes one UNKNOWN report with the reasons."""
     if out.error is not None:
-        return [unknown_report(out.host, out.error, source=out.source)]
-    try:
-        fmt, resources = parse(out.text, SOURCES.get(out.source))
-    except ParseError as exc:
-        return [unknown_report(out.host, f"unparseable {out.source} output: {exc}", source=out.source)]
-    if not resources:
-        return [unknown_report(out.host, f"no DRBD resources configured ({out.source or fmt})", source=out.source)]
-    return [evaluate(out.host, r, policy, source=out.source or fmt, split_brain_volumes=volumes_marked(out.marks, r.name))
-            for r in resources]
+        return [unknown_report(out.host, out.error)]
+    errors = []
+    for source, text in out.sections:
+        try:
+            fmt, resources = parse(text, SOURCES.get(source))
+        except ParseError as exc:
+            errors.append(f"unparseable {source} output: {exc}")
+            continue
+        if not resources:
+            return [unknown_report(out.host, f"no DRBD resources configured ({source})", source=source)]
+        return [evaluate(out.host, r, policy, source=source, split_brain_volumes=volumes_marked(out.marks, r.name))
+                for r in resources]
+    return [unknown_report(out.host, "; ".join(errors), source=out.sections[0][0] if out.sections else "")]
 
 
 def read_capture(path: str | Path) -> HostOutput:
@@ -101,8 +106,8 @@ def read_capture(path: str | Path) -> HostOutput:
     try:
         text = p.read_text(errors="replace")
     except OSError as exc:
-        return HostOutput(host=p.stem or str(p), source=f"input:{p}", error=f"cannot read {p}: {exc.strerror}")
-    return HostOutput(host=p.stem, source=f"input:{p.name}", text=text)
+        return HostOutput(host=p.stem or str(p), error=f"cannot read {p}: {exc.strerror}")
+    return HostOutput(host=p.stem, sections=[(f"input:{p.name}", text)])
 
 
 def probe_hosts(hosts: Sequence[Host], *, user: str, key_file: str | None, known_hosts: str | None,

@@ -14,10 +14,11 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest, push_to_gateway, write_to_textfile
 
-from flows.drbd_health.models import ResourceReport
+from flows.drbd_health.models import RESYNC_STATES, ResourceReport
 
 P = "inferops_drbd_"
 JOB = "inferops_drbd"
+PROGRESS_STATES = RESYNC_STATES | {"VerifyS", "VerifyT"}
 
 
 def build_registry(reports: Sequence[ResourceReport], now: float | None = None) -> CollectorRegistry:
@@ -42,17 +43,18 @@ def build_registry(reports: Sequence[ResourceReport], now: float | None = None) 
                        res_l + ["peer", "volume", "peer_disk_state"], registry=reg),
         "oos": Gauge(P + "peerdevice_outofsync_bytes", "Bytes out of sync with this peer",
                      res_l + ["peer", "volume"], registry=reg),
-        "done": Gauge(P + "peerdevice_resync_done_ratio", "Resync progress, 0..1 (only while resyncing)",
+        "done": Gauge(P + "peerdevice_resync_done_ratio", "Resync/verify progress, 0..1 (only while one runs)",
                       res_l + ["peer", "volume"], registry=reg),
     }
-    hosts = Gauge(P + "host_reachable", "1 if the host answered with readable DRBD status", ["host"], registry=reg)
+    hosts = Gauge(P + "host_readable", "1 if the host answered with readable DRBD status and resources", ["host"],
+                  registry=reg)
     ts = Gauge(P + "last_check_timestamp_seconds", "When this check ran (Unix time)", registry=reg)
     ts.set(time.time() if now is None else now)
     host_ok: dict[str, bool] = {}
     for r in reports:
         lab = (r.host, r.name)
         g["severity"].labels(*lab).set(r.severity.nagios)
-        host_ok[r.host] = host_ok.get(r.host, True) and not (r.name == "-" and r.severity.value == "unknown")
+        host_ok[r.host] = host_ok.get(r.host, True) and r.name != "-"  # "-": the host as a whole was unreadable
         for code in sorted({p.code for p in r.problems}):
             g["problem"].labels(*lab, code).set(1)
         if r.name == "-":
@@ -73,7 +75,7 @@ def build_registry(reports: Sequence[ResourceReport], now: float | None = None) 
                 g["pdisk"].labels(*lab, c["peer"], vol, pd["peer_disk"]).set(1)
                 if pd["out_of_sync_kib"] is not None:
                     g["oos"].labels(*lab, c["peer"], vol).set(pd["out_of_sync_kib"] * 1024)
-                if pd["done"] is not None:
+                if pd["done"] is not None and pd["replication"] in PROGRESS_STATES:
                     g["done"].labels(*lab, c["peer"], vol).set(pd["done"] / 100.0)
     for h, ok in host_ok.items():
         hosts.labels(h).set(int(ok))

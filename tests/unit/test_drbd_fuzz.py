@@ -34,7 +34,7 @@ def _parse_or_error(text: str) -> None:
 
 
 def _judged(text: str):
-    reports = judge(HostOutput(host="h", text=text), POLICY)
+    reports = judge(HostOutput(host="h", sections=[("input:h", text)]), POLICY)
     assert reports
     for r in reports:
         assert all(p.code in CODES or p.code == UNKNOWN_CODE for p in r.problems)

@@ -82,7 +82,7 @@ def test_split_brain_marker_files():
     out = split_probe_output(CommandResult(
         "h1", 0, "@@inferops-mark drbd-split-brain-detected-pg-data-0\n@@inferops-source drbdsetup-json\n"
         + (DATA / "json_healthy_3node.json").read_text().replace('"pgdata"', '"pg-data"'), "", None, 0.1))
-    assert out.source == "drbdsetup-json" and volumes_marked(out.marks, "pg-data") == {"0"}
+    assert [src for src, _ in out.sections] == ["drbdsetup-json"] and volumes_marked(out.marks, "pg-data") == {"0"}
     by_name = {r.name: r for r in judge(out, DrbdPolicy())}
     assert [p.code for p in by_name["pg-data"].problems] == ["split_brain"]
     assert by_name["models"].severity is Level.ok
@@ -110,6 +110,21 @@ def test_fallback_source_is_parsed_with_its_format():
     assert [(r.name, r.source) for r in rs] == [("0", "proc-drbd"), ("1", "proc-drbd")]
 
 
+def test_unreadable_tool_output_falls_back_to_proc_drbd():
+    """drbd-utils of the 8.4 era print XML for `drbdadm status`: the 8.4 kernel's /proc/drbd is read instead."""
+    xml = '<drbd-status version="8.4.11" api="1">\n<resources config_file="/etc/drbd.conf">\n'
+    out = split_probe_output(CommandResult("h", 0, "@@inferops-failed drbdsetup-json: unrecognized option\n"
+                                           "@@inferops-source drbdadm-status\n" + xml + "@@inferops-source proc-drbd\n"
+                                           + (DATA / "proc84_wfconnection.txt").read_text(), "", None, 0.1))
+    rs = judge(out, DrbdPolicy())
+    assert [(r.name, r.source, r.severity.value) for r in rs] == [("0", "proc-drbd", "critical"),
+                                                                 ("1", "proc-drbd", "critical")]
+    out.sections.pop()  # without /proc/drbd: UNKNOWN, saying why
+    [r] = judge(out, DrbdPolicy())
+    assert r.severity is Level.unknown
+    assert r.problems[0].detail.startswith("unparseable drbdadm-status output: drbdadm status line 1: unexpected")
+
+
 def test_metrics_textfile(tmp_path):
     rs = reports_of("json_resync.json", "json_split_brain.json") + [unknown_report("dead", "unreachable: refused")]
     path = write_textfile(build_registry(rs, now=1700000000.0), tmp_path / "sub" / "drbd.prom")
@@ -123,7 +138,7 @@ def test_metrics_textfile(tmp_path):
     assert done.value == pytest.approx(0.453)
     conn = {(s.labels["host"], s.labels["connection_state"]) for s in fams["inferops_drbd_connection_state"].samples}
     assert conn == {("json_resync", "Connected"), ("json_split_brain", "StandAlone")}
-    up = {s.labels["host"]: s.value for s in fams["inferops_drbd_host_reachable"].samples}
+    up = {s.labels["host"]: s.value for s in fams["inferops_drbd_host_readable"].samples}
     assert up == {"json_resync": 1, "json_split_brain": 1, "dead": 0}
     assert fams["inferops_drbd_last_check_timestamp_seconds"].samples[0].value == 1700000000.0
     assert not list(tmp_path.glob("sub/*.tmp*"))  # atomic rename left no temp file
