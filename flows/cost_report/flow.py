@@ -10,6 +10,7 @@ from prefect import flow
 from prefect.cache_policies import NO_CACHE
 
 from flows.common import artifacts
+from flows.common.errors import BadInput
 from flows.common.runtime import get_logger, ops_task
 from flows.common.settings import get_settings
 from flows.cost_report import measures
@@ -34,7 +35,9 @@ def aggregate_task(sources: Sources, out: Path, policy: CostPolicy, period: Any,
 
 @ops_task(name="idle-gpu-cost", cache_policy=NO_CACHE)
 def idle_task(url: str, agg: Aggregates, policy: CostPolicy) -> Any:
-    return idle_cost(url, agg.resource_hours, policy, timeout_s=get_settings().prometheus.timeout_s)
+    prom = get_settings().prometheus
+    token = prom.bearer_token.get_secret_value() if prom.bearer_token else None
+    return idle_cost(url, agg.resource_hours, policy, timeout_s=prom.timeout_s, bearer_token=token)
 
 
 def _markdown(summary: dict[str, Any]) -> str:
@@ -72,6 +75,8 @@ def cost_report(cur: list[str], out: str = "cost-report", period: str | None = N
     """
     window = parse_period(period)
     prometheus = prometheus or get_settings().prometheus.url
+    if prometheus and not prometheus.startswith(("http://", "https://")):
+        raise BadInput(f"bad --prometheus {prometheus!r} (expected http(s)://HOST:PORT)")
     log = get_logger()
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
 from flows.common.errors import BadInput
 
-PricingModel = Literal["on_demand", "spot", "reserved", "savings_plan"]
+# AWS's rules (measures.pricing_model): Usage -> spot (usage type has SpotUsage) or on_demand,
+# DiscountedUsage -> reserved, SavingsPlanCoveredUsage -> savings_plan; every other line item type
+# (RIFee, SavingsPlan fees and negation, Tax, Credit, Refund, ...) is a fee or adjustment
 PRICING_MODELS: tuple[str, ...] = ("on_demand", "spot", "reserved", "savings_plan")
-
-# AWS's line item types that are usage, and which cost column carries their amortized cost
-USAGE_LINE_TYPES = ("Usage", "DiscountedUsage", "SavingsPlanCoveredUsage")
 
 _TAG = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 _PERIOD = re.compile(r"^(\d{4})-(\d{2})$")

@@ -154,7 +154,9 @@ def _download_s3(spec: str, workdir: Path, region: str, endpoint_url: str | None
     out: list[tuple[Path, str]] = []
     try:  # CUR buckets live where billing put them: talk to the bucket's own region
         located = s3_client(region, endpoint_url=endpoint_url).get_bucket_location(Bucket=uri.bucket)
-        client = s3_client(located.get("LocationConstraint") or "us-east-1", endpoint_url=endpoint_url)
+        where = {None: "us-east-1", "": "us-east-1", "EU": "eu-west-1"}.get(located.get("LocationConstraint"),
+                                                                          located.get("LocationConstraint"))
+        client = s3_client(where, endpoint_url=endpoint_url)
         single = uri.prefix.endswith(CUR_SUFFIXES)  # one object named in full, else a "folder"
         prefix = uri.prefix if single or not uri.prefix else uri.prefix + "/"
         pages = client.get_paginator("list_objects_v2").paginate(Bucket=uri.bucket, Prefix=prefix)
