@@ -244,8 +244,11 @@ def recommendations(usage: pl.DataFrame, hours: list[datetime], policy: CostPoli
     recs: list[dict[str, Any]] = []
     gpu_usage = usage.filter(pl.col("gpus") > 0)
     n_hours = len(hours)
+    # a daily-granularity CUR stamps every line at midnight: the floor is then taken over days
+    stamps = usage["hour"].unique()
+    bucket = 24 if len(stamps) > 1 and (stamps.dt.hour() == 0).all() else 1
     for itype, rows in gpu_usage.group_by("instance_type"):
-        rec = _commitment(itype[0], rows, n_hours, policy)
+        rec = _commitment(itype[0], rows, n_hours, policy, bucket)
         if rec:
             recs.append(rec)
     batch = gpu_usage.filter((pl.col("pricing_model") == "on_demand") & pl.col("team").is_in(policy.batch_teams))
@@ -265,14 +268,17 @@ def recommendations(usage: pl.DataFrame, hours: list[datetime], policy: CostPoli
     return sorted(recs, key=lambda r: -r["projected_savings"])
 
 
-def _commitment(itype: str, rows: pl.DataFrame, n_hours: int, policy: CostPolicy) -> dict[str, Any] | None:
-    """Reserve the steady floor of on-demand instances: the p-th percentile of hourly instance count."""
+def _commitment(itype: str, rows: pl.DataFrame, n_hours: int, policy: CostPolicy,
+                bucket: int = 1) -> dict[str, Any] | None:
+    """Reserve the steady floor of on-demand instances: the p-th percentile of the hourly instance
+    count (of the daily mean count when ``bucket`` is 24, i.e. a daily-granularity CUR)."""
     od = rows.filter(pl.col("pricing_model") == "on_demand")
     od_hours = float(od["instance_hours"].sum())
     if not n_hours or od_hours <= 0:
         return None
-    hourly = od.group_by("hour").agg(pl.col("instance_hours").sum())["instance_hours"].to_numpy()
-    series = np.concatenate([hourly, np.zeros(max(0, n_hours - len(hourly)))])  # idle hours count as 0
+    per_bucket = od.group_by("hour").agg(pl.col("instance_hours").sum())["instance_hours"].to_numpy() / bucket
+    slots = -(-n_hours // bucket)
+    series = np.concatenate([per_bucket, np.zeros(max(0, slots - len(per_bucket)))])  # idle slots count as 0
     floor = float(np.percentile(series, policy.floor_percentile))
     count = math.floor(floor + 1e-9)
     if count < 1:
@@ -291,7 +297,8 @@ def _commitment(itype: str, rows: pl.DataFrame, n_hours: int, policy: CostPolicy
         "projected_savings": round(count * n_hours * od_rate * discount, 2),
         "numbers": {"instance_type": itype, "floor_percentile": policy.floor_percentile,
                     "floor_instances": round(floor, 4), "instances": count, "gpus": count * gpus,
-                    "hours": n_hours, "on_demand_rate_per_hour": round(od_rate, 4),
+                    "hours": n_hours, "granularity_hours": bucket,
+                    "on_demand_rate_per_hour": round(od_rate, 4),
                     "on_demand_rate_per_gpu_hour": round(od_rate / gpus, 4),
                     "discount": round(discount, 4), "discount_source": source,
                     "peak_instances": round(float(series.max()), 4)},

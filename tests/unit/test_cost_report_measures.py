@@ -71,3 +71,17 @@ def test_idle_hours_count_toward_the_floor():
     assert rec["projected_savings"] == pytest.approx(2 * 100 * 5.672 * 0.30)
     # 15 empty hours of 100 push the p10 to 0
     assert measures._commitment("g5.12xlarge", _hourly([2] * 85 + [0] * 15), 100, CostPolicy()) is None
+
+
+def test_daily_granularity_cur_takes_the_floor_over_days():
+    """Daily CUR: one line per instance and day (24 instance-hours), stamped at midnight."""
+    start = datetime(2026, 5, 1, tzinfo=UTC)
+    days = [start + timedelta(days=d) for d in range(10)]
+    rows = pl.DataFrame({"hour": days, "pricing_model": "on_demand", "instance_type": "g5.12xlarge", "team": "x",
+                         "cost": 3 * 24 * 5.672, "instance_hours": 3 * 24.0, "gpus": 4, "gpu_hours": 3 * 96.0})
+    rec = measures._commitment("g5.12xlarge", rows, 240, CostPolicy(), bucket=24)
+    assert rec["numbers"]["instances"] == 3 and rec["numbers"]["granularity_hours"] == 24
+    assert rec["projected_savings"] == pytest.approx(3 * 240 * 5.672 * 0.30, abs=0.01)
+    s = measures.recommendations(rows.with_columns(pl.lit(None, pl.String).alias("gpu_model")), [
+        start + timedelta(hours=h) for h in range(240)], CostPolicy(), {"discount": None})
+    assert s[0]["numbers"]["instances"] == 3  # detected from the midnight stamps
