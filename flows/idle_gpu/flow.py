@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -27,8 +27,6 @@ from flows.idle_gpu.packer import Busy, Plan, pack
 from flows.idle_gpu.queue import JobQueue, load_queue
 from flows.idle_gpu.tracker import Tracker
 from flows.idle_gpu.window import resolve_window
-
-Clock = Callable[[], datetime]
 
 
 def _utcnow() -> datetime:
@@ -97,8 +95,8 @@ def discover(cluster: Cluster, window_start: datetime, window_end: datetime, dis
 @ops_task(name="run-window", cache_policy=NO_CACHE)
 def run_window(cluster: Cluster, tracker: Tracker, snap: CapacitySnapshot, excluded: dict[str, int],
                window_start: datetime, window_end: datetime, policy: PlanPolicy, discovery: Discovery,
-               priority_class: str, kueue_queue: str | None, poll_seconds: float, metrics_textfile: str | None,
-               clock: Clock = _utcnow) -> tuple[float, Plan | None]:
+               priority_class: str, kueue_queue: str | None, poll_seconds: float,
+               metrics_textfile: str | None) -> tuple[float, Plan | None]:
     """Re-plan every tick from the live cluster, submit what starts now, react to preemptions.
 
     Returns the idle GPU-hours of the window (GPUs idle or running our jobs, summed tick by tick;
@@ -107,24 +105,26 @@ def run_window(cluster: Cluster, tracker: Tracker, snap: CapacitySnapshot, exclu
     log = get_logger()
     tag = window_tag(window_start)
     stop_at = window_end - timedelta(seconds=policy.grace_period_s)
-    progress = artifacts.Progress("idle-gpu window", (stop_at - clock()).total_seconds())
+    progress = artifacts.Progress("idle-gpu window", (stop_at - _utcnow()).total_seconds())
     idle_gpu_s, first_plan, last = 0.0, None, None
     while True:
-        now = clock()
+        now = _utcnow()
         if now >= stop_at:
             break
         try:
             views = cluster.views(tag)
             for name in tracker.observe(views, now):
-                log.warning("job %s preempted and cannot checkpoint: deleting it", name)
+                log.warning("job %s was preempted: deleting it", name)
                 cluster.delete(name, policy.grace_period_s)
             nodes, _ = kube_nodes(cluster.core, discovery.product_label)
         except BackendUnavailable as exc:  # a blip must not end the night; the Jobs' deadlines still hold
             tracker.api_errors += 1
             log.warning("tick skipped: %s", exc)
-            time.sleep(max(0.0, min(poll_seconds, (stop_at - clock()).total_seconds())))
+            time.sleep(max(0.0, min(poll_seconds, (stop_at - _utcnow()).total_seconds())))
             continue
-        running = {v.k8s_name: v for v in views if any(p.phase == "Running" for p in v.pods)}
+        current = {r.k8s_name for r in tracker.active()}  # not the preempted attempts being deleted
+        running = {v.k8s_name: v for v in views
+                   if v.k8s_name in current and any(p.phase == "Running" for p in v.pods)}
         _write_metrics(metrics_textfile, len(running), window_end)
         if not tracker.pending() and not tracker.active():
             break
@@ -135,22 +135,23 @@ def run_window(cluster: Cluster, tracker: Tracker, snap: CapacitySnapshot, exclu
             progress.advance((now - last).total_seconds())
         last = now
         plan = pack(tracker.pending(), snap.model_copy(update={"nodes": nodes, "taken_at": now}), window_start,
-                    window_end, policy, now, busy=_busy(tracker, running.values(), policy, now))
+                    window_end, policy, now, busy=_busy(tracker, running.values(), policy, now),
+                    remaining_hours=tracker.remaining_hours())
         first_plan = first_plan or plan
         for u in plan.unplaced:
             tracker.skip(u.job, u.reason)
         for p in plan.starting_now(now):
-            job = tracker.records[p.job].job
-            manifest = job_manifest(job, node=p.node, namespace=cluster.namespace, window_start=window_start,
+            record = tracker.records[p.job]
+            manifest = job_manifest(record.job, node=p.node, namespace=cluster.namespace, window_start=window_start,
                                     window_end=window_end,
                                     active_deadline_s=int((stop_at - now).total_seconds()),
                                     priority_class=priority_class, grace_period_s=policy.grace_period_s,
-                                    kueue_queue=kueue_queue)
+                                    kueue_queue=kueue_queue, attempt=record.attempt)
             created = cluster.submit(manifest)
             tracker.submitted(p.job, manifest["metadata"]["name"], p.node, now, p.partial)
             log.info("job %s %s on %s (%d GPUs) until %s%s", p.job, "submitted" if created else "adopted",
                      p.node, p.gpus, p.end.isoformat(), " (tail segment)" if p.partial else "")
-        time.sleep(max(0.0, min(poll_seconds, (stop_at - clock()).total_seconds())))
+        time.sleep(max(0.0, min(poll_seconds, (stop_at - _utcnow()).total_seconds())))
     if last is not None:
         # to the window's end: when every job ended early, the rest of the window still counts as
         # idle capacity (at the last observed level), so the fill ratio is not flattered
@@ -167,14 +168,14 @@ def _busy(tracker: Tracker, running, policy: PlanPolicy, now: datetime) -> list[
         if r is None:
             continue
         started = min((p.started for p in v.pods if p.phase == "Running" and p.started), default=now)
-        until = started + timedelta(hours=r.job.estimated_hours * policy.runtime_margin)
+        hours = r.job.estimated_hours if r.remaining_hours is None else r.remaining_hours
+        until = started + timedelta(hours=hours * policy.runtime_margin)
         out.append(Busy(v.node, r.job.gpus, max(until, now + timedelta(seconds=policy.slot_seconds))))
     return out
 
 
 @ops_task(name="stop-window", cache_policy=NO_CACHE)
-def stop_window(cluster: Cluster, tracker: Tracker, window_start: datetime, grace_period_s: int,
-                clock: Clock = _utcnow) -> int:
+def stop_window(cluster: Cluster, tracker: Tracker, window_start: datetime, grace_period_s: int) -> int:
     """Suspend what still runs (SIGTERM, then the grace period), wait for it, and book the outcomes."""
     tag = window_tag(window_start)
     views = cluster.views(tag)
@@ -182,11 +183,11 @@ def stop_window(cluster: Cluster, tracker: Tracker, window_start: datetime, grac
     for v in active:
         cluster.suspend(v.k8s_name)
     tracker.stopped({v.k8s_name for v in active if any(p.phase == "Running" for p in v.pods)})
-    deadline = clock() + timedelta(seconds=grace_period_s + 5)
+    deadline = _utcnow() + timedelta(seconds=grace_period_s + 5)
     while True:
         views = cluster.views(tag)
-        tracker.observe(views, clock())
-        if clock() >= deadline or not any(p.phase == "Running" for v in views for p in v.pods):
+        tracker.observe(views, _utcnow())
+        if _utcnow() >= deadline or not any(p.phase == "Running" for v in views for p in v.pods):
             break
         time.sleep(1.0)
     if active:
@@ -241,11 +242,13 @@ def idle_gpu_nightly(
     dry_run: bool = False,
     report_path: str | None = None,
     metrics_textfile: str | None = None,
+    max_wait_minutes: int = 60,
 ) -> dict:
     """Fill tonight's idle GPUs with the queue's offline jobs, preemptible by inference at any time.
 
     `queue` is a YAML/JSON file or s3:// object. The window is `window_start`-`window_end` in
-    `timezone` (times of day, or ISO datetimes for a one-off window). `dry_run` plans and stops.
+    `timezone` (times of day, or ISO datetimes for a one-off window); a run started up to
+    `max_wait_minutes` early waits for it. `dry_run` plans and stops.
     """
     from flows.common.kube import from_settings
 
@@ -254,24 +257,23 @@ def idle_gpu_nightly(
     ws, we = resolve_window(window_start, window_end, timezone, now)
     if we - timedelta(seconds=policy.grace_period_s) <= now:
         raise BadInput(f"window {ws.isoformat()} - {we.isoformat()} is already over")
+    if ws - now > timedelta(minutes=max_wait_minutes) and not dry_run:
+        raise BadInput(f"the window opens at {ws.isoformat()}, more than {max_wait_minutes} minutes from now")
     q = load_jobs(queue)
     if ws > now and not dry_run:
         get_logger().info("waiting for the window to open at %s", ws.isoformat())
         time.sleep((ws - now).total_seconds())
     cluster = Cluster(from_settings(), namespace)
     snap, excluded = discover(cluster, ws, we, discovery, _utcnow())
-    tracker = Tracker(q.jobs)
     if dry_run:
-        plan = pack(q.jobs, snap, ws, we, policy, _utcnow())
-        report = _plan_report(plan, snap, q)
-        artifacts.table("idle-gpu-plan", report["plan"]["placements"], description="Dry run: planned jobs")
-        return report
+        return _plan_report(pack(q.jobs, snap, ws, we, policy, _utcnow()), snap, q)
+    tracker = Tracker(q.jobs)
     idle_gpu_hours, first_plan = run_window(cluster, tracker, snap, excluded, ws, we, policy, discovery,
                                             priority_class, kueue_queue, poll_seconds, metrics_textfile)
     stop_window(cluster, tracker, ws, policy.grace_period_s)
     _write_metrics(metrics_textfile, 0, we)
     report = tracker.report(ws, we, idle_gpu_hours)
-    report["rejected"] = [r.__dict__ for r in q.rejected]
+    report["rejected"] = [asdict(r) for r in q.rejected]
     report["notes"] = snap.notes
     report["planned_gpu_hours_at_start"] = round(first_plan.planned_gpu_hours, 4) if first_plan else 0.0
     _publish(report, report_path)
@@ -279,13 +281,16 @@ def idle_gpu_nightly(
 
 
 def _plan_report(plan: Plan, snap: CapacitySnapshot, q: JobQueue) -> dict:
+    """The plan as JSON, and as a table artifact."""
+    artifacts.table("idle-gpu-plan", plan.to_dict()["placements"] or [{"job": "-", "node": "-"}],
+                    description=f"{len(plan.placements)} jobs planned, {len(plan.unplaced)} not")
     return {
         "window_start": plan.start.isoformat(), "window_end": plan.end.isoformat(),
         "capacity": {"nodes": len(snap.nodes), "allocatable_gpus": snap.allocatable,
                      "idle_gpus_now": sum(n.idle for n in snap.nodes),
                      "forecast_peak_gpus": max(snap.demand_forecast, default=None)},
         "plan": plan.to_dict(),
-        "rejected": [r.__dict__ for r in q.rejected],
+        "rejected": [asdict(r) for r in q.rejected],
         "notes": snap.notes,
     }
 
@@ -303,8 +308,6 @@ def idle_gpu_plan(queue: str, capacity: str, window_start: str = "01:00", window
     q = load_jobs(queue)
     plan = pack(q.jobs, snap, ws, we, policy, at)
     report = _plan_report(plan, snap, q)
-    artifacts.table("idle-gpu-plan", report["plan"]["placements"] or [{"job": "-", "node": "-"}],
-                    description=f"{len(plan.placements)} jobs planned, {len(plan.unplaced)} not")
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(report, indent=2) + "\n")

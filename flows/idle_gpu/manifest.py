@@ -23,14 +23,14 @@ def window_tag(window_start: datetime) -> str:
     return window_start.strftime("%Y%m%dt%H%M")
 
 
-def job_name(job: str, window_start: datetime) -> str:
-    """Deterministic per job and window: re-running the flow adopts what it already submitted."""
-    return f"idle-{job}-{window_tag(window_start)}"
+def job_name(job: str, window_start: datetime, attempt: int = 0) -> str:
+    """Deterministic per job, window and attempt: re-running the flow adopts what it already submitted."""
+    return f"idle-{job}-{window_tag(window_start)}" + (f"-r{attempt}" if attempt else "")
 
 
 def job_manifest(job: OfflineJob, *, node: str, namespace: str, window_start: datetime, window_end: datetime,
                  active_deadline_s: int, priority_class: str, grace_period_s: int,
-                 kueue_queue: str | None = None) -> dict[str, Any]:
+                 kueue_queue: str | None = None, attempt: int = 0) -> dict[str, Any]:
     labels = {
         MANAGED_BY: "inferops",
         COMPONENT: "idle-gpu",
@@ -82,7 +82,7 @@ def job_manifest(job: OfflineJob, *, node: str, namespace: str, window_start: da
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": job_name(job.name, window_start), "namespace": namespace, "labels": labels,
+        "metadata": {"name": job_name(job.name, window_start, attempt), "namespace": namespace, "labels": labels,
                      "annotations": annotations},
         "spec": spec,
     }

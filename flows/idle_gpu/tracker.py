@@ -1,7 +1,10 @@
 """What happened to each job during the window: outcomes, preemptions, GPU-hours. Pure logic.
 
 The flow feeds it what it reads from the cluster (``JobView``/``PodView``) each tick; the tracker
-answers with what to do (delete a preempted job that cannot checkpoint) and, at the end, the report.
+answers with the Jobs to delete. A preempted job is always deleted (its replacement pod would wait,
+pinned, for the node inference just took). One that can checkpoint goes back to the queue with what
+is left of its estimate, and the planner places it again (``-rN`` attempts); one that cannot is done
+for tonight.
 """
 
 from __future__ import annotations
@@ -34,14 +37,20 @@ class JobView:
 @dataclass
 class JobRecord:
     job: OfflineJob
-    k8s_name: str | None = None
+    k8s_name: str | None = None  # the current attempt's Job; None: waiting to be (re)submitted
     node: str | None = None
     submitted_at: datetime | None = None
     partial: bool = False  # planned as a tail segment, to be stopped at the window's end
-    outcome: Outcome | None = None  # None: pending or active
+    outcome: Outcome | None = None  # None: pending or active; requeued: preempted, resumes from checkpoint
     preemptions: int = 0
+    attempt: int = 0
+    remaining_hours: float | None = None  # estimate left after a checkpoint
     reason: str = ""
-    gpu_seconds: float = 0.0  # pods' run time x GPUs
+    gpu_seconds: float = 0.0  # pods' run time x GPUs, every attempt
+
+    @property
+    def waiting(self) -> bool:
+        return self.k8s_name is None and self.outcome in (None, Outcome.requeued)
 
     @property
     def active(self) -> bool:
@@ -50,16 +59,17 @@ class JobRecord:
     def to_dict(self) -> dict:
         return {"job": self.job.name, "k8s_job": self.k8s_name, "node": self.node, "gpus": self.job.gpus,
                 "checkpointable": self.job.checkpointable, "outcome": (self.outcome or Outcome.not_scheduled).value,
-                "preemptions": self.preemptions, "gpu_hours": round(self.gpu_seconds / 3600, 4),
-                "partial": self.partial, "reason": self.reason}
+                "preemptions": self.preemptions, "attempts": self.attempt + (self.k8s_name is not None),
+                "gpu_hours": round(self.gpu_seconds / 3600, 4), "partial": self.partial, "reason": self.reason}
 
 
 @dataclass
 class Tracker:
     jobs: list[OfflineJob]
     records: dict[str, JobRecord] = field(default_factory=dict)
-    _pods: dict[str, tuple[str, datetime, datetime]] = field(default_factory=dict)  # uid -> job, start, last
-    _disrupted: set[str] = field(default_factory=set)
+    # pod uid -> (queue job, Kubernetes Job, start, last seen running or finish)
+    _pods: dict[str, tuple[str, str, datetime, datetime]] = field(default_factory=dict)
+    _retired: set[str] = field(default_factory=set)  # Jobs deleted after a preemption
     api_errors: int = 0  # ticks skipped because the cluster did not answer
 
     def __post_init__(self) -> None:
@@ -70,7 +80,10 @@ class Tracker:
         r.k8s_name, r.node, r.submitted_at, r.partial = k8s_name, node, at, partial
 
     def pending(self) -> list[OfflineJob]:
-        return [r.job for r in self.records.values() if r.k8s_name is None and r.outcome is None]
+        return [r.job for r in self.records.values() if r.waiting]
+
+    def remaining_hours(self) -> dict[str, float]:
+        return {n: r.remaining_hours for n, r in self.records.items() if r.remaining_hours is not None}
 
     def active(self) -> list[JobRecord]:
         return [r for r in self.records.values() if r.active]
@@ -79,30 +92,28 @@ class Tracker:
         self.records[job].reason = reason
 
     def observe(self, views: list[JobView], now: datetime) -> list[str]:
-        """Update from the cluster; returns the Kubernetes Jobs to delete (preempted, cannot resume)."""
+        """Update from the cluster; returns the Kubernetes Jobs to delete (until they are gone)."""
         to_delete = []
         for v in views:
             r = self.records.get(v.job)
             if r is None:
                 continue
-            if r.k8s_name is None:  # adopted from an earlier run of this window
-                r.k8s_name, r.node = v.k8s_name, v.node
             for p in v.pods:
-                self._pod_time(r.job.name, p, now)
-            new = [p for p in v.pods if p.disrupted and p.uid not in self._disrupted]
-            self._disrupted.update(p.uid for p in new)
-            if new and r.outcome in (None, Outcome.requeued):
-                r.preemptions += len(new)
-                if r.job.checkpointable:
-                    r.outcome, r.reason = Outcome.requeued, "preempted; resumes from its checkpoint"
-                else:
-                    r.outcome, r.reason = Outcome.preempted, "preempted by inference; cannot checkpoint"
-            if r.outcome is Outcome.preempted:  # until it is gone: it must not take a GPU again
+                self._pod_time(r.job.name, v.k8s_name, p, now)
+            if v.k8s_name in self._retired:
                 to_delete.append(v.k8s_name)
                 continue
-            if v.state == "complete":
+            if r.k8s_name is None and r.outcome is None:  # adopted from an earlier run of this window
+                r.k8s_name, r.node = v.k8s_name, v.node
+            if v.k8s_name != r.k8s_name:
+                continue
+            if any(p.disrupted for p in v.pods):
+                self._preempted(r, now)
+                to_delete.append(v.k8s_name)
+            elif v.state == "complete":
                 r.outcome, r.reason = Outcome.done, ""
-            elif v.state == "suspended" and r.outcome is None:
+            elif v.state == "suspended" and r.outcome in (None, Outcome.requeued) and self._ran(v.k8s_name):
+                # (a Job that never ran is suspended by Kueue until admitted: still pending)
                 r.outcome, r.reason = Outcome.stopped, "suspended (inferops idle-gpu stop)"
             elif v.state == "failed":
                 stopped = v.reason == "DeadlineExceeded"
@@ -110,14 +121,31 @@ class Tracker:
                 r.reason = "active deadline reached at the window's end" if stopped else v.reason
         return to_delete
 
-    def _pod_time(self, job: str, p: PodView, now: datetime) -> None:
+    def _preempted(self, r: JobRecord, now: datetime) -> None:
+        assert r.k8s_name is not None
+        self._retired.add(r.k8s_name)
+        r.preemptions += 1
+        if not r.job.checkpointable:
+            r.outcome, r.reason = Outcome.preempted, "preempted by inference; cannot checkpoint"
+            return
+        ran_h = sum((last - start).total_seconds() for j, _, start, last in self._pods.values()
+                    if j == r.job.name) / 3600
+        r.remaining_hours = max(0.0, r.job.estimated_hours - ran_h)
+        r.outcome, r.reason = Outcome.requeued, "preempted; resumes from its checkpoint when GPUs free up"
+        r.k8s_name, r.node, r.partial = None, None, False
+        r.attempt += 1
+
+    def _ran(self, k8s_name: str) -> bool:
+        return any(k == k8s_name for _, k, _, _ in self._pods.values())
+
+    def _pod_time(self, job: str, k8s_name: str, p: PodView, now: datetime) -> None:
         if p.started is None:
             return
         end = p.finished or (now if p.phase == "Running" else None)
         if end is None:
             return
         prev = self._pods.get(p.uid)
-        self._pods[p.uid] = (job, p.started, max(end, prev[2]) if prev else end)
+        self._pods[p.uid] = (job, k8s_name, p.started, max(end, prev[3]) if prev else end)
 
     def stopped(self, running: set[str]) -> None:
         """Jobs suspended at the window's end: those running are stopped; queued requeued ones stay so."""
@@ -129,7 +157,7 @@ class Tracker:
     def report(self, window_start: datetime, window_end: datetime, idle_gpu_hours: float) -> dict:
         for r in self.records.values():
             r.gpu_seconds = 0.0
-        for job, start, last in self._pods.values():
+        for job, _, start, last in self._pods.values():
             r = self.records[job]
             r.gpu_seconds += r.job.gpus * max(0.0, (last - start).total_seconds())
         used = sum(r.gpu_seconds for r in self.records.values()) / 3600

@@ -208,3 +208,21 @@ def test_dry_run_sees_dcgm_idle_gpus(cluster, prometheus, exporter, run_cli, tmp
     assert placed["a"]["node"] == placed["b"]["node"] == "gpu-a"  # 5 idle: the second 4-GPU job waits
     assert placed["b"]["start"] == placed["a"]["end"]
     assert client.BatchV1Api(api).list_namespaced_job(NS).items == []  # dry run: nothing submitted
+
+
+def test_snapshot_then_plan_without_the_cluster(cluster, tmp_path):
+    """`snapshot` reads the cluster once; `plan` then works from the file alone."""
+    from flows.common.runtime import run_flow
+    from flows.idle_gpu.flow import idle_gpu_plan, take_snapshot
+
+    snap = take_snapshot(NS, "01:00", "07:00", "UTC", Discovery())
+    assert {(n.name, n.allocatable, n.requested, n.idle, n.product) for n in snap.nodes} == {
+        ("gpu-a", 8, 0, 8, "NVIDIA-H100-80GB-HBM3"), ("gpu-b", 8, 2, 6, "NVIDIA-H100-80GB-HBM3")}
+    path = tmp_path / "capacity.json"
+    path.write_text(snap.model_dump_json())
+    queue = tmp_path / "q.yaml"
+    queue.write_text(yaml.safe_dump([job("emb", 6, 3600, 0, 1), job("ev", 8, 1800, 1, 1)]))
+    with offline():
+        report = run_flow(idle_gpu_plan, queue=str(queue), capacity=str(path), timezone="UTC")
+    placed = {p["job"]: p["node"] for p in report["plan"]["placements"]}
+    assert placed == {"ev": "gpu-a", "emb": "gpu-b"}

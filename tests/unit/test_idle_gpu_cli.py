@@ -6,6 +6,8 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from flows.idle_gpu.demo import DATA, run
 from flows.idle_gpu.models import OfflineJob
 from flows.idle_gpu.tracker import JobView, PodView, Tracker
@@ -78,23 +80,59 @@ def test_tracker_outcomes_and_gpu_hours():
     run = lambda uid, start, end=None, phase="Running", disrupted=False: PodView(  # noqa: E731
         uid, phase, T0 + timedelta(minutes=start), end and T0 + timedelta(minutes=end), disrupted)
     now = T0 + timedelta(minutes=30)
-    to_delete = t.observe([
+    views = [
         _view("a", pods=[run("a1", 0, 10, "Failed", True)]),  # preempted, cannot checkpoint
-        _view("b", pods=[run("b1", 0, 20, "Failed", True), run("b2", 25)]),  # preempted, resumed
+        _view("b", pods=[run("b1", 0, 20, "Failed", True)]),  # preempted, can checkpoint
         _view("c", "complete", [run("c1", 0, 30, "Succeeded")]),
         _view("d", "failed", [run("d1", 0, 5, "Failed")], reason="BackoffLimitExceeded"),
         _view("e", pods=[run("e1", 0)]),
-    ], now)
-    assert to_delete == ["idle-a"]
-    assert t.observe([_view("a", pods=[run("a1", 0, 10, "Failed", True)])], now) == ["idle-a"]  # until gone
-    t.stopped({"idle-b", "idle-e"})
+    ]
+    assert t.observe(views, now) == ["idle-a", "idle-b"]  # preempted Jobs go, whatever they can do
+    assert t.observe(views[:2], now) == ["idle-a", "idle-b"]  # ... until they are gone
+    assert [j.name for j in t.pending()] == ["b", "f"]  # b goes back to the planner with 40 minutes left
+    assert t.remaining_hours() == {"b": pytest.approx(40 / 60)}
+    t.submitted("b", "idle-b-r1", "n2", now)
+    t.observe([JobView("idle-b-r1", "b", "active", "", "n2", (run("b2", 31),))], now + timedelta(minutes=4))
+    t.stopped({"idle-b-r1", "idle-e"})
     report = t.report(T0, T0 + timedelta(hours=6), idle_gpu_hours=10.0)
     by = {j["job"]: j for j in report["jobs"]}
     assert {k: v["outcome"] for k, v in by.items()} == {
         "a": "preempted", "b": "stopped", "c": "done", "d": "failed", "e": "stopped", "f": "not_scheduled"}
-    assert by["b"]["preemptions"] == 1 and by["a"]["preemptions"] == 1
-    assert by["b"]["gpu_hours"] == round(2 * (20 + 5) / 60, 4)  # both runs of b, 2 GPUs each
-    assert report["gpu_hours_used"] == round(2 * (10 + 25 + 30 + 5 + 30) / 60, 4)
+    assert by["b"]["preemptions"] == 1 and by["b"]["attempts"] == 2 and by["a"]["preemptions"] == 1
+    assert by["b"]["gpu_hours"] == round(2 * (20 + 3) / 60, 4)  # both attempts of b, 2 GPUs each
+    assert report["gpu_hours_used"] == round(2 * (10 + 23 + 30 + 5 + 30) / 60, 4)
     assert report["fill_ratio"] == round(report["gpu_hours_used"] / 10.0, 4)
     assert report["outcomes"] == {"done": 1, "preempted": 1, "requeued": 0, "stopped": 2, "failed": 1,
                                   "not_scheduled": 1}
+    t2 = Tracker([_job("g", checkpointable=True)])
+    t2.submitted("g", "idle-g", "n1", T0)
+    t2.observe([_view("g", pods=[run("g1", 0, 5, "Failed", True)])], now)
+    assert t2.report(T0, T0, 0.0)["jobs"][0]["outcome"] == "requeued"  # never resumed: carried over
+
+
+def test_kueue_suspended_job_that_never_ran_is_still_pending():
+    t = Tracker([_job("k")])
+    t.submitted("k", "idle-k", "n1", T0)
+    t.observe([_view("k", "suspended")], T0 + timedelta(minutes=1))  # created suspended; Kueue admits later
+    assert t.records["k"].outcome is None and t.active()
+    t.observe([_view("k", pods=[PodView("k1", "Running", T0 + timedelta(minutes=2), None, False)])],
+              T0 + timedelta(minutes=3))
+    t.observe([_view("k", "suspended")], T0 + timedelta(minutes=4))  # suspended after running: stopped
+    assert t.records["k"].outcome == "stopped"
+
+
+def test_nightly_refuses_windows_it_cannot_use():
+    from flows.common.errors import BadInput
+    from flows.common.runtime import offline
+    from flows.idle_gpu.flow import idle_gpu_nightly
+
+    now = datetime.now(UTC)
+    cases = [((now + timedelta(hours=3), now + timedelta(hours=4)), "more than 60 minutes from now"),
+             ((now - timedelta(hours=2), now - timedelta(hours=1)), "already over")]
+    with offline():
+        for (ws, we), msg in cases:
+            with pytest.raises(BadInput, match=msg):
+                idle_gpu_nightly.fn(queue="unused.yaml", window_start=ws.isoformat(), window_end=we.isoformat(),
+                                    timezone="UTC")
+        with pytest.raises(BadInput, match="Kueue LocalQueue"):
+            idle_gpu_nightly.fn(queue="unused.yaml", kueue_queue="no spaces allowed")

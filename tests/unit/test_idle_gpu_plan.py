@@ -189,6 +189,7 @@ def test_job_manifest_is_a_valid_preemptible_job(kueue):
                      active_deadline_s=7000, priority_class="offline-batch", grace_period_s=20, kueue_queue=kueue)
     kubernetes_validate.validate(m, "1.33", strict=True)
     assert m["metadata"]["name"] == job_name("embed-backfill", ws) == "idle-embed-backfill-20261128t0100"
+    assert job_name("embed-backfill", ws, attempt=2) == "idle-embed-backfill-20261128t0100-r2"  # after preemption
     spec, pod = m["spec"], m["spec"]["template"]["spec"]
     assert spec["podFailurePolicy"]["rules"][0] == {
         "action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
