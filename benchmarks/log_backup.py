@@ -4,9 +4,10 @@ Generates a log tree under /tmp (default 10,000 files of mixed sizes, 5 of them 
 moto's standalone server, then times three phases for both tools, each run as its own process
 (wall time and peak RSS from wait4):
 
-* full backup into an empty prefix;
-* unchanged re-run;
-* re-run after 1% of the files changed (appended to, so both tools see a new size).
+* full backup into an empty prefix (once, aws s3 sync first);
+* unchanged re-run (``--repeat`` times, alternating which tool goes first; median);
+* re-run after 1% of the files changed (appended to, so both tools see a new size), ``--repeat``
+  rounds with a fresh 1% each, alternating; median.
 
 ``inferops`` here is the sync engine the CLI and the flow run (``flows.log_backup.engine``), in a
 fresh interpreter without the Prefect import; ``--cli`` adds a row for the CLI itself (Prefect
@@ -23,6 +24,7 @@ import json
 import os
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -101,6 +103,7 @@ def main() -> None:
     ap.add_argument("--changed", type=float, default=0.01, help="fraction changed before the third phase")
     ap.add_argument("--cli", action="store_true",
                     help="also time `inferops backup run` (the CLI, with its Prefect import) on the unchanged phase")
+    ap.add_argument("--repeat", type=int, default=3, help="runs of the unchanged and changed phases (median)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--engine-run", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -126,34 +129,47 @@ def main() -> None:
                "s3://bench-awscli/logs", "--region", REGION, "--endpoint-url", server.endpoint,
                "--only-show-errors"]
 
-        rows = []
-        n_changed = max(1, int(len(paths) * args.changed))
-        for phase in ("full", "unchanged", "changed"):
-            if phase == "changed":
-                mtime = time.time() - 120  # outside the 60 s quiet period
-                for p in random.Random(3).sample(paths, n_changed):
-                    with open(p, "ab") as fh:
-                        fh.write(b"appended line after the last backup\n")
-                    os.utime(p, (mtime, mtime))
-            o_wall, o_rss, o_out = timed(ours, env)
-            a_wall, a_rss, _ = timed(aws, env)
-            summary = json.loads(o_out.strip().splitlines()[-1])
+        def both(phase: str, aws_first: bool) -> dict:
+            runs = {}
+            for tool in (("aws", "ours") if aws_first else ("ours", "aws")):
+                runs[tool] = timed(ours if tool == "ours" else aws, env)
+            summary = json.loads(runs["ours"][2].strip().splitlines()[-1])
             expected = {"full": len(paths), "unchanged": 0, "changed": n_changed}[phase]
             if summary["uploaded_files"] != expected or summary["failed_files"]:
                 raise RuntimeError(f"{phase}: inferops summary {summary} (expected {expected} uploads)")
-            rows.append({"phase": phase, "inferops_s": round(o_wall, 2), "awscli_s": round(a_wall, 2),
-                         "speedup": round(a_wall / o_wall, 2), "inferops_peak_rss_mb": round(o_rss),
-                         "awscli_peak_rss_mb": round(a_rss), "inferops_uploaded": summary["uploaded_files"]})
-            print(f"{phase}: inferops {o_wall:.1f}s, aws s3 sync {a_wall:.1f}s", flush=True)
-            if phase == "unchanged" and args.cli:
-                c_wall, c_rss, c_out = timed([str(Path(sys.executable).with_name("inferops")), "backup", "run",
-                                              "--source", str(work / "logs"), "--dest", "s3://bench-inferops/logs",
-                                              "--dest-region", REGION, "--json"], env | {"INFEROPS_OFFLINE": "1"})
-                assert json.loads(c_out.strip().splitlines()[-1])["uploaded_files"] == 0
-                rows.append({"phase": "unchanged-cli", "inferops_s": round(c_wall, 2), "awscli_s": round(a_wall, 2),
-                             "speedup": round(a_wall / c_wall, 2), "inferops_peak_rss_mb": round(c_rss),
-                             "awscli_peak_rss_mb": round(a_rss), "inferops_uploaded": 0})
-                print(f"unchanged via CLI: inferops {c_wall:.1f}s", flush=True)
+            print(f"{phase}: inferops {runs['ours'][0]:.1f}s, aws s3 sync {runs['aws'][0]:.1f}s", flush=True)
+            return {"inferops_s": runs["ours"][0], "awscli_s": runs["aws"][0],
+                    "inferops_rss": runs["ours"][1], "awscli_rss": runs["aws"][1]}
+
+        def row(phase: str, samples: list[dict]) -> dict:
+            o = statistics.median(x["inferops_s"] for x in samples)
+            a = statistics.median(x["awscli_s"] for x in samples)
+            return {"phase": phase, "inferops_s": round(o, 2), "awscli_s": round(a, 2), "speedup": round(a / o, 2),
+                    "inferops_peak_rss_mb": round(max(x["inferops_rss"] for x in samples)),
+                    "awscli_peak_rss_mb": round(max(x["awscli_rss"] for x in samples)),
+                    "samples": [[round(x["inferops_s"], 2), round(x["awscli_s"], 2)] for x in samples]}
+
+        n_changed = max(1, int(len(paths) * args.changed))
+        rows = [row("full", [both("full", aws_first=True)])]
+        rows.append(row("unchanged", [both("unchanged", aws_first=bool(i % 2)) for i in range(args.repeat)]))
+        if args.cli:
+            c_wall, c_rss, c_out = timed([str(Path(sys.executable).with_name("inferops")), "backup", "run",
+                                          "--source", str(work / "logs"), "--dest", "s3://bench-inferops/logs",
+                                          "--dest-region", REGION, "--json"], env | {"INFEROPS_OFFLINE": "1"})
+            assert json.loads(c_out.strip().splitlines()[-1])["uploaded_files"] == 0
+            rows.append(row("unchanged-cli", [{"inferops_s": c_wall, "inferops_rss": c_rss,
+                                               "awscli_s": rows[-1]["awscli_s"],
+                                               "awscli_rss": rows[-1]["awscli_peak_rss_mb"]}]))
+            print(f"unchanged via CLI: inferops {c_wall:.1f}s", flush=True)
+        changed = []
+        for i in range(args.repeat):  # a fresh 1% each round
+            mtime = time.time() - 120  # outside the 60 s quiet period
+            for p in random.Random(100 + i).sample(paths, n_changed):
+                with open(p, "ab") as fh:
+                    fh.write(f"appended line {i} after the last backup\n".encode())
+                os.utime(p, (mtime, mtime))
+            changed.append(both("changed", aws_first=bool(i % 2)))
+        rows.append(row("changed", changed))
 
         s3 = server.client(REGION)
         counts = {}

@@ -31,6 +31,7 @@ from typing import Any
 
 from boto3.s3.transfer import TransferConfig, create_transfer_manager
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+from botocore.utils import parse_timestamp
 from s3transfer.utils import ChunksizeAdjuster
 
 from flows.common.errors import BackendUnavailable, BadInput, InferopsError
@@ -61,6 +62,28 @@ class BackupFailed(InferopsError):
 
 class VerifyError(Exception):
     """The stored object does not match the source."""
+
+
+# ------------------------------------------------------------------------------------------ clients
+
+def _parse_time(value: Any) -> Any:
+    """S3's ISO-8601 times via the stdlib (botocore's default goes through dateutil, ~0.15 ms each)."""
+    if isinstance(value, str) and value.endswith("Z") and "T" in value:
+        with contextlib.suppress(ValueError):
+            return datetime.fromisoformat(value)
+    return parse_timestamp(value)
+
+
+def fast_timestamps(client: Any) -> Any:
+    """Let a listing of 10k keys skip ~1.5 s of CPU in timestamp parsing (same aware datetimes).
+
+    awscli does the same through the session's parser factory; ``s3_client`` builds its own session,
+    so this sets the client's parser. Without that attribute (another botocore), nothing changes.
+    """
+    parser = getattr(client, "_response_parser", None)
+    if parser is not None and hasattr(parser, "_timestamp_parser"):
+        parser._timestamp_parser = _parse_time
+    return client
 
 
 # ---------------------------------------------------------------------------------------- checksums
@@ -355,8 +378,8 @@ class BackupEngine:
         self.threshold = policy.multipart_threshold_mb * MiB
         self.chunksize = policy.multipart_chunksize_mb * MiB
         pool = policy.workers + policy.max_concurrency
-        self.client = s3_client(policy.dest_region, max_pool=pool)
-        self.source_client = (s3_client(policy.source_region, max_pool=pool)
+        self.client = fast_timestamps(s3_client(policy.dest_region, max_pool=pool))
+        self.source_client = (fast_timestamps(s3_client(policy.source_region, max_pool=pool))
                               if isinstance(self.source, S3Uri) else None)
         self._unreachable = threading.Event()
 
@@ -488,20 +511,22 @@ class BackupEngine:
             check_bucket(self.source_client, self.source.bucket, self.policy.source_region, "source")
         apply_retention(self.client, self.dest, self.policy)
 
-        index = Index.load(self.client, self.dest)
-        listed = {o["rel"]: o["Size"] for o in list_objects(self.client, self.dest)
-                  if not o["rel"].startswith(f"{BOOKKEEPING}/")}
+        # the destination listing (S3-bound) runs while the source is scanned
+        with ThreadPoolExecutor(2, thread_name_prefix="inventory") as pool:
+            loaded = pool.submit(Index.load, self.client, self.dest)
+            listing = pool.submit(lambda: {o["rel"]: o["Size"] for o in list_objects(self.client, self.dest)
+                                           if not o["rel"].startswith(f"{BOOKKEEPING}/")})
+            if isinstance(self.source, S3Uri):
+                assert self.source_client is not None
+                items = list(scan_s3(self.source_client, self.source, self.policy.include, self.policy.exclude))
+            else:
+                items = list(scan_local(self.source, self.policy.include, self.policy.exclude))
+            index, listed = loaded.result(), listing.result()
         # nothing counts as backed up unless the object is there with the recorded size
         kept = {r: e for r, e in index.entries.items() if listed.get(r) == e.size}
         index.dirty = len(kept) != len(index.entries)
         index.entries = kept
         content = {e.sha256: r for r, e in index.entries.items() if e.sha256}
-
-        if isinstance(self.source, S3Uri):
-            assert self.source_client is not None
-            items = list(scan_s3(self.source_client, self.source, self.policy.include, self.policy.exclude))
-        else:
-            items = list(scan_local(self.source, self.policy.include, self.policy.exclude))
 
         cutoff_ns = int((self.now() - self.policy.quiet_period_s) * 1e9)
         # Writes to new keys go first, overwrites of keys already backed up second: a rotated log's

@@ -43,6 +43,11 @@ def test_flow_run_records_summary_and_metric(prefect_client, moto_s3, tmp_path, 
     assert rows["uploaded_files"] == len(files) and rows["failed_files"] == 0
     run = prefect_client.read_flow_run(summary.flow_run_id)
     assert run.state.is_completed()
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterType
+
+    progress = prefect_client.read_artifacts(artifact_filter=ArtifactFilter(
+        flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]), type=ArtifactFilterType(any_=["progress"])))
+    assert [float(a.data) for a in progress] == [100.0]
 
     text = prom.read_text()
     assert f'{METRIC}{{dest="s3://{bucket}/flow"}}' in text
