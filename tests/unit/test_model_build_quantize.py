@@ -82,10 +82,10 @@ def test_search_keeps_the_sensitive_matmul_in_float(tmp_path):
     prepared = prepare(outlier_mlp(tmp_path / "outlier.onnx"), tmp_path / "work")
     calib = {"x": normal(64, 32, seed=1)}
     data = {"x": normal(32, 32, seed=2)}
-    spec = BuildSpec(source="outlier.onnx", calib="-", eval="-", max_trials=4)
-    result = build_int8(prepared, tmp_path, _judge(prepared, data), calib, spec)
-    assert not result.trials[0]["ok"] and result.trials[0]["score"] < 0.999
-    assert result.ok and result.fidelity.cosine >= 0.999
+    spec = BuildSpec(source="outlier.onnx", calib="-", eval="-", max_trials=4, tolerance=0.995)
+    result = build_int8(prepared, tmp_path, _judge(prepared, data, tolerance=0.995), calib, spec)
+    assert not result.trials[0]["ok"] and result.trials[0]["score"] < 0.995
+    assert result.ok and result.fidelity.cosine >= 0.995 and len(result.trials) == 2
     assert "mm2" in result.excluded_nodes and "mm1" not in result.excluded_nodes
     assert any(n.input[0] == "mid" for n in _nodes(tmp_path / "int8_trial1.onnx", "MatMul"))  # mm2 reads float
 
