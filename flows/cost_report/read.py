@@ -65,6 +65,9 @@ _LEGACY = {
     "sp_effective_cost": "savingsPlan/SavingsPlanEffectiveCost",
     "sp_commitment": "savingsPlan/TotalCommitmentToDate",
 }
+# columns only CUR 2.0 has: its map columns and the account-name columns it added
+CUR2_MARKERS = {"resource_tags", "product", "cost_category", "discount", "bill_payer_account_name",
+                "line_item_usage_account_name"}
 _DT_FORMATS = ("%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d")
 
 
@@ -114,7 +117,7 @@ def detect_style(columns: list[str], name: str) -> str:
     if "lineItem/LineItemType" in cols:
         style = "legacy"
     elif "line_item_line_item_type" in cols:
-        style = "cur2" if {"resource_tags", "product"} & cols else "athena"
+        style = "cur2" if CUR2_MARKERS & cols else "athena"
     else:
         shown = ", ".join(columns[:25]) + (f", … ({len(columns)} in all)" if len(columns) > 25 else "")
         raise BadInput(f"unknown CUR column style in {name}; columns seen: {shown or '(none)'}")
