@@ -3,9 +3,11 @@
 Steps: lease the target, create canary + fresh baseline, wait for readiness, shift traffic, judge
 every interval, and finally promote (after approval, if required) or roll back. Failure, crash and
 cancellation roll back through state hooks; ``inferops canary abort`` does the same by hand.
+
+No ``from __future__ import annotations`` here: Prefect resolves the flow's parameter types when a
+worker loads it from its entrypoint, and string annotations would not resolve there.
 """
 
-from __future__ import annotations
 
 import time
 import uuid
@@ -243,7 +245,7 @@ class Rollout:
         return self.finish("rolled back", reason)
 
 
-def rollback_on_failure(flow_obj: Any, flow_run: Any, state: Any) -> None:
+def rollback_on_failure(flow: Any, flow_run: Any, state: Any) -> None:  # Prefect passes these by name
     """State hook (failure, crash, cancellation): roll back if this run holds the lease."""
     log = get_logger()
     params = flow_run.parameters or {}
