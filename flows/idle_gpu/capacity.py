@@ -18,7 +18,7 @@ PRODUCT_LABEL = "nvidia.com/gpu.product"  # set by NVIDIA GPU feature discovery
 
 
 def _gpus(resources: Any, field: str) -> int:
-    values = getattr(resources, field, None) or {} if resources is not None else {}
+    values = getattr(resources, field, None) or {}
     return int(str(values.get(GPU, "0")) or 0)
 
 

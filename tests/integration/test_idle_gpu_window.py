@@ -123,6 +123,7 @@ def test_a_night_in_the_emulator(cluster, tmp_path):
         "nockpt": "preempted", "ckpt": "done", "long": "stopped", "quick": "done", "fails": "failed",
         "huge": "not_scheduled"}
     assert outcomes["ckpt"]["preemptions"] == 1 and outcomes["nockpt"]["preemptions"] == 1
+    assert outcomes["ckpt"]["attempts"] == 2 and outcomes["ckpt"]["k8s_job"].endswith("-r1")  # re-planned
     assert "window end" in outcomes["huge"]["reason"]
     assert [r["name"] for r in report["rejected"]] == ["Not_A_Name"]
     assert report["outcomes"]["done"] == 2 and report["outcomes"]["stopped"] == 1
