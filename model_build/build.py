@@ -7,6 +7,7 @@ with ``metric=accuracy`` the maximum relative top-1 loss (default 0.01, i.e. 1%)
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -104,12 +105,13 @@ class Candidate:
     excluded_nodes: list[str] = field(default_factory=list)
     trials: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0  # wall time of conversion/calibration + search + evaluation
 
 
 def build_fp16(prepared: PreparedModel, workdir: Path, judge: Judge) -> Candidate:
     """FP16 with only the converter's default block list first; when that overflows (NaN/Inf)
     or misses the tolerance, again with LayerNorm/Softmax/reductions kept in FP32."""
-    trials, last = [], None
+    t0, trials, last = time.perf_counter(), [], None
     for block in (False, True):
         path = workdir / f"fp16{'_blocked' if block else ''}.onnx"
         converter = quantize.fp16(prepared.path, path, block_overflow_ops=block)
@@ -120,10 +122,12 @@ def build_fp16(prepared: PreparedModel, workdir: Path, judge: Judge) -> Candidat
                          notes=[f"converter {converter}", "overflow ops blocked" if block else "default block list"])
         if ok:
             break
+    last.seconds = time.perf_counter() - t0
     return last
 
 
 def build_int8(prepared: PreparedModel, workdir: Path, judge: Judge, calib: Dataset, spec: BuildSpec) -> Candidate:
+    t0 = time.perf_counter()
     batch = 16 if prepared.batch_dynamic else (prepared.inputs[0].shape[0] or 1)
     symmetric = spec.target is Target.tensorrt
     cache = workdir / f"calibration_{spec.calib_method.value}.json"
@@ -147,7 +151,7 @@ def build_int8(prepared: PreparedModel, workdir: Path, judge: Judge, calib: Data
         reason = f"INT8 out of tolerance after {len(result.trials)} trials: {reason}"
     return Candidate(Precision.int8, best, ok, reason, fid, acc,
                      excluded_nodes=result.excluded_nodes if ok else result.trials[-1].excluded_nodes,
-                     trials=trials, notes=notes)
+                     trials=trials, notes=notes, seconds=time.perf_counter() - t0)
 
 
 def manifest(spec: BuildSpec, prepared: PreparedModel, chosen: Candidate, *, name: str, version: str,
