@@ -89,15 +89,16 @@ def judge(out: HostOutput, policy: DrbdPolicy) -> list[ResourceReport]:
     errors = []
     for source, text in out.sections:
         try:
-            fmt, resources = parse(text, SOURCES.get(source))
+            _, resources = parse(text, SOURCES.get(source))
         except ParseError as exc:
             errors.append(f"unparseable {source} output: {exc}")
             continue
         if not resources:
             return [unknown_report(out.host, f"no DRBD resources configured ({source})", source=source)]
-        return [evaluate(out.host, r, policy, source=source, split_brain_volumes=volumes_marked(out.marks, r.name))
-                for r in resources]
-    return [unknown_report(out.host, "; ".join(errors), source=out.sections[0][0] if out.sections else "")]
+        return [evaluate(out.host, r, policy, source=source,
+                         split_brain_volumes=volumes_marked(out.marks, r.name)) for r in resources]
+    first = out.sections[0][0] if out.sections else ""
+    return [unknown_report(out.host, "; ".join(errors) or "no output", source=first)]
 
 
 def read_capture(path: str | Path) -> HostOutput:

@@ -108,9 +108,9 @@ def evaluate(host: str, r: Resource, policy: DrbdPolicy, *, source: str = "",
                           role=r.role, suspended=list(r.suspended))
 
 
-def unknown_report(host: str, reason: str, name: str = "-", source: str = "") -> ResourceReport:
-    """A host (or input) we could not read: UNKNOWN with the reason, never dropped."""
-    return ResourceReport(host=host, name=name, severity=Level.unknown,
+def unknown_report(host: str, reason: str, source: str = "") -> ResourceReport:
+    """A host (or input) we could not read: one UNKNOWN entry named ``-`` with the reason, never dropped."""
+    return ResourceReport(host=host, name="-", severity=Level.unknown,
                           problems=[Problem(UNKNOWN_CODE, " ".join(reason.split())[:300])],
                           volumes=[], peers=[], source=source)
 
@@ -120,17 +120,18 @@ def overall(reports: list[ResourceReport]) -> Level:
 
 
 def status_line(reports: list[ResourceReport]) -> str:
-    """The Nagios plugin's first output line, with perfdata."""
-    level = overall(reports)
-    counts = {lv: sum(r.severity is lv for r in reports) for lv in Level}
-    bad = [r for r in reports if r.severity is not Level.ok]
-    bad.sort(key=lambda r: -r.severity.rank)
-    head = "; ".join(f"{r.host}/{r.name} {r.severity.value}: {', '.join(p.code if p.code != UNKNOWN_CODE else p.detail for p in r.problems)}"
-                     for r in bad[:5])
-    more = f"; +{len(bad) - 5} more" if len(bad) > 5 else ""
-    summary = head + more if bad else f"{len(reports)} resources ok"
-    perf = " ".join(f"{lv.value}={counts[lv]}" for lv in Level)
-    return f"DRBD {level.value.upper()} - {summary} | {perf}"
+    """The Nagios plugin's first output line: worst resources first (at most 5), then perfdata."""
+    def what(r: ResourceReport) -> str:
+        return ", ".join(p.detail if p.code == UNKNOWN_CODE else p.code for p in r.problems)
+
+    bad = sorted((r for r in reports if r.severity is not Level.ok), key=lambda r: -r.severity.rank)
+    summary = "; ".join(f"{r.host}/{r.name} {r.severity.value}: {what(r)}" for r in bad[:5])
+    summary += f"; +{len(bad) - 5} more" if len(bad) > 5 else ""
+    if not bad:
+        summary = f"{len(reports)} resources ok" if reports else "nothing checked"
+    summary = summary.replace("|", "/")  # '|' starts the perfdata
+    perf = " ".join(f"{lv.value}={sum(r.severity is lv for r in reports)}" for lv in Level)
+    return f"DRBD {overall(reports).value.upper()} - {summary} | {perf}"
 
 
 HINTS: dict[str, str] = {

@@ -62,6 +62,9 @@ def test_status_line_is_one_nagios_line_with_perfdata():
     assert line.endswith("| ok=2 warning=1 critical=1 unknown=0") and "\n" not in line
     assert status_line(reports_of("json_healthy_3node.json")) == \
         "DRBD OK - 2 resources ok | ok=2 warning=0 critical=0 unknown=0"
+    many = [unknown_report(f"h{i}", "x | y") for i in range(7)]
+    assert status_line(many) == ("DRBD UNKNOWN - " + "; ".join(f"h{i}/- unknown: x / y" for i in range(5))
+                                 + "; +2 more | ok=0 warning=0 critical=0 unknown=7")
 
 
 def test_split_brain_hints_come_first_and_name_the_resource():
