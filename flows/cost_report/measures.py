@@ -57,17 +57,18 @@ _SUMS = ("unblended_cost", "reservation_effective_cost", "sp_effective_cost", "u
          "public_on_demand_cost", "priced_cost", "ri_unused_cost", "sp_commitment")
 
 
-def _line_groups(valid: pl.LazyFrame, key: str) -> pl.LazyFrame:
-    """Sum the lines per (hour, line item type, usage type, instance type, ``key``) first: every string
-    rule (classification, instance usage) then runs on these few groups, not on millions of rows."""
+def _line_groups(rows: pl.LazyFrame, key: str) -> pl.LazyFrame:
+    """Sum the lines per (rejected, hour, line item type, usage type, instance type, ``key``) first:
+    every string rule (classification, instance usage) then runs on these few groups, not on
+    millions of rows; rejected rows are counted in the same pass and dropped by the caller."""
     hour = ((pl.col("usage_start").dt.epoch("us") // _HOUR_US) * _HOUR_US).cast(pl.Datetime("us", "UTC"))
-    return (valid
+    return (rows
             .with_columns(hour.alias("hour"),
                           pl.when(pl.col("public_on_demand_cost").is_not_null())
                           .then(pl.col("unblended_cost")).alias("priced_cost"),
                           (pl.col("ri_unused_upfront").fill_null(0) + pl.col("ri_unused_recurring").fill_null(0))
                           .alias("ri_unused_cost"))
-            .group_by("hour", "line_item_type", "usage_type", "instance_type", key)
+            .group_by("rejected", "hour", "line_item_type", "usage_type", "instance_type", key)
             .agg(*(pl.col(c).sum() for c in _SUMS), pl.len().alias("lines")))
 
 
@@ -89,19 +90,19 @@ def classified(groups: pl.LazyFrame) -> pl.LazyFrame:
             .with_columns(cost.alias("cost"), instance_hours.alias("instance_hours")))
 
 
-def cube(valid: pl.LazyFrame) -> pl.LazyFrame:
-    """The hourly aggregate of every valid line."""
+def cube(rows: pl.LazyFrame) -> pl.LazyFrame:
+    """The hourly aggregate of every line, keyed also by ``rejected`` (the caller splits them off)."""
     sums = ("cost", "instance_hours", "public_on_demand_cost", "priced_cost", "ri_unused_cost", "sp_commitment",
             "lines")
-    return (classified(_line_groups(valid, "team"))
+    return (classified(_line_groups(rows, "team"))
             .with_columns(pl.col("team").fill_null("untagged"))
-            .group_by(CUBE_KEYS)
+            .group_by("rejected", *CUBE_KEYS)
             .agg(*(pl.col(c).sum() for c in sums)))
 
 
-def resource_hours(valid: pl.LazyFrame) -> pl.LazyFrame:
-    """Amortized cost and instance-hours per (instance, hour): what idle GPU time joins to."""
-    return (classified(_line_groups(valid, "resource_id"))
+def resource_hours(rows: pl.LazyFrame) -> pl.LazyFrame:
+    """Amortized cost and instance-hours per (instance, hour) of valid lines: what idle GPU time joins to."""
+    return (classified(_line_groups(rows.filter(~pl.col("rejected")), "resource_id"))
             .filter((pl.col("instance_hours") > 0) & pl.col("resource_id").is_not_null())
             .group_by("hour", "resource_id", "instance_type")
             .agg(pl.col("cost").sum(), pl.col("instance_hours").sum()))

@@ -247,7 +247,8 @@ def _map_get(f: CurFile, col: str, key: str) -> tuple[pl.Expr, pl.DataType] | No
 
 
 def normalise(f: CurFile, team_tag: str, missing: set[str]) -> tuple[pl.LazyFrame, pl.LazyFrame]:
-    """(valid rows in the internal schema, rejected rows as raw strings with ``source``, ``row``, ``reason``).
+    """(every row in the internal schema plus a boolean ``rejected``; the rejected rows as raw strings
+    with ``source``, ``row`` and ``reason``, for the quarantine file).
 
     Typed (Parquet) columns need no parsing, so their checks are cheap null tests; text (CSV) columns
     are parsed, and a value that is there but does not parse rejects the row.
@@ -292,7 +293,7 @@ def normalise(f: CurFile, team_tag: str, missing: set[str]) -> tuple[pl.LazyFram
     bad = pl.any_horizontal([cond for cond, _ in problems]).fill_null(False)
     reason = pl.concat_str([pl.when(cond).then(pl.lit(why)) for cond, why in problems],
                            separator="; ", ignore_nulls=True)
-    valid = lf.filter(~bad).select(**parsed)
+    rows = lf.select(**parsed, rejected=bad)
     rejected = (lf.with_row_index("row", offset=first_row).filter(bad)
                 .select(pl.lit(f.name).alias("source"), "row", *raw, reason.alias("reason")))
-    return valid, rejected
+    return rows, rejected

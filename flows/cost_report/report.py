@@ -1,7 +1,8 @@
 """The report pipeline's steps, as plain functions (the flow makes them tasks). No Prefect import.
 
-``aggregate`` streams every CUR part once through polars' streaming engine: valid rows into the
-hourly cube (and, for the idle join, per-instance hours), malformed rows into ``quarantine.csv``.
+``aggregate`` streams every CUR part once through polars' streaming engine into the hourly cube
+(and, for the idle join, per-instance hours), counting malformed rows on the way; only when there
+are some does a second pass write them to ``quarantine.csv``.
 ``write_outputs`` writes the fixed files of the out folder.
 """
 
@@ -38,25 +39,24 @@ class Aggregates:
 
 def aggregate(sources: Sources, out: Path, *, team_tag: str, gpus: pl.DataFrame,
               period: tuple[datetime, datetime] | None, with_resources: bool) -> Aggregates:
-    valids, rejects = [], []
+    parts, rejects = [], []
     for f in sources.files:
-        v, r = normalise(f, team_tag, sources.missing_columns)
-        valids.append(v)
-        rejects.append(r)
-    valid = pl.concat(valids, how="vertical")
-    queries = [measures.cube(valid)]
+        rows, rejected_rows = normalise(f, team_tag, sources.missing_columns)
+        parts.append(rows)
+        rejects.append(rejected_rows)
+    rows = pl.concat(parts, how="vertical")
+    queries = [measures.cube(rows)]
     if with_resources:
-        queries.append(measures.resource_hours(valid))
+        queries.append(measures.resource_hours(rows))
+    cube, *rest = pl.collect_all(queries)  # one streaming pass; rejected rows are counted in it
+    rejected = int(cube.filter(pl.col("rejected"))["lines"].sum())
+    cube = cube.filter(~pl.col("rejected")).drop("rejected")
     quarantine = out / QUARANTINE
     quarantine.unlink(missing_ok=True)
-    partial = out / (QUARANTINE + ".partial")
-    # one streaming run: the cube (and resource-hours) and the quarantine sink share the scans
-    cube, *rest = pl.collect_all([*queries, pl.concat(rejects, how="vertical").sink_csv(partial, lazy=True)])[:-1]
-    rejected = pl.scan_csv(partial, infer_schema=False).select(pl.len()).collect().item()
-    if rejected:
+    if rejected:  # a second pass only when there is something to quarantine
+        partial = out / (QUARANTINE + ".partial")
+        pl.concat(rejects, how="vertical").sink_csv(partial)
         partial.replace(quarantine)
-    else:
-        partial.unlink()
     in_period = pl.lit(True) if period is None else pl.col("hour").is_between(*period, closed="left")
     out_rows = int(cube.filter(~in_period)["lines"].sum())
     cube = measures.with_gpus(cube.filter(in_period), gpus)
