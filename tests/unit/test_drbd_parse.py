@@ -124,42 +124,65 @@ def _json(role="Primary", disk="UpToDate", conn="Connected", peer_role="Secondar
                                                            "peer-disk-state": peer_disk}]}]}])
 
 
+def _text(role="Primary", disk="UpToDate", conn="Connected", peer_role="Secondary", repl="Established",
+          peer_disk="UpToDate") -> str:
+    return (f"r0 role:{role}\n  disk:{disk}\n  b connection:{conn} role:{peer_role}\n"
+            f"    replication:{repl} peer-disk:{peer_disk}\n")
+
+
+def _events2(role="Primary", disk="UpToDate", conn="Connected", peer_role="Secondary", repl="Established",
+             peer_disk="UpToDate") -> str:
+    return (f"exists resource name:r0 role:{role} suspended:no\n"
+            f"exists connection name:r0 peer-node-id:1 conn-name:b connection:{conn} role:{peer_role}\n"
+            f"exists device name:r0 volume:0 minor:0 disk:{disk} client:no\n"
+            f"exists peer-device name:r0 peer-node-id:1 conn-name:b volume:0 replication:{repl} peer-disk:{peer_disk}\n"
+            "exists -\n")
+
+
+FORMAT_BUILDERS = pytest.mark.parametrize("build", [_json, _text, _events2], ids=["json", "drbdadm", "events2"])
+
+
 def _codes(text: str) -> list[str]:
     _, [r] = parse(text)
     return sorted(p.code for p in find_problems(r))
 
 
 @pytest.mark.parametrize("state", sorted(CONN_STATES_9 | LINK_STATES_84))
-def test_every_connection_state(state):
+@FORMAT_BUILDERS
+def test_every_connection_state(state, build):
     want = {"Connected": [], "StandAlone": ["standalone"]}.get(state, ["disconnected"])
-    assert _codes(_json(conn=state)) == want
+    assert _codes(build(conn=state)) == want
 
 
 @pytest.mark.parametrize("state", sorted(REPL_STATES_9))
-def test_every_replication_state(state):
+@FORMAT_BUILDERS
+def test_every_replication_state(state, build):
     want = {"Ahead": ["congested"], "Behind": ["congested"], "Off": [], "Established": [],
             "VerifyS": [], "VerifyT": []}.get(state, ["resyncing"])
-    assert _codes(_json(repl=state)) == want
+    assert _codes(build(repl=state)) == want
 
 
 @pytest.mark.parametrize("state", sorted(DISK_STATES))
-def test_every_local_disk_state(state):
+@FORMAT_BUILDERS
+def test_every_local_disk_state(state, build):
     want = {"Failed": ["disk_failed"], "Detaching": ["disk_failed"], "Diskless": ["disk_failed"],
             "Outdated": ["disk_degraded"], "Inconsistent": ["disk_degraded"]}.get(state, [])
-    assert _codes(_json(disk=state)) == want
+    assert _codes(build(disk=state)) == want
 
 
 @pytest.mark.parametrize("state", sorted(DISK_STATES))
-def test_every_peer_disk_state(state):
+@FORMAT_BUILDERS
+def test_every_peer_disk_state(state, build):
     want = ["peer_disk_degraded"] if state in ("Outdated", "Inconsistent", "Failed", "Diskless") else []
-    assert _codes(_json(peer_disk=state)) == want
+    assert _codes(build(peer_disk=state)) == want
 
 
 @pytest.mark.parametrize("role", sorted(ROLES))
 @pytest.mark.parametrize("peer_role", sorted(ROLES))
-def test_every_role_pair(role, peer_role):
+@FORMAT_BUILDERS
+def test_every_role_pair(role, peer_role, build):
     want = ["dual_primary"] if role == peer_role == "Primary" else []
-    assert _codes(_json(role=role, peer_role=peer_role)) == want
+    assert _codes(build(role=role, peer_role=peer_role)) == want
 
 
 @pytest.mark.parametrize("cs", CONN_STATES_84)
