@@ -14,6 +14,7 @@ import uuid
 from typing import Any
 
 from prefect import flow
+from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 from prefect.input import RunInput
 from pydantic import Field, ValidationError
@@ -97,9 +98,11 @@ def _fmt(v: Any) -> str:
     return "-" if v is None else str(v).replace("|", "/")
 
 
-@ops_task(name="canary-analyse-interval", task_run_name="analyse {target.deployment} {weight}% #{interval}")
+@ops_task(name="canary-analyse-interval", task_run_name="analyse {target.deployment} {weight}% #{interval}",
+          cache_policy=NO_CACHE)
 def analyse_interval(target: Target, policy: CanaryPolicy, history: StepSamples, weight: int,
                      interval: int) -> IntervalResult:
+    """Sample and judge one interval; adds this interval's samples to ``history`` (the step's)."""
     with prometheus_client() as client:
         return analyse(client, queries(policy), target, policy, thresholds(policy), history,
                        weight=weight, interval=interval)
