@@ -125,7 +125,7 @@ def run_window(cluster: Cluster, tracker: Tracker, snap: CapacitySnapshot, exclu
         current = {r.k8s_name for r in tracker.active()}  # not the preempted attempts being deleted
         running = {v.k8s_name: v for v in views
                    if v.k8s_name in current and any(p.phase == "Running" for p in v.pods)}
-        _write_metrics(metrics_textfile, len(running), window_end)
+        _write_metrics(metrics_textfile, cluster.namespace, len(running), window_end)
         if not tracker.pending() and not tracker.active():
             break
         nodes = [n.model_copy(update={"idle": max(0, n.idle - excluded.get(n.name, 0))}) for n in nodes]
@@ -195,16 +195,17 @@ def stop_window(cluster: Cluster, tracker: Tracker, window_start: datetime, grac
     return len(active)
 
 
-def _write_metrics(path: str | None, running: int, window_end: datetime) -> None:
-    """node_exporter textfile collector gauges (the alert rules use these names)."""
+def _write_metrics(path: str | None, namespace: str, running: int, window_end: datetime) -> None:
+    """node_exporter textfile collector gauges (InferopsIdleGpuJobsPastWindow in deploy/prometheus)."""
     if not path:
         return
     from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 
     reg = CollectorRegistry()
-    Gauge("inferops_idle_gpu_jobs_running", "Offline jobs running on idle GPUs", registry=reg).set(running)
-    Gauge("inferops_idle_gpu_window_end_timestamp_seconds", "End of the current idle-GPU window",
-          registry=reg).set(window_end.timestamp())
+    Gauge("inferops_idle_gpu_jobs_running", "Offline jobs running on idle GPUs", ["namespace"],
+          registry=reg).labels(namespace=namespace).set(running)
+    Gauge("inferops_idle_gpu_window_end_timestamp_seconds", "End of the current idle-GPU window (Unix seconds)",
+          ["namespace"], registry=reg).labels(namespace=namespace).set(window_end.timestamp())
     write_to_textfile(path, reg)
 
 
@@ -271,7 +272,7 @@ def idle_gpu_nightly(
     idle_gpu_hours, first_plan = run_window(cluster, tracker, snap, excluded, ws, we, policy, discovery,
                                             priority_class, kueue_queue, poll_seconds, metrics_textfile)
     stop_window(cluster, tracker, ws, policy.grace_period_s)
-    _write_metrics(metrics_textfile, 0, we)
+    _write_metrics(metrics_textfile, namespace, 0, we)
     report = tracker.report(ws, we, idle_gpu_hours)
     report["rejected"] = [asdict(r) for r in q.rejected]
     report["notes"] = snap.notes

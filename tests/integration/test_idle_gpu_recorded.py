@@ -59,9 +59,10 @@ def test_recorded_run_ends_with_artifacts(prefect_client, kube_clean, monkeypatc
     finally:
         reload_settings()
     assert {j["job"]: j["outcome"] for j in report["jobs"]} == {"calib-a": "done"}
-    gauges = dict(line.split() for line in metrics.read_text().splitlines() if not line.startswith("#"))
-    assert float(gauges["inferops_idle_gpu_jobs_running"]) == 0
-    assert float(gauges["inferops_idle_gpu_window_end_timestamp_seconds"]) == pytest.approx(we.timestamp())
+    gauges = dict(line.rsplit(" ", 1) for line in metrics.read_text().splitlines() if not line.startswith("#"))
+    assert float(gauges['inferops_idle_gpu_jobs_running{namespace="offline-batch"}']) == 0
+    assert float(gauges['inferops_idle_gpu_window_end_timestamp_seconds{namespace="offline-batch"}']) == \
+        pytest.approx(we.timestamp())
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
     arts = prefect_client.read_artifacts(artifact_filter=ArtifactFilter(

@@ -35,7 +35,7 @@ def cluster(kube_clean, monkeypatch):
     reload_settings()
     api = kube.api_client()
     sched = client.SchedulingV1Api(api)
-    for doc in yaml.safe_load_all((REPO / "deploy/k8s/priorityclasses.yaml").read_text()):
+    for doc in yaml.safe_load_all((REPO / "deploy/k8s/base/priorityclasses.yaml").read_text()):
         kubernetes_validate.validate(doc, "1.33", strict=True)
         sched.create_priority_class(doc)
     for ns in (NS, "inference"):
