@@ -91,6 +91,13 @@ def test_approval_form_promotes(env, prefect_client):
     assert result["out"]["outcome"] == "promoted"
     assert env.read_namespaced_deployment(DEP, NS).spec.template.spec.containers[0].image == NEW
     assert prefect_client.read_flow_run(run_id).state.type == StateType.COMPLETED
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    arts = {a.key: a for a in prefect_client.read_artifacts(
+        artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])))}
+    assert {f"canary-{DEP}-approval", f"canary-{DEP}-intervals", f"canary-{DEP}-summary"} <= set(arts)
+    assert arts[f"canary-{DEP}-summary"].type == "markdown" and "promoted" in arts[f"canary-{DEP}-summary"].data
+    assert "error_rate_canary" in arts[f"canary-{DEP}-intervals"].data
 
 
 @pytest.mark.slow

@@ -263,3 +263,25 @@ def test_abort_and_status_cli(env, run_cli):
     assert_rolled_back(env)
     again = run_cli("canary", "abort", "-n", NS, "-d", DEP, "--json", env=cli_env)
     assert again.returncode == 0 and json.loads(again.stdout)["actions"] == []
+
+
+def test_conflict_rereads_and_retries(env):
+    """A write that lands between our read and our replace gives a real 409; we re-read and retry."""
+    from flows.canary.actuator import Cluster
+
+    cluster = Cluster(env.api, NS, DEP)
+    calls = []
+
+    def change(dep):
+        calls.append(dep["metadata"]["resourceVersion"])
+        if len(calls) == 1:  # someone else writes meanwhile: our copy is now stale
+            other = env.dep()
+            other["metadata"].setdefault("labels", {})["touched-by"] = "someone-else"
+            env.apps.replace_namespaced_deployment(DEP, NS, other)
+        dep["spec"]["replicas"] = 3
+        return dep
+
+    cluster._modify_target(change)
+    assert len(calls) == 2 and calls[0] != calls[1]
+    dep = env.dep()
+    assert dep["spec"]["replicas"] == 3 and dep["metadata"]["labels"]["touched-by"] == "someone-else"
