@@ -122,7 +122,7 @@ def overall(reports: list[ResourceReport]) -> Level:
 def status_line(reports: list[ResourceReport]) -> str:
     """The Nagios plugin's first output line: worst resources first (at most 5), then perfdata."""
     def what(r: ResourceReport) -> str:
-        return ", ".join(p.detail if p.code == UNKNOWN_CODE else p.code for p in r.problems)
+        return ", ".join(dict.fromkeys(p.detail if p.code == UNKNOWN_CODE else p.code for p in r.problems))
 
     bad = sorted((r for r in reports if r.severity is not Level.ok), key=lambda r: -r.severity.rank)
     summary = "; ".join(f"{r.host}/{r.name} {r.severity.value}: {what(r)}" for r in bad[:5])
