@@ -99,7 +99,7 @@ def write_outputs(out: Path, summary: dict[str, Any], agg: Aggregates, daily: pl
 
 def textfile(daily: pl.DataFrame, summary: dict[str, Any]) -> str:
     """node_exporter textfile: the latest day's amortized cost (what the alert rules read)."""
-    lines = ["# HELP inferops_cost_daily_usd Amortized GPU-fleet cost of the latest day in the CUR (USD).",
+    lines = ["# HELP inferops_cost_daily_usd Amortized cost of all usage lines on the latest day in the CUR (USD).",
              "# TYPE inferops_cost_daily_usd gauge"]
     if not daily.is_empty():
         last = daily["date"].max()
