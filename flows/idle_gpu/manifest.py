@@ -59,6 +59,9 @@ def job_manifest(job: OfflineJob, *, node: str, namespace: str, window_start: da
             "metadata": {"labels": dict(labels), "annotations": {**job.annotations, **annotations}},
             "spec": {
                 "restartPolicy": "Never",  # required by podFailurePolicy
+                "automountServiceAccountToken": False,  # batch work never needs the Kubernetes API
+                # Pod Security "restricted": the offline-batch namespace enforces it
+                "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
                 "priorityClassName": priority_class,
                 "terminationGracePeriodSeconds": grace_period_s,
                 "nodeSelector": {HOSTNAME: node},
@@ -68,6 +71,7 @@ def job_manifest(job: OfflineJob, *, node: str, namespace: str, window_start: da
                     "image": job.image,
                     "command": list(job.command),
                     "resources": {"requests": dict(gpus), "limits": dict(gpus)},
+                    "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
                     "env": [
                         {"name": "INFEROPS_JOB", "value": job.name},
                         {"name": "INFEROPS_CHECKPOINTABLE", "value": str(job.checkpointable).lower()},

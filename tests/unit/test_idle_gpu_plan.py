@@ -195,6 +195,11 @@ def test_job_manifest_is_a_valid_preemptible_job(kueue):
         "action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
     assert spec["activeDeadlineSeconds"] == 7000 and pod["restartPolicy"] == "Never"
     assert pod["priorityClassName"] == "offline-batch" and pod["terminationGracePeriodSeconds"] == 20
+    # Pod Security "restricted", which the offline-batch namespace enforces
+    assert pod["securityContext"] == {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+    assert pod["containers"][0]["securityContext"] == {"allowPrivilegeEscalation": False,
+                                                       "capabilities": {"drop": ["ALL"]}}
+    assert pod["automountServiceAccountToken"] is False
     assert pod["containers"][0]["resources"]["limits"] == {"nvidia.com/gpu": "4"}
     assert pod["nodeSelector"] == {"kubernetes.io/hostname": "gpu-3"}
     labels = m["metadata"]["labels"]
