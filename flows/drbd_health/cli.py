@@ -23,7 +23,7 @@ def check(
     inventory: str | None = typer.Option(None, "--inventory", help="Ansible inventory (path or name under inventories/)"),
     group: str = typer.Option("drbd_hosts", "--group", help="inventory group of DRBD hosts"),
     inputs: list[str] = typer.Option([], "--input", help="saved capture(s) in any DRBD format, instead of SSH"),
-    more: list[str] = typer.Argument(None, hidden=True, metavar="[FILE ...]"),
+    more: list[str] = typer.Argument(None, hidden=True, metavar="FILE"),  # --input a b c
     json_out: bool = typer.Option(False, "--json", help="print the report as one JSON object on stdout"),
 ) -> None:
     """Check DRBD on every host of GROUP over SSH, or check saved captures with --input FILE ..."""
