@@ -1,7 +1,8 @@
 """Latency and throughput of one model on this worker's execution provider.
 
 Batch 1: p50/p99 latency over all timed runs. Batches 8 and 32: samples per second, the median of
-``repeats`` timed repeats. Every measurement starts with warm-up runs. Inputs are real evaluation
+``repeats`` timed repeats. Every measurement starts with warm-up runs, and the models compared
+are measured interleaved, repeat by repeat. Inputs are real evaluation
 samples (tiled when the dataset is smaller than the batch).
 """
 
@@ -31,40 +32,49 @@ def _feed(data: Dataset, batch: int) -> dict[str, np.ndarray]:
     return {k: np.ascontiguousarray(np.concatenate([np.asarray(v)] * reps)[:batch]) for k, v in data.items()}
 
 
-def measure(path: str | Path, data: Dataset, *, threads: int = 0, batches: tuple[int, ...] = (8, 32),
-            warmup: int = 5, repeats: int = 5, min_time_s: float = 0.2) -> Perf:
-    sess = session(path, threads)
-    fixed = fixed_batch(sess)
-    one = _feed(data, fixed or 1)
-    for _ in range(warmup):
-        sess.run(None, one)
-    lat: list[float] = []
-    for _ in range(repeats):
-        t_end = time.perf_counter() + min_time_s
-        while True:
-            t0 = time.perf_counter()
+def measure(paths: dict[str, Path], data: Dataset, *, threads: int = 0, batches: tuple[int, ...] = (8, 32),
+            warmup: int = 5, repeats: int = 5, min_time_s: float = 0.2) -> dict[str, Perf]:
+    """Benchmark several models of the same inputs (FP32 and its candidates), interleaved: each
+    repeat runs every model in turn, so load that changes during the run (a shared worker) hits
+    all of them alike and the ratios between them stay meaningful."""
+    sessions = {name: session(path, threads) for name, path in paths.items()}
+    lat: dict[str, list[float]] = {name: [] for name in paths}
+    rates: dict[str, dict[int, list[float]]] = {name: {} for name in paths}
+    feeds: dict[int, dict[str, np.ndarray]] = {}
+    sizes = {name: ([fixed_batch(s)] if fixed_batch(s) else list(batches)) for name, s in sessions.items()}
+    for name, sess in sessions.items():
+        one = _feed(data, fixed_batch(sess) or 1)
+        for _ in range(warmup):
             sess.run(None, one)
-            lat.append((time.perf_counter() - t0) * 1e3)
-            if t0 > t_end:
-                break
-    by_batch: dict[str, float] = {}
-    for b in ([fixed] if fixed else batches):
-        feed = _feed(data, b)
-        for _ in range(2):
-            sess.run(None, feed)
-        rates = []
-        for _ in range(repeats):
-            n, t0 = 0, time.perf_counter()
+        for b in sizes[name]:
+            feeds.setdefault(b, _feed(data, b))
+            sess.run(None, feeds[b])
+    for _ in range(repeats):
+        for name, sess in sessions.items():
+            one = _feed(data, fixed_batch(sess) or 1)
+            t_end = time.perf_counter() + min_time_s
             while True:
-                sess.run(None, feed)
-                n += 1
-                if time.perf_counter() - t0 >= min_time_s:
+                t0 = time.perf_counter()
+                sess.run(None, one)
+                lat[name].append((time.perf_counter() - t0) * 1e3)
+                if t0 > t_end:
                     break
-            rates.append(n * b / (time.perf_counter() - t0))
-        by_batch[str(b)] = float(np.median(rates))
-    return Perf(provider=sess.get_providers()[0], threads=threads,
-                latency_ms_p50=float(np.percentile(lat, 50)), latency_ms_p99=float(np.percentile(lat, 99)),
-                throughput=by_batch[str(max(int(k) for k in by_batch))], throughput_by_batch=by_batch)
+            for b in sizes[name]:
+                n, t0 = 0, time.perf_counter()
+                while True:
+                    sess.run(None, feeds[b])
+                    n += 1
+                    if time.perf_counter() - t0 >= min_time_s:
+                        break
+                rates[name].setdefault(b, []).append(n * b / (time.perf_counter() - t0))
+    out = {}
+    for name, sess in sessions.items():
+        by_batch = {str(b): float(np.median(r)) for b, r in rates[name].items()}
+        out[name] = Perf(provider=sess.get_providers()[0], threads=threads,
+                         latency_ms_p50=float(np.percentile(lat[name], 50)),
+                         latency_ms_p99=float(np.percentile(lat[name], 99)),
+                         throughput=by_batch[str(max(sizes[name]))], throughput_by_batch=by_batch)
+    return out
 
 
 def speedup(fp32: Perf, candidate: Perf) -> dict[str, float]:

@@ -67,8 +67,8 @@ def build_candidate(precision: Precision, prepared, workdir: Path, judge: Judge,
 
 
 @ops_task(name="benchmark", cache_policy=NO_CACHE)
-def bench(path: Path, data, threads: int) -> benchmark.Perf:
-    return benchmark.measure(path, data, threads=threads)
+def bench(paths: dict[str, Path], data, threads: int) -> dict[str, benchmark.Perf]:
+    return benchmark.measure(paths, data, threads=threads)
 
 
 @ops_task(name="tensorrt-engine", cache_policy=NO_CACHE, **IO_RETRIES)
@@ -147,8 +147,10 @@ def model_build(spec: BuildSpec) -> dict[str, Any]:
         candidates = [build_candidate(p, prepared, workdir, judge, calib, spec) for p in precisions]
         chosen = candidates[0]
         progress.advance(2)
-        fp32_perf = bench(prepared.path, data, spec.bench_threads)
-        perfs = [bench(c.path, data, spec.bench_threads) if c.path else None for c in candidates]
+        measured = bench({"fp32": prepared.path, **{c.precision.value: c.path for c in candidates if c.path}},
+                         data, spec.bench_threads)
+        fp32_perf = measured["fp32"]
+        perfs = [measured.get(c.precision.value) for c in candidates]
         progress.advance()
         if out.exists():
             shutil.rmtree(out)  # a re-run replaces the folder; the registry keeps published versions
