@@ -31,7 +31,9 @@ CUR_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".snappy.parquet", ".gz.parquet")
 STRING_COLS = ("line_item_type", "usage_type", "resource_id", "instance_type", "team")
 FLOAT_COLS = ("usage_amount", "unblended_cost", "public_on_demand_cost", "reservation_effective_cost",
               "ri_unused_upfront", "ri_unused_recurring", "sp_effective_cost", "sp_commitment")
-REQUIRED = ("usage_start", "line_item_type", "usage_type", "usage_amount", "unblended_cost")
+REQUIRED = ("usage_start", "line_item_type", "usage_type", "usage_amount", "unblended_cost")  # columns
+REQUIRED_VALUES = ("usage_start", "line_item_type", "unblended_cost")  # on every row (Tax may lack a usage type)
+USAGE_TYPES = ("Usage", "DiscountedUsage", "SavingsPlanCoveredUsage")
 INTERNAL_SCHEMA = {"usage_start": pl.Datetime("us", "UTC"),
                    **{c: pl.String for c in STRING_COLS}, **{c: pl.Float64 for c in FLOAT_COLS}}
 
@@ -280,12 +282,14 @@ def normalise(f: CurFile, team_tag: str, missing: set[str]) -> tuple[pl.LazyFram
             value = expr.cast(pl.String)
         parsed[name] = value
         raw.append(expr.cast(pl.String).alias(name))
-        if name in REQUIRED:
+        if name in REQUIRED_VALUES:
             missing_value = value.is_null() | (value == "") if name in STRING_COLS else value.is_null()
             problems.append((missing_value, f"missing or bad {name}"))
         elif name in FLOAT_COLS and not sdtype.is_numeric():
             problems.append((_blank_to_null(expr).is_not_null() & value.is_null(), f"bad {name}"))
-    # the amortized cost of covered usage lives in its own column: without it the line can't be costed
+    # usage lines need their amount; the amortized cost of covered usage lives in its own column
+    problems.append((parsed["line_item_type"].is_in(USAGE_TYPES) & parsed["usage_amount"].is_null(),
+                     "usage line without usage_amount"))
     for line_type, name in (("DiscountedUsage", "reservation_effective_cost"),
                             ("SavingsPlanCoveredUsage", "sp_effective_cost")):
         problems.append(((parsed["line_item_type"] == line_type) & parsed[name].is_null(),

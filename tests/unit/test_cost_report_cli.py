@@ -11,9 +11,9 @@ def test_written_with_quarantined_rows_exits_0(run_cli, tmp_path):
     r = run_cli("cost", "report", "--cur", str(DATA / "malformed.csv.gz"), "--cur", str(DATA / "legacy.csv.gz"),
                 "--out", str(out), "--period", "2026-05")
     assert r.returncode == 0, r.stderr
-    assert "4 malformed rows" in r.stdout
+    assert "5 malformed rows" in r.stdout
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["rejected_rows"] == 4
+    assert summary["rejected_rows"] == 5
     assert summary["total_cost"] == round(193.3748 + 2 * 0.8048, 4)
     assert {"summary.json", "report.html", "aggregates.parquet", "daily.parquet", "inferops_cost.prom",
             "quarantine.csv"} <= {p.name for p in out.iterdir()}

@@ -86,18 +86,19 @@ def test_without_period_every_line_counts_and_parts_add_up(tmp_path):
 
 def test_quarantine_counts_and_keeps_the_rows(tmp_path):
     s = report(tmp_path, "malformed.csv.gz")
-    assert s["rejected_rows"] == 4
+    assert s["rejected_rows"] == 5
     assert s["by_pricing_model"]["on_demand"]["cost"] == pytest.approx(2 * 0.8048)
-    assert s["fees_and_adjustments"]["by_type"]["Tax"]["cost"] == 1.5
+    # a Tax line without usage type or amount is a fee, not a malformed row
+    assert s["fees_and_adjustments"]["by_type"]["Tax"] == {"cost": 2.0, "lines": 2}
     q = pl.read_csv(tmp_path / "out" / "quarantine.csv", infer_schema=False)
-    assert q["row"].to_list() == ["3", "4", "5", "6"]  # file lines (header is line 1)
+    assert q["row"].to_list() == ["3", "4", "5", "6", "10"]  # file lines (header is line 1)
     assert q["reason"].to_list() == ["missing or bad unblended_cost", "missing or bad usage_start",
                                      "DiscountedUsage without reservation_effective_cost",
-                                     "bad public_on_demand_cost"]
+                                     "bad public_on_demand_cost", "usage line without usage_amount"]
     assert q["unblended_cost"][0] == "abc"  # the raw value, as it came
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert summary["rejected_rows"] == 4 and summary["files"]["quarantine"] == "quarantine.csv"
-    assert "inferops_cost_report_rejected_rows 4" in (tmp_path / "out" / "inferops_cost.prom").read_text()
+    assert summary["rejected_rows"] == 5 and summary["files"]["quarantine"] == "quarantine.csv"
+    assert "inferops_cost_report_rejected_rows 5" in (tmp_path / "out" / "inferops_cost.prom").read_text()
 
 
 def test_a_clean_rerun_removes_a_stale_quarantine(tmp_path):

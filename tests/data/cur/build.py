@@ -3,7 +3,7 @@
 The same 13 line items in each column style (hand-checked totals in tests/unit/test_cost_report_read.py):
 ``legacy.csv.gz`` (legacy CUR CSV), ``athena.parquet`` (Parquet CUR for Athena), ``cur2.parquet``
 (CUR 2.0 with real Parquet MAP columns) and ``cur2.csv.gz`` (CUR 2.0 CSV, maps as JSON objects).
-``malformed.csv.gz`` is legacy CSV with 4 bad rows among 3 good ones.
+``malformed.csv.gz`` is legacy CSV with 5 bad rows among 4 good ones.
 """
 
 from __future__ import annotations
@@ -112,6 +112,8 @@ def build() -> None:
         ["2026-05-03T01:00:00Z", "Usage", "USE1-BoxUsage:g6.xlarge", "i-f", "g6.xlarge", "1", "0.8048", "x"],
         ["2026-05-03T02:00:00Z", "Tax", "Tax", "", "", "0", "1.5", ""],
         ["2026-05-03T02:00:00Z", "Usage", "USE1-BoxUsage:g6.xlarge", "i-f", "g6.xlarge", "1", "0.8048", ""],
+        ["2026-05-03T03:00:00Z", "Tax", "", "", "", "", "0.5", ""],  # fees may have no usage type/amount
+        ["2026-05-03T03:00:00Z", "Usage", "USE1-BoxUsage:g6.xlarge", "i-f", "g6.xlarge", "", "0.8048", ""],
     ]
     _write_gz_csv(HERE / "malformed.csv.gz", [LEGACY[c] for c in COLS[:8]] + ["reservation/EffectiveCost"],
                   [[*b, ""] for b in bad])
