@@ -2,7 +2,7 @@
 
 Generates a log tree under /tmp (default 10,000 files of mixed sizes, 5 of them 100 MB), starts
 moto's standalone server, then times three phases for both tools, each run as its own process
-(wall time and peak RSS from wait4):
+(wall time, CPU time and peak RSS from wait4; on a busy machine CPU time is the steadier measure):
 
 * full backup into an empty prefix (once, aws s3 sync first);
 * unchanged re-run (``--repeat`` times, alternating which tool goes first; median);
@@ -70,8 +70,8 @@ def make_tree(root: Path, files: int, big: int, big_mb: int, seed: int = 7) -> t
     return paths, total
 
 
-def timed(argv: list[str], env: dict[str, str]) -> tuple[float, float, str]:
-    """Run a process: wall seconds, peak RSS in MB, stdout. Raises if it fails."""
+def timed(argv: list[str], env: dict[str, str]) -> tuple[float, float, str, float]:
+    """Run a process: wall seconds, peak RSS in MB, stdout, CPU seconds (user+sys). Raises if it fails."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         t0 = time.perf_counter()
         proc = subprocess.Popen(argv, env=env, stdout=out, stderr=err)
@@ -83,7 +83,7 @@ def timed(argv: list[str], env: dict[str, str]) -> tuple[float, float, str]:
         stdout, stderr = out.read().decode(), err.read().decode()
     if proc.returncode != 0:
         raise RuntimeError(f"{argv[:4]} exited {proc.returncode}: {stderr[-2000:]}")
-    return wall, usage.ru_maxrss / 1024, stdout
+    return wall, usage.ru_maxrss / 1024, stdout, usage.ru_utime + usage.ru_stime
 
 
 def engine_main(policy_json: str) -> None:
@@ -139,7 +139,8 @@ def main() -> None:
                 raise RuntimeError(f"{phase}: inferops summary {summary} (expected {expected} uploads)")
             print(f"{phase}: inferops {runs['ours'][0]:.1f}s, aws s3 sync {runs['aws'][0]:.1f}s", flush=True)
             return {"inferops_s": runs["ours"][0], "awscli_s": runs["aws"][0],
-                    "inferops_rss": runs["ours"][1], "awscli_rss": runs["aws"][1]}
+                    "inferops_rss": runs["ours"][1], "awscli_rss": runs["aws"][1],
+                    "inferops_cpu": runs["ours"][3], "awscli_cpu": runs["aws"][3]}
 
         def row(phase: str, samples: list[dict]) -> dict:
             o = statistics.median(x["inferops_s"] for x in samples)
@@ -147,17 +148,20 @@ def main() -> None:
             return {"phase": phase, "inferops_s": round(o, 2), "awscli_s": round(a, 2), "speedup": round(a / o, 2),
                     "inferops_peak_rss_mb": round(max(x["inferops_rss"] for x in samples)),
                     "awscli_peak_rss_mb": round(max(x["awscli_rss"] for x in samples)),
+                    "inferops_cpu_s": round(statistics.median(x["inferops_cpu"] for x in samples), 2),
+                    "awscli_cpu_s": round(statistics.median(x["awscli_cpu"] for x in samples), 2),
                     "samples": [[round(x["inferops_s"], 2), round(x["awscli_s"], 2)] for x in samples]}
 
         n_changed = max(1, int(len(paths) * args.changed))
         rows = [row("full", [both("full", aws_first=True)])]
         rows.append(row("unchanged", [both("unchanged", aws_first=bool(i % 2)) for i in range(args.repeat)]))
         if args.cli:
-            c_wall, c_rss, c_out = timed([str(Path(sys.executable).with_name("inferops")), "backup", "run",
+            c_wall, c_rss, c_out, c_cpu = timed([str(Path(sys.executable).with_name("inferops")), "backup", "run",
                                           "--source", str(work / "logs"), "--dest", "s3://bench-inferops/logs",
                                           "--dest-region", REGION, "--json"], env | {"INFEROPS_OFFLINE": "1"})
             assert json.loads(c_out.strip().splitlines()[-1])["uploaded_files"] == 0
-            rows.append(row("unchanged-cli", [{"inferops_s": c_wall, "inferops_rss": c_rss,
+            rows.append(row("unchanged-cli", [{"inferops_s": c_wall, "inferops_rss": c_rss, "inferops_cpu": c_cpu,
+                                               "awscli_cpu": rows[-1]["awscli_cpu_s"],
                                                "awscli_s": rows[-1]["awscli_s"],
                                                "awscli_rss": rows[-1]["awscli_peak_rss_mb"]}]))
             print(f"unchanged via CLI: inferops {c_wall:.1f}s", flush=True)
@@ -181,10 +185,11 @@ def main() -> None:
             raise RuntimeError(f"object counts differ from the tree: {counts}")
 
         print(f"\n{'phase':<13} {'inferops s':>11} {'aws s3 sync s':>14} {'speedup':>8} "
-              f"{'inferops MB':>12} {'awscli MB':>10}")
+              f"{'inferops MB':>12} {'awscli MB':>10} {'inferops cpu s':>15} {'awscli cpu s':>13}")
         for r in rows:
             print(f"{r['phase']:<13} {r['inferops_s']:>11.2f} {r['awscli_s']:>14.2f} {r['speedup']:>7.2f}x "
-                  f"{r['inferops_peak_rss_mb']:>12} {r['awscli_peak_rss_mb']:>10}")
+                  f"{r['inferops_peak_rss_mb']:>12} {r['awscli_peak_rss_mb']:>10} {r['inferops_cpu_s']:>15.1f} "
+                  f"{r['awscli_cpu_s']:>13.1f}")
         engine_rows = [r for r in rows if r["phase"] != "unchanged-cli"]
         peak = max(r["inferops_peak_rss_mb"] for r in engine_rows)
         result = {
