@@ -21,14 +21,15 @@ while [[ $# -gt 0 ]]; do
 done
 if [[ "$name" != */* ]]; then
   # deployment names are unique in prefect.yaml: resolve "<flow>/<deployment>"
-  full=$("$PREFECT" deployment ls --output json 2>/dev/null | python3 -c '
-import json, sys
+  # `deployment ls` prints "<flow>/<deployment>" names; a wide COLUMNS keeps rich from cropping them
+  full=$(COLUMNS=500 "$PREFECT" deployment ls 2>/dev/null | python3 -c '
+import re, sys
 want = sys.argv[1]
-for d in json.load(sys.stdin):
-    flow = d.get("flow_name") or ""
-    if d.get("name") == want and flow:
-        print(f"{flow}/{want}")
-        break
+for line in sys.stdin:
+    for flow, dep in re.findall(r"([A-Za-z0-9_.-]+)/([A-Za-z0-9_.-]+)", line):
+        if dep == want:
+            print(f"{flow}/{dep}")
+            sys.exit(0)
 ' "$name" || true)
   [[ -n "$full" ]] || { echo "run-deployment: no deployment named '$name' on ${PREFECT_API_URL:-the configured API}" >&2; exit 2; }
   name="$full"

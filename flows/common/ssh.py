@@ -30,11 +30,11 @@ def quote_argv(argv: Sequence[str]) -> str:
 
 
 async def _run_one(host: Host, command: str, *, user: str, key_file: str | None, timeout_s: float,
-                   connect_timeout_s: float, known_hosts: str | None, sem: asyncio.Semaphore) -> CommandResult:
+                   connect_timeout_s: float, known_hosts: object, sem: asyncio.Semaphore) -> CommandResult:
     import asyncssh
 
-    t0 = time.perf_counter()
     async with sem:
+        t0 = time.perf_counter()  # per-host time, not the wait for a concurrency slot
         try:
             async with asyncio.timeout(timeout_s):
                 async with asyncssh.connect(
@@ -55,11 +55,15 @@ async def _run_one(host: Host, command: str, *, user: str, key_file: str | None,
 async def run_many_async(hosts: Sequence[Host], command: str | Sequence[str], *, user: str = "root",
                          key_file: str | None = None, timeout_s: float = 10.0, connect_timeout_s: float = 5.0,
                          concurrency: int = 64, known_hosts: str | None = None) -> list[CommandResult]:
+    import asyncssh
+
     cmd = command if isinstance(command, str) else quote_argv(command)
     sem = asyncio.Semaphore(max(1, concurrency))
+    # parse known_hosts once for the whole fan-out, not once per connection
+    known = asyncssh.read_known_hosts(known_hosts) if known_hosts else None
     return list(await asyncio.gather(*(
         _run_one(h, cmd, user=user, key_file=key_file, timeout_s=timeout_s, connect_timeout_s=connect_timeout_s,
-                 known_hosts=known_hosts, sem=sem) for h in hosts)))
+                 known_hosts=known, sem=sem) for h in hosts)))
 
 
 def run_many(hosts: Sequence[Host], command: str | Sequence[str], **kw) -> list[CommandResult]:
