@@ -85,7 +85,9 @@ def check_prometheus(timeout: float) -> Check:
             c.query("vector(1)")
         return "query ok"
 
-    return _try("prometheus", p.url, probe)
+    from flows.common.prom import redact_url
+
+    return _try("prometheus", redact_url(p.url), probe)
 
 
 def check_kubernetes(timeout: float) -> Check:

@@ -31,6 +31,18 @@ def validate_duration(d: str) -> str:
     return d
 
 
+def redact_url(url: str) -> str:
+    """``url`` without user:password, safe for logs, artifacts and error messages."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
 def quote_label_value(value: str) -> str:
     """A PromQL string literal for ``value`` (double-quoted, escaped)."""
     if "\n" in value or "\r" in value or "\x00" in value:
@@ -47,6 +59,7 @@ class Sample:
 class PrometheusClient:
     def __init__(self, url: str, *, timeout_s: float = 10.0, bearer_token: str | None = None) -> None:
         self.url = url.rstrip("/")
+        self.safe_url = redact_url(self.url)
         headers = {"Authorization": f"Bearer {bearer_token}"} if bearer_token else {}
         self._http = httpx.Client(timeout=timeout_s, headers=headers)
 
@@ -63,15 +76,15 @@ class PrometheusClient:
         try:
             r = self._http.get(f"{self.url}{path}", params=params)
         except httpx.HTTPError as exc:
-            raise BackendUnavailable(f"Prometheus at {self.url} unreachable: {exc}") from exc
+            raise BackendUnavailable(f"Prometheus at {self.safe_url} unreachable: {exc}") from exc
         try:
             body = r.json()
         except ValueError:
-            raise BackendUnavailable(f"Prometheus at {self.url}: HTTP {r.status_code}, not JSON") from None
+            raise BackendUnavailable(f"Prometheus at {self.safe_url}: HTTP {r.status_code}, not JSON") from None
         if body.get("status") != "success":
             if r.status_code == 400:
                 raise BadInput(f"PromQL rejected: {body.get('error', r.text)}")
-            raise BackendUnavailable(f"Prometheus at {self.url}: {body.get('error', r.status_code)}")
+            raise BackendUnavailable(f"Prometheus at {self.safe_url}: {body.get('error', r.status_code)}")
         return body["data"]
 
     def ready(self) -> bool:

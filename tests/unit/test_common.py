@@ -78,3 +78,16 @@ def test_nan_is_not_a_number_we_trust():
     from flows.common.prom import _f
 
     assert math.isnan(_f("NaN")) and math.isnan(_f("garbage")) and _f("1.5") == 1.5
+
+
+def test_prometheus_errors_never_show_credentials():
+    from flows.common.errors import BackendUnavailable
+    from flows.common.prom import PrometheusClient, redact_url
+    from tests.services.ports import free_port
+
+    assert redact_url("https://user:pw@prom.example:9090/x") == "https://***@prom.example:9090/x"
+    assert redact_url("http://prom:9090") == "http://prom:9090"
+    with PrometheusClient(f"http://admin:hunter2@127.0.0.1:{free_port()}", timeout_s=1) as c:
+        with pytest.raises(BackendUnavailable) as err:
+            c.query("up")
+    assert "hunter2" not in str(err.value) and "***@127.0.0.1" in str(err.value)
