@@ -209,18 +209,6 @@ class Cluster:
 
         retry_on_conflict(op)
 
-    def scale(self, name: str, replicas: int) -> None:
-        def op() -> None:
-            cur = self.read_deployment(name)
-            if cur["spec"].get("replicas") == replicas:
-                return
-            cur["spec"]["replicas"] = int(replicas)
-            cur.pop("status", None)
-            _call(f"scale deployment {self.ns}/{name}",
-                  lambda: self.apps.replace_namespaced_deployment(name, self.ns, cur))
-
-        retry_on_conflict(op)
-
     def apply_service(self, manifest: dict[str, Any]) -> None:
         from kubernetes.client.exceptions import ApiException
 
@@ -268,8 +256,7 @@ class Cluster:
                         raise
         return deleted
 
-    def wait_ready(self, name: str, timeout_s: float, poll_s: float = 0.5,
-                   on_poll: Callable[[], None] | None = None) -> dict[str, Any]:
+    def wait_ready(self, name: str, timeout_s: float, poll_s: float = 0.5) -> dict[str, Any]:
         """Wait until the Deployment's controller has rolled out its current generation.
 
         Ready: ``observedGeneration >= generation`` and updated = available = ready = replicas.
@@ -283,8 +270,6 @@ class Cluster:
                 return dep
             if why.startswith("ProgressDeadlineExceeded") or time.monotonic() >= deadline:
                 raise NotReady(f"deployment {self.ns}/{name} not ready after {timeout_s:g}s: {why}")
-            if on_poll:
-                on_poll()
             time.sleep(poll_s)
 
 
