@@ -12,7 +12,7 @@ from uuid import UUID
 
 from prefect.context import FlowRunContext, TaskRunContext
 
-from flows.common.runtime import get_logger, is_offline
+from flows.common.runtime import api_configured, get_logger, is_offline
 
 
 def _in_run() -> bool:
@@ -83,7 +83,7 @@ def emit(event: str, resource_id: str, payload: Mapping[str, Any] | None = None,
          **resource_labels: str) -> None:
     """Emit a Prefect event (e.g. ``inferops.model.built``); offline it is only logged."""
     resource = {"prefect.resource.id": resource_id, **resource_labels}
-    if is_offline():
+    if is_offline() or not api_configured():  # never start Prefect's temporary server just to emit
         get_logger().info("event %s for %s (not sent: no Prefect API)", event, resource_id)
         return
     from prefect.events import emit_event
