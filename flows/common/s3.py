@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from flows.common.errors import BadInput
@@ -43,6 +44,19 @@ def parse_s3_uri(uri: str) -> S3Uri:
     return S3Uri(bucket=bucket, prefix=prefix.strip("/"))
 
 
+def _parse_s3_time(value: Any) -> Any:
+    """S3's ISO-8601 times through the stdlib: botocore's default goes through dateutil (~0.15 ms per
+    key, 1.5 s of CPU per 10k listed keys). Same timezone-aware datetimes."""
+    from botocore.utils import parse_timestamp
+
+    if isinstance(value, str) and value.endswith("Z") and "T" in value:
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            pass
+    return parse_timestamp(value)
+
+
 def s3_client(region: str, *, endpoint_url: str | None = None, profile: str | None = None,
               max_pool: int = 32, max_attempts: int = 8) -> Any:
     """A boto3 S3 client pinned to ``region``.
@@ -52,11 +66,14 @@ def s3_client(region: str, *, endpoint_url: str | None = None, profile: str | No
     jitter on throttling and 5xx, plus client-side rate limiting).
     """
     import boto3
+    import botocore.session
     from botocore.config import Config
 
     validate_region(region)
-    session = boto3.session.Session(profile_name=profile or os.environ.get("AWS_PROFILE") or None,
-                                    region_name=region)
+    core = botocore.session.Session(profile=profile or os.environ.get("AWS_PROFILE") or None)
+    # what awscli does for fast listings: a cheaper timestamp parser on the session's parser factory
+    core.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=_parse_s3_time)
+    session = boto3.session.Session(botocore_session=core, region_name=region)
     cfg = Config(
         region_name=region,
         retries={"mode": "adaptive", "max_attempts": max_attempts},

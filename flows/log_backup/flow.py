@@ -11,7 +11,7 @@ from flows.common.artifacts import Progress, emit, markdown, table
 from flows.common.errors import InferopsError
 from flows.common.runtime import get_logger, ops_task
 from flows.common.s3 import parse_s3_uri, s3_client
-from flows.log_backup.engine import BackupEngine, BackupFailed, fast_timestamps
+from flows.log_backup.engine import BackupEngine, BackupFailed
 from flows.log_backup.models import BackupPolicy, BackupReport, RestoreReport
 from flows.log_backup.restore import RestoreFailed, restore
 
@@ -86,7 +86,7 @@ def log_restore(source: str, to: str, region: str, at: datetime | None = None,
                 include: list[str] | None = None) -> dict:
     """Restore s3://BUCKET/PREFIX into a directory, verifying each file's checksum as it is written."""
     hook = _ProgressHook(f"restore {source} -> {to}")
-    report: RestoreReport = restore(fast_timestamps(s3_client(region)), parse_s3_uri(source), Path(to), at=at,
+    report: RestoreReport = restore(s3_client(region), parse_s3_uri(source), Path(to), at=at,
                                     include=include, on_progress=hook)
     table("log-restore-summary", [{"measure": k, "value": v} for k, v in
                                   report.model_dump(exclude={"errors"}).items()],
