@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -105,6 +106,7 @@ def _teardown_claims(claims: list[Path], sweep: bool = False) -> None:
         except (OSError, ValueError):
             metas.append({})
     namespaces = [m["netns"] for m in metas if m.get("netns")]
+    veths = [m["veth"] for m in metas if m.get("veth")]
     for m in metas:
         if m.get("pid"):
             _kill(m["pid"])
@@ -117,8 +119,9 @@ def _teardown_claims(claims: list[Path], sweep: bool = False) -> None:
         sh(["umount", *map(str, roots)], check=False)
     for root in roots:
         umount(root)  # retries those whose processes were still exiting
-    if namespaces:  # deleting a namespace deletes its veth pair too
-        sh(["ip", "-force", "-batch", "-"], check=False, input="".join(f"netns del {ns}\n" for ns in namespaces))
+    if namespaces or veths:  # the veth first: a deleted namespace frees its end asynchronously
+        sh(["ip", "-force", "-batch", "-"], check=False, input="".join(
+            [f"link del {v}\n" for v in veths] + [f"netns del {ns}\n" for ns in namespaces]))
     for claim in claims:
         shutil.rmtree(claim, ignore_errors=True)
 
@@ -144,6 +147,11 @@ def cleanup_stale() -> int:
                     _kill(int(pid))
                 sh(["ip", "netns", "del", name], check=False)
                 removed += 1
+        claimed_veths = {f"ifo{d.name}h" for d in (STATE / "hosts").glob("*")}
+        for line in sh(["ip", "-o", "link", "show", "type", "veth"], check=False).stdout.splitlines():
+            veth = line.split(":")[1].strip().split("@")[0]
+            if re.fullmatch(r"ifo\d+h", veth) and veth not in claimed_veths:
+                sh(["ip", "link", "del", veth], check=False)
     return removed
 
 
@@ -249,8 +257,8 @@ class HostPool:
         hosts, procs = [], []
         try:
             nets = [(num, d, f"ifo-{num}", f"ifo{num}h") for num, d in claims]
-            for _, d, ns, _ in nets:
-                (d / "meta.json").write_text(json.dumps({"netns": ns}))
+            for _, d, ns, veth in nets:
+                (d / "meta.json").write_text(json.dumps({"netns": ns, "veth": veth}))
             sh(["ip", "-batch", "-"], input="".join(  # flush: a reused address may have a stale ARP entry
                 f"netns add {ns}\nlink add {veth} type veth peer name eth0 netns {ns}\n"
                 f"link set {veth} master {BRIDGE} up\nneigh flush to {SUBNET}.{num} dev {BRIDGE}\n"
@@ -291,7 +299,8 @@ exec chroot $R /usr/sbin/sshd -D -e -o PidFile=/run/sshd-{ns}.pid -o HostKey={HO
                 ["ip", "netns", "exec", ns, "unshare", "--uts", "--mount", "--pid", "--fork", "--kill-child",
                  "/bin/sh", "-ec", script],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        (d / "meta.json").write_text(json.dumps({"netns": ns, "pid": proc.pid}))
+        (d / "meta.json").write_text(json.dumps({"netns": ns, "veth": f"ifo{address.rsplit('.', 1)[1]}h",
+                                                 "pid": proc.pid}))
         self._procs[address] = proc
         return proc
 
