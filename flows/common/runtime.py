@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -137,11 +138,22 @@ def get_logger() -> logging.Logger | logging.LoggerAdapter:
     return log
 
 
+def _log_to_stderr() -> None:
+    """Offline runs log INFO and up to stderr (stdout stays for --json). Prefect's root console
+    handler sits at WARNING, so the ``inferops`` logger gets its own handler."""
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+        log.addHandler(handler)
+        log.propagate = False
+    if log.level == logging.NOTSET:
+        log.setLevel(logging.INFO)
+
+
 def run_flow(flow_obj: Any, **params: Any) -> Any:
     """Run a flow the way the CLI should: recorded when an API is configured, inline otherwise."""
     if api_configured() and os.environ.get("INFEROPS_OFFLINE", "") not in ("1", "true"):
         return flow_obj(**params)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    _log_to_stderr()
     with offline():
         return flow_obj.fn(**params)
