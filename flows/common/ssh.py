@@ -54,13 +54,15 @@ async def _run_one(host: Host, command: str, *, user: str, key_file: str | None,
 
 async def run_many_async(hosts: Sequence[Host], command: str | Sequence[str], *, user: str = "root",
                          key_file: str | None = None, timeout_s: float = 10.0, connect_timeout_s: float = 5.0,
-                         concurrency: int = 64, known_hosts: str | None = None) -> list[CommandResult]:
+                         concurrency: int = 64, known_hosts: object = None) -> list[CommandResult]:
+    """``known_hosts``: a path (parsed once here), an already parsed ``asyncssh`` known-hosts object,
+    or None (no host-key checks)."""
     import asyncssh
 
     cmd = command if isinstance(command, str) else quote_argv(command)
     sem = asyncio.Semaphore(max(1, concurrency))
     # parse known_hosts once for the whole fan-out, not once per connection
-    known = asyncssh.read_known_hosts(known_hosts) if known_hosts else None
+    known = asyncssh.read_known_hosts(known_hosts) if isinstance(known_hosts, str) and known_hosts else known_hosts
     return list(await asyncio.gather(*(
         _run_one(h, cmd, user=user, key_file=key_file, timeout_s=timeout_s, connect_timeout_s=connect_timeout_s,
                  known_hosts=known, sem=sem) for h in hosts)))

@@ -13,8 +13,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import asyncssh
-
 from flows.common.inventory import Host
 from flows.common.ssh import CommandResult, run_many
 from flows.drbd_health.models import DrbdPolicy, ResourceReport
@@ -113,9 +111,7 @@ def read_capture(path: str | Path) -> HostOutput:
 
 def probe_hosts(hosts: Sequence[Host], *, user: str, key_file: str | None, known_hosts: str | None,
                 timeout_s: float, connect_timeout_s: float, concurrency: int) -> list[HostOutput]:
-    # parse known_hosts once, not once per connection (asyncssh accepts the parsed object): with hundreds
-    # of hosts, re-reading it per connection was the fan-out's largest CPU cost
-    trusted = asyncssh.read_known_hosts(known_hosts) if known_hosts else None
-    results = run_many(hosts, PROBE, user=user, key_file=key_file, known_hosts=trusted, timeout_s=timeout_s,
+    # run_many parses known_hosts once for the whole fan-out
+    results = run_many(hosts, PROBE, user=user, key_file=key_file, known_hosts=known_hosts, timeout_s=timeout_s,
                        connect_timeout_s=min(connect_timeout_s, timeout_s), concurrency=concurrency)
     return [split_probe_output(r) for r in results]
