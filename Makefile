@@ -64,7 +64,7 @@ up: setup
 	$(BIN)/python -m flows.common.localstack
 
 test: setup
-	$(BIN)/pytest tests $(PYTEST_ARGS)
+	$(BIN)/pytest tests --durations=25 $(PYTEST_ARGS)
 
 deploy: setup
 	PREFECT=$(BIN)/prefect deploy/prefect/deploy.sh

@@ -179,6 +179,18 @@ def measure(data: Path) -> dict:
     return out
 
 
+def _skip_reason(data: Path | None) -> str | None:
+    try:
+        import torch
+    except ImportError:
+        return "torch is not installed"
+    if not torch.cuda.is_available():
+        return "no CUDA device (this benchmark runs on a GPU machine)"
+    if data is None:
+        return "--data DIR (made by --prepare DIR) is required"
+    return None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path)
@@ -187,6 +199,12 @@ def main() -> None:
     args = ap.parse_args()
     if args.prepare:
         prepare(args.prepare)
+        return
+    reason = _skip_reason(args.data)
+    if reason:
+        print(f"skipped: {reason}")
+        if args.json:
+            print(json.dumps({"skipped": reason}))
         return
     res = measure(args.data)
     print(f"{res['gpu']} (sm {res['capability']}), torch {res['torch']} CUDA {res['cuda']}: torch eager, not TensorRT")
