@@ -46,6 +46,18 @@ def healthy(timeout: float = 1.0) -> bool:
         return False
 
 
+def stop_group(proc: subprocess.Popen | None, timeout: float = 20.0) -> None:
+    """SIGTERM a process started with ``start_new_session=True`` and its children; SIGKILL after ``timeout``."""
+    if proc is None or proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 def _bin(name: str) -> str:
     return str(Path(sys.executable).with_name(name))
 
@@ -78,13 +90,7 @@ class LocalServer:
         raise TimeoutError(f"Prefect server not healthy on {API_URL} after {timeout:g}s")
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        stop_group(self.proc)
 
 
 def up() -> int:
@@ -110,12 +116,7 @@ def up() -> int:
         return 0
     finally:
         for p in procs:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGTERM)
-                try:
-                    p.wait(20)
-                except subprocess.TimeoutExpired:
-                    os.killpg(p.pid, signal.SIGKILL)
+            stop_group(p)
         server.stop()
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from flows.common.localstack import stop_group
+
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 EXPECTED = {"model-build", "canary-rollout", "idle-gpu-nightly", "log-backup-hourly", "drbd-health",
@@ -86,18 +88,12 @@ def test_run_deployment_script_passes_exit_code(deployed):
 @pytest.fixture
 def ops_worker(deployed, tmp_path):
     """A real process worker polling the `ops` pool, as `make up` runs it."""
-    import signal
-
     log = open(tmp_path / "worker.log", "wb")
     proc = subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--pool", "ops", "--type", "process",
                              "--name", "test-ops"], cwd=REPO, env=_env(deployed), stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
     yield tmp_path / "worker.log"
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+    stop_group(proc, timeout=30)
     log.close()
 
 

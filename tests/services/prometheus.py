@@ -11,7 +11,6 @@ import json
 import math
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, start_http_server
 
+from flows.common.localstack import stop_group
 from flows.common.prom import PrometheusClient, Sample
 from tests.services.ports import free_port, http_ok, wait_until
 
@@ -129,13 +129,7 @@ class PrometheusServer:
 
     def stop(self) -> None:
         self.close_exporters()
-        if self._proc and self._proc.poll() is None:
-            os.killpg(self._proc.pid, signal.SIGTERM)
-            try:
-                self._proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self._proc.pid, signal.SIGKILL)
-                self._proc.wait()
+        stop_group(self._proc, timeout=10)
         if getattr(self, "_log", None):
             self._log.close()
         shutil.rmtree(self.workdir, ignore_errors=True)
