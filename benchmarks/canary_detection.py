@@ -36,7 +36,7 @@ from tests.kube_emulator import KubeEmulator  # noqa: E402
 from tests.services.prometheus import PrometheusServer  # noqa: E402
 
 NS = "inference"
-OURS = CanaryPolicy(interval_s=5, intervals_per_step=2, failure_limit=2, inconclusive_limit=3, readiness_timeout_s=60)
+OURS = CanaryPolicy(interval_s=5, scrape_interval_s=1, intervals_per_step=2, failure_limit=2, inconclusive_limit=3, readiness_timeout_s=60)
 FLAGGER = OURS.model_copy(update={"failure_limit": 5, "tolerance": 10.0})  # thresholds only, threshold 5
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from flows.canary.judge import judge_interval, judge_metric
 from flows.canary.models import CanaryPolicy, IntervalResult, Target, Track
-from flows.canary.promql import Query, interval_duration
+from flows.canary.promql import Query, rate_window
 from flows.common.errors import BackendUnavailable
 from flows.common.prom import PrometheusClient
 
@@ -30,7 +30,7 @@ def sample(client: PrometheusClient, query: Query, target: Target, track: Track,
     """The interval's points for one track: ``samples_per_interval`` evenly spaced, NaN kept."""
     step = policy.interval_s / policy.samples_per_interval
     promql = query.render(namespace=target.namespace, deployment=target.deployment, track=track,
-                          interval=interval_duration(policy.interval_s))
+                          interval=rate_window(policy))
     series = client.query_range(promql, end - policy.interval_s + step, end, step)
     return [v for _, points in series for _, v in points]
 

@@ -28,6 +28,8 @@ Service = Annotated[str, typer.Option(help="stable Service name (gateway-api); d
 Container = Annotated[str, typer.Option(help="container to update; default: the first")]
 Interval = Annotated[int, typer.Option("--interval", help="analysis interval, seconds")]
 PerStep = Annotated[int, typer.Option(help="passed intervals needed per step")]
+Scrape = Annotated[int, typer.Option("--scrape-interval", help="Prometheus scrape interval of the pods, seconds "
+                                     "(rate windows span at least 4)")]
 Preset = Annotated[str, typer.Option("--preset", help="metrics preset: triton | vllm | http")]
 ErrQ = Annotated[str, typer.Option(help="custom error-ratio PromQL ({{namespace}} {{deployment}} {{interval}} {{track}})")]
 LatQ = Annotated[str, typer.Option(help="custom latency PromQL in seconds (same placeholders)")]
@@ -104,7 +106,7 @@ def run(
     namespace: Namespace, deployment: DeploymentName, image: Image = "", model_manifest_uri: Manifest = "",
     steps: Steps = _STEPS, traffic_mode: Mode = _D.traffic_mode, httproute: Route = "",
     service: Service = "", container: Container = "", interval: Interval = _D.interval_s,
-    intervals_per_step: PerStep = _D.intervals_per_step, preset: Preset = _D.metrics_preset.value,
+    scrape_interval: Scrape = _D.scrape_interval_s, intervals_per_step: PerStep = _D.intervals_per_step, preset: Preset = _D.metrics_preset.value,
     error_rate_query: ErrQ = "", latency_query: LatQ = "", max_error_rate: MaxErr = _D.max_error_rate,
     max_latency: MaxLat = _D.max_latency_s, tolerance: Tol = _D.tolerance, failure_limit: Limit = _D.failure_limit,
     inconclusive_limit: ILimit = _D.inconclusive_limit, on_inconclusive: OnInc = _D.on_inconclusive,
@@ -122,7 +124,7 @@ def run(
                                           intervals_per_step, preset, error_rate_query, latency_query,
                                           max_error_rate, max_latency, tolerance, failure_limit,
                                           inconclusive_limit, on_inconclusive, readiness_timeout),
-                         approval_timeout_s=approval_timeout)
+                         approval_timeout_s=approval_timeout, scrape_interval_s=scrape_interval)
     result = run_flow(canary_rollout, namespace=namespace, deployment=deployment, image=image,
                       model_manifest_uri=model_manifest_uri, policy=policy, require_approval=approval,
                       dry_run=dry_run)
@@ -146,7 +148,7 @@ def plan(
     namespace: Namespace, deployment: DeploymentName, image: Image = "", model_manifest_uri: Manifest = "",
     steps: Steps = _STEPS, traffic_mode: Mode = _D.traffic_mode, httproute: Route = "",
     service: Service = "", container: Container = "", interval: Interval = _D.interval_s,
-    intervals_per_step: PerStep = _D.intervals_per_step, preset: Preset = _D.metrics_preset.value,
+    scrape_interval: Scrape = _D.scrape_interval_s, intervals_per_step: PerStep = _D.intervals_per_step, preset: Preset = _D.metrics_preset.value,
     error_rate_query: ErrQ = "", latency_query: LatQ = "", max_error_rate: MaxErr = _D.max_error_rate,
     max_latency: MaxLat = _D.max_latency_s, tolerance: Tol = _D.tolerance, failure_limit: Limit = _D.failure_limit,
     inconclusive_limit: ILimit = _D.inconclusive_limit, on_inconclusive: OnInc = _D.on_inconclusive,
@@ -166,7 +168,8 @@ def plan(
     policy = make_policy(**_policy_fields(steps, traffic_mode, httproute, service, container, interval,
                                           intervals_per_step, preset, error_rate_query, latency_query,
                                           max_error_rate, max_latency, tolerance, failure_limit,
-                                          inconclusive_limit, on_inconclusive, readiness_timeout))
+                                          inconclusive_limit, on_inconclusive, readiness_timeout),
+                         scrape_interval_s=scrape_interval)
     queries(policy)
     stable = _load_manifest(stable_manifest, "stable manifest") or sample_deployment(namespace, deployment, replicas)
     try:

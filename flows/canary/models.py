@@ -82,6 +82,9 @@ class CanaryPolicy(BaseModel):
     interval_s: int = Field(30, ge=1, le=3600, description="Analysis interval in seconds ({{interval}} in queries)")
     intervals_per_step: int = Field(3, ge=1, le=100, description="Passed intervals needed to finish a step")
     samples_per_interval: int = Field(5, ge=3, le=60, description="Points sampled per interval for the statistical test")
+    scrape_interval_s: int = Field(30, ge=1, le=600, description=(
+        "Prometheus scrape interval of the serving pods; rate() windows ({{interval}}) span at least 4 scrapes "
+        "so a late or missed scrape never empties them (Grafana's $__rate_interval)"))
     metrics_preset: MetricsPreset = Field(MetricsPreset.triton, description="Built-in error-rate and latency queries")
     error_rate_query: str = Field("", description="Custom PromQL for the error ratio (0-1); placeholders {{namespace}} {{deployment}} {{interval}} {{track}}")
     latency_query: str = Field("", description="Custom PromQL for the latency in seconds (e.g. a p99); same placeholders")

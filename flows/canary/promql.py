@@ -5,7 +5,8 @@ Every query returns one value for one track of one Deployment. Series are select
 (``inferops.io/track``) and which a ServiceMonitor/PodMonitor or relabelling copies onto the
 series. Placeholders in custom queries: ``{{namespace}}``, ``{{deployment}}``, ``{{track}}``
 become quoted PromQL string literals (use them as ``label={{track}}``), ``{{interval}}`` a
-validated duration (use it as ``[{{interval}}]``). Nothing else is substituted; unknown
+validated duration, the analysis interval but at least 4 scrape intervals
+(use it as ``[{{interval}}]``). Nothing else is substituted; unknown
 placeholders are rejected.
 """
 
@@ -108,3 +109,12 @@ def queries(policy: CanaryPolicy) -> list[Query]:
 
 def interval_duration(seconds: int) -> str:
     return validate_duration(f"{int(seconds)}s")
+
+
+def rate_window(policy: CanaryPolicy) -> str:
+    """The ``{{interval}}`` of the queries: the analysis interval, but never under 4 scrapes.
+
+    rate() needs two samples inside its window; a window of one or two scrape intervals is empty
+    whenever a scrape is late, and that reads as "no data" (an inconclusive interval).
+    """
+    return interval_duration(max(policy.interval_s, 4 * policy.scrape_interval_s))

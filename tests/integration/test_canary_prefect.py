@@ -21,7 +21,7 @@ from tests.canary_sim import start_tracks
 from tests.fixtures.common import REPO
 
 NS, DEP, NEW = "inference", "llm", "registry.example/llm:2.0"
-STEP = dict(steps=[25, 100], interval_s=2, samples_per_interval=3, intervals_per_step=1, readiness_timeout_s=20)
+STEP = dict(steps=[25, 100], interval_s=2, samples_per_interval=3, scrape_interval_s=1, intervals_per_step=1, readiness_timeout_s=20)
 SLOW = dict(steps=[25, 50, 100], interval_s=60, readiness_timeout_s=20)  # sleeps in analysis: killed there
 
 

@@ -23,7 +23,7 @@ from tests.canary_sim import FAULTS, start_tracks
 NS, DEP = "inference", "llm"
 NEW = "registry.example/llm:2.0"
 MANIFEST = "s3://models/llm/int8/manifest.json"
-FAST = dict(steps=[25, 50, 100], interval_s=3, samples_per_interval=3, intervals_per_step=2, failure_limit=2,
+FAST = dict(steps=[25, 50, 100], interval_s=3, samples_per_interval=3, scrape_interval_s=1, intervals_per_step=2, failure_limit=2,
             inconclusive_limit=2, readiness_timeout_s=20)
 
 

@@ -8,7 +8,7 @@ from pydantic import ValidationError
 
 from flows.canary import planner
 from flows.canary.models import CanaryPolicy, MetricsPreset, Target, Track
-from flows.canary.promql import PRESETS, check_template, queries, render
+from flows.canary.promql import PRESETS, check_template, queries, rate_window, render
 from flows.common.errors import BadInput
 
 T = Target(namespace="inference", deployment="llm", image="registry.example/llm:2",
@@ -61,6 +61,12 @@ def test_presets_render_per_track(preset):
     for template in PRESETS[preset].values():
         q = render(template, namespace="ns", deployment="d", track=Track.baseline, interval="30s")
         assert 'track="baseline"' in q and "{{" not in q and "[30s]" in q
+
+
+def test_rate_window_spans_at_least_four_scrapes():
+    assert rate_window(CanaryPolicy(interval_s=30, scrape_interval_s=30)) == "120s"
+    assert rate_window(CanaryPolicy(interval_s=300, scrape_interval_s=30)) == "300s"
+    assert rate_window(CanaryPolicy(interval_s=3, scrape_interval_s=1)) == "4s"
 
 
 def test_replicas_schedule_keeps_baseline_equal_to_canary():
