@@ -45,9 +45,9 @@ def prepare(out: Path) -> None:
     (out / "minilm" / "config.json").write_text((src / "config.json").read_text())
     state = {k: v.to(torch.float16) for k, v in load_file(str(src / "model.safetensors")).items()}
     save_file(state, str(out / "minilm" / "model.safetensors"))
-    from model_build.examples.minilm.export import sentences, tokenize
+    from model_build.examples.minilm.export import SEQ_LEN, sentences, tokenize
 
-    np.savez(out / "minilm" / "eval.npz", **tokenize(sentences("eval", 64)))
+    np.savez(out / "minilm" / "eval.npz", **tokenize(sentences("eval", 64), pad_to=SEQ_LEN))
 
 
 def _digits(data: Path):

@@ -18,7 +18,7 @@ import onnx
 from pydantic import BaseModel, Field, model_validator
 
 from flows.common.errors import BadInput
-from model_build import evaluate, quantize, search
+from model_build import evaluate, quantize, search, smooth
 from model_build.benchmark import Perf, speedup
 from model_build.calibrate import CalibMethod, Dataset, n_samples
 from model_build.evaluate import Accuracy, Fidelity, Metric
@@ -53,6 +53,8 @@ class BuildSpec(BaseModel):
     target: Target = Field(Target.onnxruntime, description="tensorrt: symmetric INT8 activations, "
                                                            "and an engine on GPU workers")
     max_trials: int = Field(6, ge=1, le=12, description="INT8 search: candidates tried at most")
+    smooth_alpha: float = Field(0.8, ge=0.0, lt=1.0, description="INT8 search: SmoothQuant migration strength "
+                                                                 "tried when plain INT8 misses the tolerance; 0 = off")
     compare: bool = Field(True, description="also build the other precision for the FP32/FP16/INT8 comparison")
     bench_threads: int = Field(0, ge=0, description="CPU threads for benchmarks; 0 = onnxruntime's default")
     publish: bool = Field(True, description="publish a deployable build to the model registry")
@@ -105,7 +107,8 @@ class Candidate:
     excluded_nodes: list[str] = field(default_factory=list)
     trials: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    seconds: float = 0.0  # wall time of conversion/calibration + search + evaluation
+    seconds: float = 0.0
+    smoothing: dict[str, Any] | None = None  # SmoothQuant applied before calibration (INT8)  # wall time of conversion/calibration + search + evaluation
 
 
 def build_fp16(prepared: PreparedModel, workdir: Path, judge: Judge) -> Candidate:
@@ -130,28 +133,38 @@ def build_int8(prepared: PreparedModel, workdir: Path, judge: Judge, calib: Data
     t0 = time.perf_counter()
     batch = 16 if prepared.batch_dynamic else (prepared.inputs[0].shape[0] or 1)
     symmetric = spec.target is Target.tensorrt
-    cache = workdir / f"calibration_{spec.calib_method.value}.json"
 
-    def make(excluded: list[str], out: Path) -> Path:
-        return quantize.int8(prepared.path, out, calib, method=spec.calib_method, exclude=excluded,
+    def make(base: Path, excluded: list[str], out: Path) -> Path:
+        # the ranges depend on the base model (smoothed or not), not on the exclusions
+        cache = workdir / f"calibration_{base.stem}_{spec.calib_method.value}.json"
+        return quantize.int8(base, out, calib, method=spec.calib_method, exclude=excluded,
                              symmetric_activations=symmetric, batch_size=batch, cache_path=cache)
+
+    def smoothed() -> smooth.Smoothing | None:
+        return smooth.smooth(prepared.path, workdir / "fp32_smoothed.onnx", calib, alpha=spec.smooth_alpha,
+                             batch_size=batch, threads=spec.bench_threads)
 
     graph = onnx.load(str(prepared.path), load_external_data=False).graph
     quantizable = {n.name for n in graph.node if n.op_type in quantize.INT8_OP_TYPES}
-    result = search.search(prepared.path, workdir, make, judge, calib, quantizable, max_trials=spec.max_trials)
+    result = search.search(prepared.path, workdir, make, judge, calib, quantizable, max_trials=spec.max_trials,
+                           smooth=smoothed if spec.smooth_alpha > 0 else None,
+                           higher_is_better=spec.metric is Metric.fidelity)
     trials = [{"excluded_tensors": t.excluded_tensors, "excluded_nodes": len(t.excluded_nodes),
-               "score": t.score, "ok": t.ok, "reason": t.reason} for t in result.trials]
-    best = result.path or workdir / f"int8_trial{len(result.trials) - 1}.onnx"
+               "smoothed": t.smoothed, "score": t.score, "ok": t.ok, "reason": t.reason} for t in result.trials]
+    best = result.path or result.last
     fid, acc, ok, reason = judge.report(best)
     notes = [f"calibration {spec.calib_method.value} on {n_samples(calib)} samples",
              "symmetric activations (TensorRT)" if symmetric else "asymmetric uint8 activations"]
+    if result.smoothing:
+        notes.append(f"SmoothQuant alpha {result.smoothing.alpha} on {len(result.smoothing.tensors)} activations")
     if result.sensitivity:
         notes.append("most sensitive: " + ", ".join(f"{t} ({db:.1f} dB)" for t, db in result.sensitivity[:3]))
     if not ok:
         reason = f"INT8 out of tolerance after {len(result.trials)} trials: {reason}"
     return Candidate(Precision.int8, best, ok, reason, fid, acc,
                      excluded_nodes=result.excluded_nodes if ok else result.trials[-1].excluded_nodes,
-                     trials=trials, notes=notes, seconds=time.perf_counter() - t0)
+                     trials=trials, notes=notes, seconds=time.perf_counter() - t0,
+                     smoothing=result.smoothing.describe() if result.smoothing else None)
 
 
 def manifest(spec: BuildSpec, prepared: PreparedModel, chosen: Candidate, *, name: str, version: str,
@@ -177,7 +190,8 @@ def manifest(spec: BuildSpec, prepared: PreparedModel, chosen: Candidate, *, nam
         "reason": chosen.reason,
         "target": spec.target.value,
         "calibration": {"method": spec.calib_method.value if chosen.precision is Precision.int8 else None,
-                        "samples": calib_samples if chosen.precision is Precision.int8 else 0},
+                        "samples": calib_samples if chosen.precision is Precision.int8 else 0,
+                        "smoothing": chosen.smoothing},
         "excluded_nodes": chosen.excluded_nodes,
         "metrics": metrics,
         "tolerance": {"metric": spec.metric.value, "value": spec.resolved_tolerance,

@@ -1,5 +1,6 @@
-"""Accuracy-aware INT8 search: quantise, evaluate, and while out of tolerance keep the most
-sensitive nodes in float, within a bounded number of trials.
+"""Accuracy-aware INT8 search: quantise, evaluate, and while out of tolerance first smooth the
+activation outliers away (SmoothQuant, :mod:`model_build.smooth`), then keep the most sensitive
+nodes in float, within a bounded number of trials.
 
 Sensitivity comes from onnxruntime's own QDQ debugging utilities
 (``onnxruntime.quantization.qdq_loss_debug``): the FP32 and QDQ models are run on a few evaluation
@@ -22,6 +23,7 @@ from pathlib import Path
 import onnx
 
 from model_build.calibrate import Dataset, DatasetReader, n_samples
+from model_build.smooth import Smoothing
 
 log = logging.getLogger("inferops.model_build")
 
@@ -33,14 +35,17 @@ class Trial:
     score: float  # the gate's value: mean cosine (fidelity) or relative loss (accuracy)
     ok: bool
     reason: str
+    smoothed: bool = False
 
 
 @dataclass
 class SearchResult:
     path: Path | None  # the chosen candidate, None when no trial met the tolerance
+    last: Path  # the last candidate tried
     excluded_nodes: list[str]
     trials: list[Trial]
     sensitivity: list[tuple[str, float]] = field(default_factory=list)  # (tensor, SQNR dB), worst first
+    smoothing: Smoothing | None = None  # set when the trials after the first ran on the smoothed model
 
 
 def sensitivity(fp32_path: Path, qdq_path: Path, data: Dataset, workdir: Path,
@@ -67,37 +72,57 @@ def nodes_touching(model: onnx.ModelProto, tensors: list[str]) -> list[str]:
     return [n.name for n in model.graph.node if wanted & (set(n.input) | set(n.output))]
 
 
-def search(fp32_path: Path, workdir: Path, build: Callable[[list[str], Path], Path],
+def search(fp32_path: Path, workdir: Path, build: Callable[[Path, list[str], Path], Path],
            judge: Callable[[Path], tuple[float, bool, str]], debug_data: Dataset,
-           quantizable: set[str], max_trials: int = 6) -> SearchResult:
-    """``build(excluded_nodes, out_path)`` makes a candidate, ``judge(path)`` scores it.
+           quantizable: set[str], max_trials: int = 6, *,
+           smooth: Callable[[], Smoothing | None] | None = None, higher_is_better: bool = True) -> SearchResult:
+    """``build(fp32_base, excluded_nodes, out_path)`` makes a candidate, ``judge(path)`` scores it.
+
+    Trial 0 quantises the model as it is. When that misses the tolerance and ``smooth`` is given,
+    trial 1 quantises the smoothed model (``smooth()`` writes it; None when nothing can be
+    smoothed); the exclusion trials then build on whichever base scored better.
     ``quantizable`` names the nodes INT8 applies to: a trial that would keep all of them in float
     is not an INT8 model any more, and ends the search."""
     trials: list[Trial] = []
-    first = build([], workdir / "int8_trial0.onnx")
+    first = build(fp32_path, [], workdir / "int8_trial0.onnx")
     score, ok, reason = judge(first)
     trials.append(Trial(0, [], score, ok, reason))
     if ok or max_trials <= 1:
-        return SearchResult(first if ok else None, [], trials)
-    ranked = sensitivity(fp32_path, first, debug_data, workdir)
+        return SearchResult(first if ok else None, first, [], trials)
+    base, base_qdq, smoothing = fp32_path, first, None
+    if smooth is not None:
+        smoothed = smooth()
+        if smoothed is not None:
+            candidate = build(smoothed.path, [], workdir / "int8_smoothed.onnx")
+            s_score, s_ok, s_reason = judge(candidate)
+            trials.append(Trial(0, [], s_score, s_ok, s_reason, smoothed=True))
+            log.info("SmoothQuant (alpha %.2f, %d activations): %s", smoothed.alpha, len(smoothed.tensors),
+                     "within tolerance" if s_ok else s_reason)
+            if s_ok:
+                return SearchResult(candidate, candidate, [], trials, smoothing=smoothed)
+            if (s_score > score) == higher_is_better and s_score != score:
+                base, base_qdq, smoothing, reason = smoothed.path, candidate, smoothed, s_reason
+    ranked = sensitivity(base, base_qdq, debug_data, workdir)
     log.info("INT8 out of tolerance (%s); most sensitive tensors: %s", reason,
              ", ".join(f"{t} {db:.1f} dB" for t, db in ranked[:5]))
-    fp32 = onnx.load(str(fp32_path), load_external_data=False)
+    fp32 = onnx.load(str(base), load_external_data=False)
     chosen: Path | None = None
-    for k in range(1, max_trials):
+    last, k = base_qdq, 0
+    while len(trials) < max_trials:
+        k += 1
         count = min(2 ** (k - 1), len(ranked))
         excluded = nodes_touching(fp32, [t for t, _ in ranked[:count]])
         if quantizable <= set(excluded):
-            log.info("trial %d would keep every quantisable node in float: search ends", k)
+            log.info("trial %d would keep every quantisable node in float: search ends", len(trials))
             break
-        candidate = build(excluded, workdir / f"int8_trial{k}.onnx")
+        candidate = last = build(base, excluded, workdir / f"int8_trial{k}.onnx")
         score, ok, reason = judge(candidate)
-        trials.append(Trial(count, excluded, score, ok, reason))
-        log.info("trial %d: %d tensors / %d nodes kept in float: %s", k, count, len(excluded),
+        trials.append(Trial(count, excluded, score, ok, reason, smoothed=smoothing is not None))
+        log.info("trial %d: %d tensors / %d nodes kept in float: %s", len(trials) - 1, count, len(excluded),
                  "within tolerance" if ok else reason)
         if ok:
             chosen = candidate
             break
         if count == len(ranked):
             break
-    return SearchResult(chosen, trials[-1].excluded_nodes if chosen else [], trials, ranked)
+    return SearchResult(chosen, last, trials[-1].excluded_nodes if chosen else [], trials, ranked, smoothing)

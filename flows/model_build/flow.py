@@ -185,7 +185,7 @@ def model_build(spec: BuildSpec) -> dict[str, Any]:
                                 "fidelity": c.fidelity.model_dump() if c.fidelity else None,
                                 "accuracy": c.accuracy.model_dump() if c.accuracy else None,
                                 "excluded_nodes": len(c.excluded_nodes), "trials": c.trials,
-                                "seconds": c.seconds,
+                                "smoothing": c.smoothing, "seconds": c.seconds,
                                 "perf": p.model_dump() if p else None}
                                for c, p in zip(candidates, perfs, strict=True)],
                 "fp32_perf": fp32_perf.model_dump(), "prepared": {"steps": prepared.steps}}

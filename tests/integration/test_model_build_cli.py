@@ -30,7 +30,7 @@ def test_int8_accuracy_build_is_deployable(run_cli, tmp_path, env):
     doc = json.loads((out / "manifest.json").read_text())
     assert set(MANIFEST_FIELDS) <= set(doc) and doc["deployable"] is True and printed["deployable"] is True
     assert doc["artifact"] == "1/model.onnx" and (out / doc["artifact"]).is_file()
-    assert doc["precision"] == "int8" and doc["calibration"] == {"method": "minmax", "samples": 256}
+    assert doc["precision"] == "int8" and doc["calibration"] == {"method": "minmax", "samples": 256, "smoothing": None}
     acc = doc["metrics"]["accuracy"]
     assert acc["loss"] <= 0.01 and acc["fp32"] > 0.95
     assert doc["metrics"]["fidelity"]["cosine"] > 0.999

@@ -7,7 +7,7 @@ import numpy as np
 import onnx
 import pytest
 
-from model_build import evaluate, quantize
+from model_build import evaluate, quantize, smooth
 from model_build.build import BuildSpec, Judge, Precision, build_fp16, build_int8
 from model_build.calibrate import CalibMethod, load_dataset
 from model_build.evaluate import Metric
@@ -82,7 +82,7 @@ def test_search_keeps_the_sensitive_matmul_in_float(tmp_path):
     prepared = prepare(outlier_mlp(tmp_path / "outlier.onnx"), tmp_path / "work")
     calib = {"x": normal(64, 32, seed=1)}
     data = {"x": normal(32, 32, seed=2)}
-    spec = BuildSpec(source="outlier.onnx", calib="-", eval="-", max_trials=4, tolerance=0.995)
+    spec = BuildSpec(source="outlier.onnx", calib="-", eval="-", max_trials=4, tolerance=0.995, smooth_alpha=0)
     result = build_int8(prepared, tmp_path, _judge(prepared, data, tolerance=0.995), calib, spec)
     assert not result.trials[0]["ok"] and result.trials[0]["score"] < 0.995
     assert result.ok and result.fidelity.cosine >= 0.995 and len(result.trials) == 2
@@ -90,11 +90,42 @@ def test_search_keeps_the_sensitive_matmul_in_float(tmp_path):
     assert any(n.input[0] == "mid" for n in _nodes(tmp_path / "int8_trial1.onnx", "MatMul"))  # mm2 reads float
 
 
+def test_smoothquant_fixes_the_outlier_channel_without_exclusions(tmp_path):
+    prepared = prepare(outlier_mlp(tmp_path / "outlier.onnx"), tmp_path / "work")
+    calib = {"x": normal(64, 32, seed=1)}
+    data = {"x": normal(32, 32, seed=2)}
+    spec = BuildSpec(source="outlier.onnx", calib="-", eval="-", max_trials=4, tolerance=0.995)
+    result = build_int8(prepared, tmp_path, _judge(prepared, data, tolerance=0.995), calib, spec)
+    plain, smoothed = result.trials
+    assert not plain["ok"] and not plain["smoothed"] and smoothed["smoothed"] and smoothed["ok"]
+    assert result.ok and result.excluded_nodes == [] and result.fidelity.cosine >= 0.995
+    assert result.smoothing["tensors"] == 2 and result.smoothing["fp32_max_rel_diff"] < 1e-5
+    mm2 = next(n for n in _nodes(tmp_path / "int8_smoothed.onnx", "MatMul") if n.name == "mm2")
+    assert mm2.input[0] != "mid"  # mm2 reads the quantised, smoothed activation
+
+
+def test_smoothing_is_exact_in_fp32(tmp_path):
+    prepared = prepare(outlier_mlp(tmp_path / "outlier.onnx"), tmp_path / "work")
+    calib = {"x": normal(64, 32, seed=1)}
+    done = smooth.smooth(prepared.path, tmp_path / "smoothed.onnx", calib, alpha=0.8)
+    model = onnx.load(str(done.path))
+    muls = [n for n in model.graph.node if n.op_type == "Mul" and n.name.endswith("/SmoothQuant")]
+    assert {n.input[0] for n in muls} == {"x", "mid"} and done.matmuls == 2
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    assert inits["mid_smooth_scale"][3] < 0.05  # the outlier channel is divided down
+    data = {"x": normal(16, 32, seed=3)}
+    a = evaluate.run(evaluate.session(prepared.path), data)[0]
+    b = evaluate.run(evaluate.session(done.path), data)[0]
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="alpha"):
+        smooth.smooth(prepared.path, tmp_path / "x.onnx", calib, alpha=1.5)
+
+
 def test_search_gives_up_within_its_trial_budget(tmp_path):
     prepared = prepare(outlier_mlp(tmp_path / "outlier.onnx"), tmp_path / "work")
     calib = {"x": normal(64, 32, seed=1)}
     data = {"x": normal(32, 32, seed=2)}
-    spec = BuildSpec(source="outlier.onnx", calib="-", eval="-", max_trials=2, tolerance=1.0)
+    spec = BuildSpec(source="outlier.onnx", calib="-", eval="-", max_trials=2, tolerance=1.0, smooth_alpha=0)
     result = build_int8(prepared, tmp_path, _judge(prepared, data, tolerance=1.0), calib, spec)
     assert not result.ok and len(result.trials) == 2
     assert "out of tolerance after 2 trials" in result.reason
