@@ -52,7 +52,7 @@ class BuildSpec(BaseModel):
     calib_method: CalibMethod = CalibMethod.minmax
     target: Target = Field(Target.onnxruntime, description="tensorrt: symmetric INT8 activations, "
                                                            "and an engine on GPU workers")
-    max_trials: int = Field(6, ge=1, le=12, description="INT8 search: candidates tried at most")
+    max_trials: int = Field(8, ge=1, le=12, description="INT8 search: candidates tried at most")
     smooth_alpha: float = Field(0.8, ge=0.0, lt=1.0, description="INT8 search: SmoothQuant migration strength "
                                                                  "tried when plain INT8 misses the tolerance; 0 = off")
     compare: bool = Field(True, description="also build the other precision for the FP32/FP16/INT8 comparison")
@@ -138,7 +138,8 @@ def build_int8(prepared: PreparedModel, workdir: Path, judge: Judge, calib: Data
         # the ranges depend on the base model (smoothed or not), not on the exclusions
         cache = workdir / f"calibration_{base.stem}_{spec.calib_method.value}.json"
         return quantize.int8(base, out, calib, method=spec.calib_method, exclude=excluded,
-                             symmetric_activations=symmetric, batch_size=batch, cache_path=cache)
+                             symmetric_activations=symmetric, batch_size=batch, cache_path=cache,
+                             constant_weights_only=spec.target is Target.onnxruntime)
 
     def smoothed() -> smooth.Smoothing | None:
         return smooth.smooth(prepared.path, workdir / "fp32_smoothed.onnx", calib, alpha=spec.smooth_alpha,
@@ -155,6 +156,8 @@ def build_int8(prepared: PreparedModel, workdir: Path, judge: Judge, calib: Data
     fid, acc, ok, reason = judge.report(best)
     notes = [f"calibration {spec.calib_method.value} on {n_samples(calib)} samples",
              "symmetric activations (TensorRT)" if symmetric else "asymmetric uint8 activations"]
+    if spec.target is Target.onnxruntime and (n_act := len(quantize.activation_matmuls(prepared.path))):
+        notes.append(f"{n_act} activation-by-activation MatMuls (attention) kept in float")
     if result.smoothing:
         notes.append(f"SmoothQuant alpha {result.smoothing.alpha} on {len(result.smoothing.tensors)} activations")
     if result.sensitivity:

@@ -8,8 +8,8 @@ samples with every intermediate tensor saved, and each quantised tensor gets the
 between its float value and its value after its QuantizeLinear/DequantizeLinear pair. The lowest
 SQNR is the most damaged tensor; the nodes that produce and consume it are excluded together so
 the tensor stays float. Trial ``k`` excludes the ``2**(k-1)`` worst tensors (1, 2, 4, ...), so a
-handful of trials covers a wide range, and the first candidate within tolerance wins (the fewest
-exclusions tried).
+handful of trials covers a wide range; once a count passes, the remaining trials bisect between
+the last failing and the first passing count, and the fewest exclusions within tolerance win.
 """
 
 from __future__ import annotations
@@ -66,10 +66,11 @@ def sensitivity(fp32_path: Path, qdq_path: Path, data: Dataset, workdir: Path,
     return sorted(ranked, key=lambda item: item[1])
 
 
-def nodes_touching(model: onnx.ModelProto, tensors: list[str]) -> list[str]:
-    """Names of the nodes producing or consuming ``tensors``, in graph order."""
+def nodes_touching(model: onnx.ModelProto, tensors: list[str], only: set[str] | None = None) -> list[str]:
+    """Names of the nodes producing or consuming ``tensors`` (of those in ``only``), in graph order."""
     wanted = set(tensors)
-    return [n.name for n in model.graph.node if wanted & (set(n.input) | set(n.output))]
+    return [n.name for n in model.graph.node
+            if wanted & (set(n.input) | set(n.output)) and (only is None or n.name in only)]
 
 
 def search(fp32_path: Path, workdir: Path, build: Callable[[Path, list[str], Path], Path],
@@ -106,23 +107,30 @@ def search(fp32_path: Path, workdir: Path, build: Callable[[Path, list[str], Pat
     log.info("INT8 out of tolerance (%s); most sensitive tensors: %s", reason,
              ", ".join(f"{t} {db:.1f} dB" for t, db in ranked[:5]))
     fp32 = onnx.load(str(base), load_external_data=False)
-    chosen: Path | None = None
-    last, k = base_qdq, 0
-    while len(trials) < max_trials:
-        k += 1
-        count = min(2 ** (k - 1), len(ranked))
-        excluded = nodes_touching(fp32, [t for t, _ in ranked[:count]])
+    # only tensors whose exclusion changes a quantised node are worth a trial
+    ranked = [(t, db) for t, db in ranked if nodes_touching(fp32, [t], quantizable)]
+    chosen, chosen_excluded, last = None, [], base_qdq
+    lo, hi, count = 0, None, 1  # largest failing / smallest passing count of excluded tensors
+    while len(trials) < max_trials and ranked:
+        excluded = nodes_touching(fp32, [t for t, _ in ranked[:count]], quantizable)
         if quantizable <= set(excluded):
             log.info("trial %d would keep every quantisable node in float: search ends", len(trials))
             break
-        candidate = last = build(base, excluded, workdir / f"int8_trial{k}.onnx")
+        candidate = last = build(base, excluded, workdir / f"int8_trial{len(trials)}.onnx")
         score, ok, reason = judge(candidate)
         trials.append(Trial(count, excluded, score, ok, reason, smoothed=smoothing is not None))
         log.info("trial %d: %d tensors / %d nodes kept in float: %s", len(trials) - 1, count, len(excluded),
                  "within tolerance" if ok else reason)
         if ok:
-            chosen = candidate
+            hi, chosen, chosen_excluded = count, candidate, excluded
+        else:
+            lo = count
+        if hi is None:  # doubling until a count passes
+            if count == len(ranked):
+                break
+            count = min(2 * count, len(ranked))
+        elif hi - lo > 1:  # then bisecting towards the fewest exclusions that pass
+            count = (lo + hi) // 2
+        else:
             break
-        if count == len(ranked):
-            break
-    return SearchResult(chosen, last, trials[-1].excluded_nodes if chosen else [], trials, ranked, smoothing)
+    return SearchResult(chosen, chosen or last, chosen_excluded, trials, ranked, smoothing)

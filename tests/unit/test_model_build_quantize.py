@@ -141,3 +141,24 @@ def test_accuracy_metric_and_labels(tmp_path):
     assert acc.fp32 == 1.0 and acc.candidate == 1.0 and acc.loss == 0.0 and ok
     with pytest.raises(ValueError, match="needs labels"):
         BuildSpec(source="m.onnx", calib="c", eval="e", metric=Metric.accuracy, precision=Precision.fp16)
+
+
+def test_attention_style_matmuls_stay_float_on_cpu(tmp_path):
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(normal(8, 8, seed=4), "w")
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["q"], name="proj"),
+             helper.make_node("Transpose", ["q"], ["qt"], name="t"),
+             helper.make_node("MatMul", ["q", "qt"], ["y"], name="scores")]
+    graph = helper.make_graph(nodes, "attn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [8, 8])], [w])
+    path = tmp_path / "attn.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    assert quantize.activation_matmuls(path) == ["scores"]
+    calib = {"x": normal(8, 8, seed=5)}
+    cpu = quantize.int8(path, tmp_path / "cpu.onnx", calib, batch_size=8, constant_weights_only=True)
+    trt = quantize.int8(path, tmp_path / "trt.onnx", calib, batch_size=8)
+    reads_dq = {n.name: any(i.endswith("_DequantizeLinear_Output") for i in n.input)
+                for n in _nodes(cpu, "MatMul")}
+    assert reads_dq == {"proj": True, "scores": False}
+    assert all(any(i.endswith("_DequantizeLinear_Output") for i in n.input) for n in _nodes(trt, "MatMul"))
