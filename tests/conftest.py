@@ -11,4 +11,5 @@ pytest_plugins = [
     "tests.fixtures.prometheus",
     "tests.fixtures.kube",
     "tests.fixtures.ssh_hosts",
+    "tests.fixtures.pushgateway",
 ]

@@ -43,6 +43,8 @@ class PrometheusSettings(BaseModel):
     url: str | None = Field(None, description="Prometheus base URL, e.g. http://prometheus:9090")
     timeout_s: float = 10.0
     bearer_token: SecretStr | None = None
+    pushgateway: str | None = Field(None, description="Pushgateway URL for batch-job metrics, e.g. "
+                                                      "http://pushgateway:9091 (k8s-pool pods have no textfile dir)")
 
 
 class KubeSettings(BaseModel):

@@ -14,10 +14,11 @@ from prefect.cache_policies import NO_CACHE
 from flows.common.artifacts import emit, markdown, table
 from flows.common.errors import BadInput
 from flows.common.inventory import load_hosts
+from flows.common.metrics import publish, pushgateway_url
 from flows.common.runtime import get_logger, ops_task
 from flows.common.settings import get_settings
 from flows.drbd_health.collect import HostOutput, judge, probe_hosts, read_capture
-from flows.drbd_health.metrics import build_registry, push, write_textfile
+from flows.drbd_health.metrics import JOB, build_registry
 from flows.drbd_health.models import DrbdPolicy, Level, ResourceReport
 from flows.drbd_health.rules import hints, overall, status_line
 
@@ -39,18 +40,8 @@ def collect(inventory: str, group: str, timeout_s: float, concurrency: int) -> l
 
 @ops_task(name="drbd-publish-metrics", cache_policy=NO_CACHE)  # live state and side effects: never cached
 def publish_metrics(reports: list[ResourceReport], textfile: str | None, pushgateway: str | None) -> dict:
-    reg = build_registry(reports)
-    out: dict = {"textfile": None, "pushgateway": None}
-    if textfile:
-        out["textfile"] = str(write_textfile(reg, textfile))
-    if pushgateway:
-        try:
-            push(reg, pushgateway)
-            out["pushgateway"] = "pushed"
-        except OSError as exc:  # urllib errors are OSErrors: report, the check itself still stands
-            out["pushgateway"] = f"failed: {' '.join(str(exc).split())[:200]}"
-            get_logger().warning("pushgateway %s: %s", pushgateway, out["pushgateway"])
-    return out
+    # a failed push is reported, and the check itself still stands
+    return publish(build_registry(reports), job=JOB, textfile=textfile, pushgateway=pushgateway)
 
 
 def _state_file() -> Path:
@@ -97,8 +88,7 @@ def drbd_health(inventory: str | None = None, group: str = "drbd_hosts", inputs:
     """
     if timeout_s <= 0 or concurrency < 1:
         raise BadInput("timeout_s must be > 0 and concurrency >= 1")
-    if pushgateway and not pushgateway.startswith(("http://", "https://")):
-        raise BadInput(f"pushgateway {pushgateway!r} must be an http(s) URL")
+    pushgateway = pushgateway_url(pushgateway)
     if inputs:
         outputs = [read_capture(p) for p in inputs]
     else:

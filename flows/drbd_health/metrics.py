@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Gauge, generate_latest, push_to_gateway, write_to_textfile
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
 from flows.drbd_health.models import RESYNC_STATES, ResourceReport
 
@@ -85,14 +84,3 @@ def build_registry(reports: Sequence[ResourceReport], now: float | None = None) 
 def render(reg: CollectorRegistry) -> str:
     return generate_latest(reg).decode()
 
-
-def write_textfile(reg: CollectorRegistry, path: str | Path) -> Path:
-    """Atomic write (temp file + rename), as node_exporter's textfile collector expects."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    write_to_textfile(str(p), reg)
-    return p
-
-
-def push(reg: CollectorRegistry, gateway: str, timeout_s: float = 10.0) -> None:
-    push_to_gateway(gateway, job=JOB, registry=reg, timeout=timeout_s)

@@ -17,6 +17,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.common import artifacts
 from flows.common.errors import BackendUnavailable, BadInput
+from flows.common.metrics import publish, pushgateway_url
 from flows.common.runtime import get_logger, ops_task
 from flows.idle_gpu.capacity import combine, dcgm_idle_gpus, demand_history, demand_query, kube_nodes
 from flows.idle_gpu.cluster import Cluster
@@ -196,17 +197,19 @@ def stop_window(cluster: Cluster, tracker: Tracker, window_start: datetime, grac
 
 
 def _write_metrics(path: str | None, namespace: str, running: int, window_end: datetime) -> None:
-    """node_exporter textfile collector gauges (InferopsIdleGpuJobsPastWindow in deploy/prometheus)."""
-    if not path:
+    """Gauges for InferopsIdleGpuJobsPastWindow (deploy/prometheus): a node_exporter textfile and/or
+    the configured Pushgateway (this flow runs in k8s-pool pods, whose files go with the pod)."""
+    pushgateway = pushgateway_url()
+    if not path and not pushgateway:
         return
-    from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+    from prometheus_client import CollectorRegistry, Gauge
 
     reg = CollectorRegistry()
     Gauge("inferops_idle_gpu_jobs_running", "Offline jobs running on idle GPUs", ["namespace"],
           registry=reg).labels(namespace=namespace).set(running)
     Gauge("inferops_idle_gpu_window_end_timestamp_seconds", "End of the current idle-GPU window (Unix seconds)",
           ["namespace"], registry=reg).labels(namespace=namespace).set(window_end.timestamp())
-    write_to_textfile(path, reg)
+    publish(reg, job="inferops_idle_gpu", textfile=path, pushgateway=pushgateway, grouping={"namespace": namespace})
 
 
 def _publish(report: dict, report_path: str | None) -> None:
@@ -254,6 +257,7 @@ def idle_gpu_nightly(
     from flows.common.kube import from_settings
 
     check_names(namespace, priority_class, kueue_queue)
+    pushgateway_url()  # a malformed URL is bad input now, not a warning every tick
     now = _utcnow()
     ws, we = resolve_window(window_start, window_end, timezone, now)
     if we - timedelta(seconds=policy.grace_period_s) <= now:

@@ -9,6 +9,7 @@ from prefect import flow
 
 from flows.common.artifacts import Progress, emit, markdown, table
 from flows.common.errors import InferopsError
+from flows.common.metrics import publish, pushgateway_url
 from flows.common.runtime import get_logger, ops_task
 from flows.common.s3 import parse_s3_uri, s3_client
 from flows.log_backup.engine import BackupEngine, BackupFailed
@@ -16,6 +17,7 @@ from flows.log_backup.models import BackupPolicy, BackupReport, RestoreReport
 from flows.log_backup.restore import RestoreFailed, restore
 
 METRIC = "inferops_backup_last_success_timestamp_seconds"
+JOB = "inferops_log_backup"
 
 
 class _ProgressHook:
@@ -40,23 +42,22 @@ def sync(policy: BackupPolicy) -> BackupReport:
     return report
 
 
-def write_metric(path: str, dest: str, when: float) -> None:
-    """node_exporter textfile with the last successful backup time (the alert rules read it)."""
-    from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+def write_metric(textfile: str | None, pushgateway: str | None, dest: str, when: float) -> dict:
+    """The last successful backup time (InferopsLogBackupMissing reads it): a node_exporter textfile
+    and/or the Pushgateway, grouped by destination. A failure is reported, not raised."""
+    from prometheus_client import CollectorRegistry, Gauge
 
     registry = CollectorRegistry()
     Gauge(METRIC, "Unix time of the last backup run with no failed file", ["dest"],
           registry=registry).labels(dest=dest).set(when)
-    try:
-        write_to_textfile(path, registry)
-    except OSError as exc:
-        raise InferopsError(f"backup done, but metrics textfile {path!r} not written: {exc.strerror}") from None
+    return publish(registry, job=JOB, textfile=textfile, pushgateway=pushgateway, grouping={"dest": dest})
 
 
 @flow(name="log-backup", log_prints=False)
 def log_backup(policy: BackupPolicy) -> dict:
     """Incremental, checksum-verified backup of a log directory or s3:// prefix to a bucket in another region."""
     log = get_logger()
+    pushgateway = pushgateway_url()
     try:
         report = sync(policy)
     except InferopsError as exc:  # bad input or no backend: nothing was backed up
@@ -75,10 +76,11 @@ def log_backup(policy: BackupPolicy) -> dict:
     if not report.ok:
         emit("inferops.backup.failed", f"inferops.backup.{report.dest}", report.summary())
         raise BackupFailed(report)
-    if policy.metrics_textfile:
-        write_metric(policy.metrics_textfile, report.dest,
-                     datetime.fromisoformat(report.finished_at).timestamp())
-    return report.model_dump()
+    result = report.model_dump()
+    if policy.metrics_textfile or pushgateway:
+        result["metrics"] = write_metric(policy.metrics_textfile, pushgateway, report.dest,
+                                         datetime.fromisoformat(report.finished_at).timestamp())
+    return result
 
 
 @flow(name="log-restore", log_prints=False)

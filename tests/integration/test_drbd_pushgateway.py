@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
-import time
 import urllib.request
 from pathlib import Path
 
@@ -14,38 +10,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from flows.common.runtime import run_flow
 from flows.common.settings import reload_settings
+from tests.fixtures.pushgateway import free_port
 
 DATA = Path(__file__).parents[1] / "data" / "drbd"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def pushgateway():
-    exe = shutil.which("prometheus-pushgateway")
-    if exe is None:
-        pytest.skip("prometheus-pushgateway missing (apt-get install -y prometheus-pushgateway)")
-    port = _free_port()
-    proc = subprocess.Popen([exe, f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/-/ready", timeout=1)
-            break
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                pytest.fail("pushgateway did not start")
-            time.sleep(0.1)
-    yield url
-    proc.terminate()
-    proc.wait(10)
 
 
 @pytest.fixture
@@ -76,6 +43,6 @@ def test_failed_push_is_reported_and_the_check_still_stands(offline_state):
     from flows.drbd_health.flow import drbd_health
 
     report = run_flow(drbd_health, inputs=[str(DATA / "json_resync.json")],
-                      pushgateway=f"http://127.0.0.1:{_free_port()}")
+                      pushgateway=f"http://127.0.0.1:{free_port()}")
     assert report["metrics"]["pushgateway"].startswith("failed: ")
     assert report["severity"] == "warning" and report["nagios_code"] == 1

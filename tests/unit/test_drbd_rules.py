@@ -10,10 +10,11 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 
+from flows.common.metrics import write_textfile
 from flows.common.ssh import CommandResult
 from flows.drbd_health.collect import judge, read_capture, split_probe_output, volumes_marked
 from flows.drbd_health.flow import turned_critical
-from flows.drbd_health.metrics import build_registry, write_textfile
+from flows.drbd_health.metrics import build_registry
 from flows.drbd_health.models import CODES, DrbdPolicy, Level, worst
 from flows.drbd_health.parse import parse
 from flows.drbd_health.rules import evaluate, hints, overall, status_line, unknown_report
