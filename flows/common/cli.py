@@ -81,6 +81,9 @@ def build_app(wanted: str | None) -> typer.Typer:
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # Prefect's SDK telemetry phones home from interactive terminals on import; an ops tool on a
+    # locked-down host must not. An explicit DO_NOT_TRACK (even "0") is respected.
+    os.environ.setdefault("DO_NOT_TRACK", "1")
     wanted = next((a for a in argv if not a.startswith("-")), None)
     if wanted not in GROUPS:
         wanted = None if not argv or argv[0].startswith("-") else "__builtin__"

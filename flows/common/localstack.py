@@ -28,6 +28,7 @@ def prefect_env() -> dict[str, str]:
     home = root / ".inferops" / "prefect"
     home.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
+    env.setdefault("DO_NOT_TRACK", "1")  # no SDK telemetry from the local server's and worker's imports
     env.update({
         "PREFECT_HOME": str(home),
         "PREFECT_API_URL": API_URL,

@@ -91,3 +91,18 @@ def test_prometheus_errors_never_show_credentials():
         with pytest.raises(BackendUnavailable) as err:
             c.query("up")
     assert "hunter2" not in str(err.value) and "***@127.0.0.1" in str(err.value)
+
+
+@pytest.mark.parametrize("preset,expected", [(None, "1"), ("0", "0")])
+def test_cli_turns_prefect_telemetry_off_unless_told(monkeypatch, preset, expected):
+    import os
+
+    from flows.common import cli
+
+    if preset is None:
+        monkeypatch.delenv("DO_NOT_TRACK", raising=False)
+    else:
+        monkeypatch.setenv("DO_NOT_TRACK", preset)
+    with pytest.raises(SystemExit) as done:
+        cli.main(["--help"])
+    assert done.value.code == 0 and os.environ["DO_NOT_TRACK"] == expected
