@@ -15,6 +15,7 @@ on a calibration batch before it is used.
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from model_build.calibrate import Dataset, batches
 from model_build.prepare import save
 
 SUFFIX = "_smoothed"
+_PROTO_LIMIT = 2**31 - 2**20  # a serialised ModelProto must stay under 2 GiB
 MIN_SCALE, MAX_SCALE = 1e-2, 1e2  # keep weights and activations within a sane dynamic range
 
 
@@ -57,12 +59,14 @@ def _targets(model: onnx.ModelProto) -> dict[str, list[tuple[onnx.NodeProto, str
         if attrs.get("transA", 0):
             continue
         groups.setdefault(node.input[0], []).append((node, node.input[1], bool(attrs.get("transB", 0))))
-    # a weight shared with a node outside the group would change that node too: leave it alone
+    # a constant input has no outliers to move; a weight shared with a node outside the group
+    # would change that node too: leave both alone
+    constants = set(inits) | {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
     users: dict[str, int] = {}
     for node in model.graph.node:
         for name in node.input:
             users[name] = users.get(name, 0) + 1
-    return {a: g for a, g in groups.items() if all(users[w] == 1 for _, w, _ in g)}
+    return {a: g for a, g in groups.items() if a not in constants and all(users[w] == 1 for _, w, _ in g)}
 
 
 def _session(model: onnx.ModelProto, outputs: list[str], threads: int):
@@ -80,7 +84,11 @@ def _session(model: onnx.ModelProto, outputs: list[str], threads: int):
         opts.intra_op_num_threads = threads
     # no graph fusions: the tensors asked for must survive as graph outputs
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    return ort.InferenceSession(m.SerializeToString(), sess_options=opts, providers=providers())
+    if m.ByteSize() < _PROTO_LIMIT:
+        return ort.InferenceSession(m.SerializeToString(), sess_options=opts, providers=providers())
+    with tempfile.TemporaryDirectory(prefix="inferops-smooth-") as tmp:  # over protobuf's 2 GiB
+        path = save(m, Path(tmp) / "augmented.onnx")
+        return ort.InferenceSession(str(path), sess_options=opts, providers=providers())
 
 
 def channel_maxima(model: onnx.ModelProto, tensors: list[str], calib: Dataset, *, batch_size: int = 16,

@@ -162,3 +162,19 @@ def test_attention_style_matmuls_stay_float_on_cpu(tmp_path):
                 for n in _nodes(cpu, "MatMul")}
     assert reads_dq == {"proj": True, "scores": False}
     assert all(any(i.endswith("_DequantizeLinear_Output") for i in n.input) for n in _nodes(trt, "MatMul"))
+
+
+def test_a_smoothing_failure_leaves_the_search_to_exclusions(tmp_path, monkeypatch, caplog):
+    prepared = prepare(outlier_mlp(tmp_path / "outlier.onnx"), tmp_path / "work")
+    calib = {"x": normal(64, 32, seed=1)}
+    data = {"x": normal(32, 32, seed=2)}
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("SmoothQuant changed the FP32 model's outputs (max relative deviation 0.2)")
+
+    monkeypatch.setattr(smooth, "smooth", broken)
+    spec = BuildSpec(source="outlier.onnx", calib="-", eval="-", max_trials=4, tolerance=0.995)
+    result = build_int8(prepared, tmp_path, _judge(prepared, data, tolerance=0.995), calib, spec)
+    assert result.ok and result.smoothing is None and result.excluded_nodes == ["mm2"]
+    assert not any(t["smoothed"] for t in result.trials)
+    assert "SmoothQuant skipped" in caplog.text
