@@ -31,7 +31,7 @@ from flows.canary.models import CanaryPolicy  # noqa: E402
 from flows.common.errors import InferopsError  # noqa: E402
 from flows.common.runtime import run_flow  # noqa: E402
 from flows.common.settings import get_settings  # noqa: E402
-from tests.canary_sim import FAULTS, start_tracks  # noqa: E402
+from tests.canary_sim import FAULTS, start_tracks, wait_scraped  # noqa: E402
 from tests.kube_emulator import KubeEmulator  # noqa: E402
 from tests.services.prometheus import PrometheusServer  # noqa: E402
 
@@ -44,8 +44,7 @@ def one(prom: PrometheusServer, apps, name: str, canary: dict | None, policy: Ca
     apps.create_namespaced_deployment(NS, planner.sample_deployment(NS, name, 4))
     traffic = start_tracks(prom.exporter, NS, name, canary=canary, seed=seed)
     try:
-        for t in traffic:
-            prom.wait_for(f'nv_inference_request_success{{deployment="{name}", track="{t.exporter.labels["track"]}"}}')
+        wait_scraped(prom, traffic)
         t0 = time.monotonic()
         try:
             out = run_flow(canary_rollout, namespace=NS, deployment=name, image="registry.example/llm:2",

@@ -68,6 +68,18 @@ def start_tracks(make_exporter, namespace: str, deployment: str, *, canary: dict
     return out
 
 
+def wait_scraped(prometheus, tracks: list[TrackTraffic], scrapes: int = 3, timeout: float = 30.0) -> None:
+    """Until Prometheus holds ``scrapes`` samples of each track's own exporter (by ``instance``).
+
+    Matching on the track label alone is not enough: an earlier test's exporter with the same
+    labels leaves series behind, and a new target's first scrapes come a while after it appears
+    in file SD. Without its samples, the first analysis interval's rate() is empty ("no data").
+    """
+    for t in tracks:
+        prometheus.wait_for(f'count_over_time(nv_inference_request_success{{instance="{t.exporter.instance}"}}[1m])',
+                            timeout=timeout, predicate=lambda s: bool(s) and s[0].value >= scrapes)
+
+
 HEALTHY: dict = {}
 FAULTS: dict[str, dict | None] = {
     "5xx": {"error_rate": 0.08},

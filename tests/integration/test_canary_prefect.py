@@ -17,7 +17,7 @@ from flows.canary import planner
 from flows.canary.flow import canary_rollout
 from flows.canary.models import CanaryPolicy, RolloutState
 from flows.common.settings import get_settings
-from tests.canary_sim import start_tracks
+from tests.canary_sim import start_tracks, wait_scraped
 from tests.fixtures.common import REPO
 
 NS, DEP, NEW = "inference", "llm", "registry.example/llm:2.0"
@@ -36,7 +36,7 @@ def env(kube_clean, prometheus, prefect_api, monkeypatch, exporter):
     apps = client.AppsV1Api(kube_clean.api_client())
     apps.create_namespaced_deployment(NS, planner.sample_deployment(NS, DEP, 4))
     traffic = start_tracks(exporter, NS, DEP, canary={})
-    prometheus.wait_for('nv_inference_request_success{track="canary"}')
+    wait_scraped(prometheus, traffic)
     yield apps
     for t in traffic:
         t.stop()

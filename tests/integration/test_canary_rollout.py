@@ -18,7 +18,7 @@ from flows.canary.models import CanaryPolicy, RolloutState
 from flows.common.errors import GateFailed, InferopsError
 from flows.common.runtime import run_flow
 from flows.common.settings import get_settings
-from tests.canary_sim import FAULTS, start_tracks
+from tests.canary_sim import FAULTS, start_tracks, wait_scraped
 
 NS, DEP = "inference", "llm"
 NEW = "registry.example/llm:2.0"
@@ -107,8 +107,7 @@ def traffic(exporter, prometheus):
 
     def start(canary, baseline=None):
         started.extend(start_tracks(exporter, NS, DEP, canary=canary, baseline=baseline))
-        for t in started:
-            prometheus.wait_for(f'nv_inference_request_success{{track="{t.exporter.labels["track"]}"}}')
+        wait_scraped(prometheus, started)
 
     yield start
     for t in started:

@@ -216,7 +216,10 @@ def test_snapshot_then_plan_without_the_cluster(cluster, tmp_path):
     from flows.common.runtime import run_flow
     from flows.idle_gpu.flow import idle_gpu_plan, take_snapshot
 
-    snap = take_snapshot(NS, "01:00", "07:00", "UTC", Discovery())
+    # a one-off window from now: a time-of-day window would shrink as the wall clock nears its end
+    ws = datetime.now(UTC).replace(microsecond=0)
+    window = {"window_start": ws.isoformat(), "window_end": (ws + timedelta(hours=6)).isoformat()}
+    snap = take_snapshot(NS, window["window_start"], window["window_end"], "UTC", Discovery())
     assert {(n.name, n.allocatable, n.requested, n.idle, n.product) for n in snap.nodes} == {
         ("gpu-a", 8, 0, 8, "NVIDIA-H100-80GB-HBM3"), ("gpu-b", 8, 2, 6, "NVIDIA-H100-80GB-HBM3")}
     path = tmp_path / "capacity.json"
@@ -224,6 +227,6 @@ def test_snapshot_then_plan_without_the_cluster(cluster, tmp_path):
     queue = tmp_path / "q.yaml"
     queue.write_text(yaml.safe_dump([job("emb", 6, 3600, 0, 1), job("ev", 8, 1800, 1, 1)]))
     with offline():
-        report = run_flow(idle_gpu_plan, queue=str(queue), capacity=str(path), timezone="UTC")
+        report = run_flow(idle_gpu_plan, queue=str(queue), capacity=str(path), timezone="UTC", **window)
     placed = {p["job"]: p["node"] for p in report["plan"]["placements"]}
     assert placed == {"ev": "gpu-a", "emb": "gpu-b"}
