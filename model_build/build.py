@@ -107,8 +107,8 @@ class Candidate:
     excluded_nodes: list[str] = field(default_factory=list)
     trials: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-    smoothing: dict[str, Any] | None = None  # SmoothQuant applied before calibration (INT8)  # wall time of conversion/calibration + search + evaluation
+    seconds: float = 0.0  # wall time of conversion/calibration + search + evaluation
+    smoothing: dict[str, Any] | None = None  # SmoothQuant applied before calibration (INT8)
 
 
 def build_fp16(prepared: PreparedModel, workdir: Path, judge: Judge) -> Candidate:
@@ -133,13 +133,16 @@ def build_int8(prepared: PreparedModel, workdir: Path, judge: Judge, calib: Data
     t0 = time.perf_counter()
     batch = 16 if prepared.batch_dynamic else (prepared.inputs[0].shape[0] or 1)
     symmetric = spec.target is Target.tensorrt
+    graph = onnx.load(str(prepared.path), load_external_data=False).graph
+    quantizable = {n.name for n in graph.node if n.op_type in quantize.INT8_OP_TYPES}
+    # attention's activation-by-activation MatMuls stay float on CPU (the same names in the smoothed model)
+    float_matmuls = quantize.activation_matmuls(graph) if spec.target is Target.onnxruntime else []
 
     def make(base: Path, excluded: list[str], out: Path) -> Path:
         # the ranges depend on the base model (smoothed or not), not on the exclusions
         cache = workdir / f"calibration_{base.stem}_{spec.calib_method.value}.json"
-        return quantize.int8(base, out, calib, method=spec.calib_method, exclude=excluded,
-                             symmetric_activations=symmetric, batch_size=batch, cache_path=cache,
-                             constant_weights_only=spec.target is Target.onnxruntime)
+        return quantize.int8(base, out, calib, method=spec.calib_method, exclude=[*excluded, *float_matmuls],
+                             symmetric_activations=symmetric, batch_size=batch, cache_path=cache)
 
     def smoothed() -> smooth.Smoothing | None:
         try:
@@ -149,8 +152,6 @@ def build_int8(prepared: PreparedModel, workdir: Path, judge: Judge, calib: Data
             log.warning("SmoothQuant skipped: %s", " ".join(str(exc).split())[:300])
             return None
 
-    graph = onnx.load(str(prepared.path), load_external_data=False).graph
-    quantizable = {n.name for n in graph.node if n.op_type in quantize.INT8_OP_TYPES}
     result = search.search(prepared.path, workdir, make, judge, calib, quantizable, max_trials=spec.max_trials,
                            smooth=smoothed if spec.smooth_alpha > 0 else None,
                            higher_is_better=spec.metric is Metric.fidelity)
@@ -160,8 +161,8 @@ def build_int8(prepared: PreparedModel, workdir: Path, judge: Judge, calib: Data
     fid, acc, ok, reason = judge.report(best)
     notes = [f"calibration {spec.calib_method.value} on {n_samples(calib)} samples",
              "symmetric activations (TensorRT)" if symmetric else "asymmetric uint8 activations"]
-    if spec.target is Target.onnxruntime and (n_act := len(quantize.activation_matmuls(prepared.path))):
-        notes.append(f"{n_act} activation-by-activation MatMuls (attention) kept in float")
+    if float_matmuls:
+        notes.append(f"{len(float_matmuls)} activation-by-activation MatMuls (attention) kept in float")
     if result.smoothing:
         notes.append(f"SmoothQuant alpha {result.smoothing.alpha} on {len(result.smoothing.tensors)} activations")
     if result.sensitivity:

@@ -41,7 +41,7 @@ def int8(fp32_path: Path, out_path: Path, calib: Dataset, *, method: CalibMethod
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     if constant_weights_only:  # onnxruntime's QDQ quantizer ignores its own MatMulConstBOnly option
-        exclude = [*exclude, *activation_matmuls(fp32_path)]
+        exclude = [*exclude, *activation_matmuls(onnx.load(str(fp32_path), load_external_data=False).graph)]
     reader = DatasetReader(calib, batch_size)
     quantize_static(
         str(fp32_path), str(out_path), reader,
@@ -66,9 +66,8 @@ def int8(fp32_path: Path, out_path: Path, calib: Dataset, *, method: CalibMethod
     return out_path
 
 
-def activation_matmuls(path: Path) -> list[str]:
+def activation_matmuls(graph: onnx.GraphProto) -> list[str]:
     """MatMul nodes whose second input is computed, not a weight (attention's QK^T and AV)."""
-    graph = onnx.load(str(path), load_external_data=False).graph
     constants = {i.name for i in graph.initializer}
     constants |= {o for n in graph.node if n.op_type == "Constant" for o in n.output}
     return [n.name for n in graph.node if n.op_type == "MatMul" and n.input[1] not in constants]

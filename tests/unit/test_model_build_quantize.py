@@ -154,7 +154,7 @@ def test_attention_style_matmuls_stay_float_on_cpu(tmp_path):
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [8, 8])], [w])
     path = tmp_path / "attn.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
-    assert quantize.activation_matmuls(path) == ["scores"]
+    assert quantize.activation_matmuls(onnx.load(str(path)).graph) == ["scores"]
     calib = {"x": normal(8, 8, seed=5)}
     cpu = quantize.int8(path, tmp_path / "cpu.onnx", calib, batch_size=8, constant_weights_only=True)
     trt = quantize.int8(path, tmp_path / "trt.onnx", calib, batch_size=8)
