@@ -13,7 +13,7 @@ APT_BINS := prometheus debootstrap ip ssh kubectl
 # cost-report: headless Chromium renders report.html in the chart test (tests/integration/test_cost_report_charts.py)
 APT_PKGS += chromium
 APT_BINS += chromium
-# SSH test hosts (tests/sshhosts/): zstd packs/unpacks the cached Debian root under ~/.cache/inferops/
+# SSH test hosts (flows/standins/sshhosts/): zstd packs/unpacks the cached Debian root under ~/.cache/inferops/
 APT_PKGS += zstd
 APT_BINS += zstd
 # drbd-health: a real Pushgateway for the metrics push test (tests/integration/test_drbd_pushgateway.py)

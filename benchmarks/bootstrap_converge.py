@@ -2,7 +2,7 @@
 
 Both runs go through the flow's ansible-runner path (flows.host_bootstrap.runner.run_playbook). The
 peer is plain ``ansible-playbook`` doing the same idempotent run in the same session: the ratio is
-what the runner path (events, private data dir) costs. Needs root (tests/sshhosts).
+what the runner path (events, private data dir) costs. Needs root (flows/standins/sshhosts).
 
     .venv/bin/python benchmarks/bootstrap_converge.py [--hosts 3] [--json]
 """
@@ -20,10 +20,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 from flows.host_bootstrap.runner import PLAYBOOKS, ansible_path, run_playbook  # noqa: E402
-from tests.sshhosts import HostPool, unavailable_reason  # noqa: E402
+from flows.standins.sshhosts import HostPool, unavailable_reason  # noqa: E402
 
 
 def main() -> int:

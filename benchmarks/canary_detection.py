@@ -1,7 +1,7 @@
 """Time to roll back faulty canaries, and false rollbacks of healthy ones, with a 5 s interval.
 
 Runs the real ``canary_rollout`` flow (inline, no Prefect server) against the Kubernetes API
-emulator and a real Prometheus scraping simulated Triton traffic (tests/canary_sim.py): faulty
+emulator and a real Prometheus scraping simulated Triton traffic (flows/standins/traffic.py): faulty
 canaries (raised 5xx rate, slower latency, a canary that reports nothing) and healthy ones. The
 peer, in the same run on the same faulty canaries, is the same flow with Flagger's defaults
 (thresholds only, failure threshold 5): the ratio is what the baseline comparison and the lower
@@ -23,7 +23,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 from flows.canary import planner  # noqa: E402
 from flows.canary.flow import canary_rollout  # noqa: E402
@@ -31,9 +30,9 @@ from flows.canary.models import CanaryPolicy  # noqa: E402
 from flows.common.errors import InferopsError  # noqa: E402
 from flows.common.runtime import run_flow  # noqa: E402
 from flows.common.settings import get_settings  # noqa: E402
-from tests.canary_sim import FAULTS, start_tracks, wait_scraped  # noqa: E402
-from tests.kube_emulator import KubeEmulator  # noqa: E402
-from tests.services.prometheus import PrometheusServer  # noqa: E402
+from flows.standins.kube_emulator import KubeEmulator  # noqa: E402
+from flows.standins.prometheus import PrometheusServer  # noqa: E402
+from flows.standins.traffic import FAULTS, start_tracks, wait_scraped  # noqa: E402
 
 NS = "inference"
 OURS = CanaryPolicy(interval_s=5, scrape_interval_s=1, intervals_per_step=2, failure_limit=2, inconclusive_limit=3, readiness_timeout_s=60)

@@ -1,6 +1,6 @@
 """DRBD health fan-out: the ``drbd_health`` flow against N SSH hosts, and an OpenSSH peer doing the same.
 
-N network-namespace Debian hosts with sshd (tests/sshhosts, one shared read-only root) run stand-in
+N network-namespace Debian hosts with sshd (flows/standins/sshhosts, one shared read-only root) run stand-in
 ``drbdsetup`` printing DRBD 9 captures (one host in ten is resyncing). Measured, alternating, best of
 ``--repeat`` runs each (the machine is shared):
 
@@ -31,7 +31,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 DATA = REPO / "tests" / "data" / "drbd"
 STAND_IN = """#!/bin/sh
@@ -97,7 +96,7 @@ def main() -> int:
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
 
-    from tests.sshhosts import HostPool, unavailable_reason
+    from flows.standins.sshhosts import HostPool, unavailable_reason
 
     if reason := unavailable_reason():
         print(f"drbd_fanout: {reason}", file=sys.stderr)

@@ -32,9 +32,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # tests.services.moto: the same moto server class the tests use
 
-from tests.services.moto import MotoServer  # noqa: E402
+from flows.standins.moto import MotoServer  # noqa: E402
 
 MiB = 1024 * 1024
 REGION = "eu-west-1"

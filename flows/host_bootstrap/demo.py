@@ -1,5 +1,5 @@
 """``make demo`` for host-bootstrap: a check-mode run against freshly started SSH test hosts when this
-machine can make them (root, network namespaces: see tests/sshhosts), else a syntax check and the
+machine can make them (root, network namespaces: see flows/standins/sshhosts), else a syntax check and the
 task plan of every playbook. Writes ``demo-output/host-bootstrap/summary.json`` and ``hosts.md`` or
 ``plan.txt``."""
 
@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -23,17 +22,13 @@ PLAYBOOK_FILES = ("site.yml", "gpu_host.yml", "storage_host.yml")
 
 
 def _test_hosts_reason() -> str | None:
-    if str(REPO) not in sys.path:  # tests/ lives in the checkout, not in the installed package
-        sys.path.append(str(REPO))
-    try:
-        from tests.sshhosts import unavailable_reason
-    except ImportError:
-        return "tests/sshhosts is not importable (run from the checkout)"
+    from flows.standins.sshhosts import unavailable_reason
+
     return unavailable_reason()
 
 
 def _check_mode_run(out: Path) -> str:
-    from tests.sshhosts import HostPool
+    from flows.standins.sshhosts import HostPool
 
     pool = HostPool()
     tmp = Path(tempfile.mkdtemp(prefix="inferops-demo-inv-"))

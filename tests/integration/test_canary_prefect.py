@@ -17,7 +17,7 @@ from flows.canary import planner
 from flows.canary.flow import canary_rollout
 from flows.canary.models import CanaryPolicy, RolloutState
 from flows.common.settings import get_settings
-from tests.canary_sim import start_tracks, wait_scraped
+from flows.standins.traffic import start_tracks, wait_scraped
 from tests.fixtures.common import REPO
 
 NS, DEP, NEW = "inference", "llm", "registry.example/llm:2.0"

@@ -18,7 +18,7 @@ from flows.canary.models import CanaryPolicy, RolloutState
 from flows.common.errors import GateFailed, InferopsError
 from flows.common.runtime import run_flow
 from flows.common.settings import get_settings
-from tests.canary_sim import FAULTS, start_tracks, wait_scraped
+from flows.standins.traffic import FAULTS, start_tracks, wait_scraped
 
 NS, DEP = "inference", "llm"
 NEW = "registry.example/llm:2.0"

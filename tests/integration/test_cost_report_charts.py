@@ -17,7 +17,7 @@ from flows.cost_report import sample
 from flows.cost_report.flow import cost_report
 from flows.cost_report.html import COLORS
 from flows.cost_report.models import CostPolicy
-from tests.services.ports import free_port
+from flows.standins.ports import free_port
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

@@ -2,7 +2,7 @@
 
 import json
 
-from tests.services.ports import free_port
+from flows.standins.ports import free_port
 
 
 def _by_backend(stdout):

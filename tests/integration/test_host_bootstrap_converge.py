@@ -1,4 +1,4 @@
-"""gpu-host-bootstrap converges real hosts: Debian roots in network namespaces with sshd (tests/sshhosts),
+"""gpu-host-bootstrap converges real hosts: Debian roots in network namespaces with sshd (flows/standins/sshhosts),
 through the flow and its ansible-runner path. Idempotence, the result checked over SSH, and an
 unreachable host reported while the others finish.
 

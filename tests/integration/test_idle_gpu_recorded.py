@@ -11,7 +11,7 @@ from flows.common.errors import BadInput
 from flows.common.settings import reload_settings
 from flows.idle_gpu.models import Discovery, PlanPolicy
 from flows.idle_gpu.queue import load_queue
-from tests.kube_emulator.resources import lookup
+from flows.standins.kube_emulator.resources import lookup
 
 QUEUE = {"jobs": [
     {"name": "calib-a", "image": "registry.local/model-build:1", "command": ["calibrate"], "gpus": 1,

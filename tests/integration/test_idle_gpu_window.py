@@ -18,7 +18,7 @@ from flows.common.runtime import offline
 from flows.common.settings import reload_settings
 from flows.idle_gpu.capacity import demand_history, demand_query
 from flows.idle_gpu.models import Discovery, PlanPolicy
-from tests.kube_emulator.controllers import JOBS
+from flows.standins.kube_emulator.controllers import JOBS
 
 REPO = Path(__file__).resolve().parents[2]
 NS = "offline-batch"

@@ -16,8 +16,8 @@ from flows.common.s3 import parse_s3_uri
 from flows.log_backup.engine import BackupEngine, Index
 from flows.log_backup.models import BackupPolicy
 from flows.log_backup.restore import restore
+from flows.standins.faults import FaultProxy
 from tests.integration.log_backup_support import bucket_name, cli_json, keys, make_tree, snapshot, write
-from tests.services.faults import FaultProxy
 
 
 def _policy(src, bucket, **kw) -> BackupPolicy:

@@ -10,8 +10,8 @@ from flows.common.runtime import run_flow
 from flows.log_backup.engine import BackupFailed
 from flows.log_backup.flow import METRIC, log_backup
 from flows.log_backup.models import BackupPolicy
+from flows.standins.faults import FaultProxy
 from tests.integration.log_backup_support import bucket_name, make_tree
-from tests.services.faults import FaultProxy
 
 
 def _artifact(client, key: str):

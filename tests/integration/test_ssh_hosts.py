@@ -12,9 +12,9 @@ import pytest
 
 from flows.common.inventory import load_hosts
 from flows.common.ssh import run_many
+from flows.standins.sshhosts import cleanup_stale
+from flows.standins.sshhosts.hosts import STATE
 from tests.fixtures.ssh_hosts import CI_INVENTORY
-from tests.sshhosts import cleanup_stale
-from tests.sshhosts.hosts import STATE
 
 pytestmark = pytest.mark.netns
 REPO = Path(__file__).resolve().parents[2]
@@ -71,7 +71,7 @@ def test_ci_inventory_loads_and_its_hosts_answer(ssh_hosts):
 
 
 def test_a_crashed_session_is_cleaned_up_by_the_next(ssh_host_factory):
-    code = "from tests.sshhosts import HostPool; h = HostPool()(1, prefix='crash')[0]; print(h.netns, flush=True); input()"
+    code = "from flows.standins.sshhosts import HostPool; h = HostPool()(1, prefix='crash')[0]; print(h.netns, flush=True); input()"
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, stdin=subprocess.PIPE,
                             text=True)
     try:

@@ -83,7 +83,7 @@ def test_nan_is_not_a_number_we_trust():
 def test_prometheus_errors_never_show_credentials():
     from flows.common.errors import BackendUnavailable
     from flows.common.prom import PrometheusClient, redact_url
-    from tests.services.ports import free_port
+    from flows.standins.ports import free_port
 
     assert redact_url("https://user:pw@prom.example:9090/x") == "https://***@prom.example:9090/x"
     assert redact_url("http://prom:9090") == "http://prom:9090"

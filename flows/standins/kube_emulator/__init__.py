@@ -24,6 +24,6 @@ Not emulated: RBAC/authn (every request is allowed), admission webhooks, gracefu
 protobuf, and server-side apply's removal of fields inside atomic lists.
 """
 
-from tests.kube_emulator.emulator import KubeEmulator
+from flows.standins.kube_emulator.emulator import KubeEmulator
 
 __all__ = ["KubeEmulator"]

@@ -19,9 +19,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from tests.kube_emulator.errors import ApiError
-from tests.kube_emulator.resources import lookup
-from tests.kube_emulator.store import Obj, Store, now
+from flows.standins.kube_emulator.errors import ApiError
+from flows.standins.kube_emulator.resources import lookup
+from flows.standins.kube_emulator.store import Obj, Store, now
 
 DEPLOYMENTS, JOBS, PODS, NODES = (lookup("apps", "deployments"), lookup("batch", "jobs"), lookup("", "pods"),
                                   lookup("", "nodes"))

@@ -12,11 +12,11 @@ from typing import Any
 import uvicorn
 import yaml
 
-from tests.kube_emulator.controllers import GPU, NODES, PODS, Controllers, disrupt
-from tests.kube_emulator.errors import ApiError
-from tests.kube_emulator.resources import lookup
-from tests.kube_emulator.server import Api
-from tests.kube_emulator.store import Store
+from flows.standins.kube_emulator.controllers import GPU, NODES, PODS, Controllers, disrupt
+from flows.standins.kube_emulator.errors import ApiError
+from flows.standins.kube_emulator.resources import lookup
+from flows.standins.kube_emulator.server import Api
+from flows.standins.kube_emulator.store import Store
 
 BASE_NAMESPACES = ("default", "kube-system", "kube-public")
 

@@ -13,11 +13,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from tests.kube_emulator.errors import ApiError, bad_request
-from tests.kube_emulator.patch import json_patch, merge_patch, strategic_merge
-from tests.kube_emulator.resources import BY_PATH, RESOURCES, Resource, groups
-from tests.kube_emulator.selectors import field_matcher, label_matcher
-from tests.kube_emulator.store import Event, Store
+from flows.standins.kube_emulator.errors import ApiError, bad_request
+from flows.standins.kube_emulator.patch import json_patch, merge_patch, strategic_merge
+from flows.standins.kube_emulator.resources import BY_PATH, RESOURCES, Resource, groups
+from flows.standins.kube_emulator.selectors import field_matcher, label_matcher
+from flows.standins.kube_emulator.store import Event, Store
 
 VERSION = {"major": "1", "minor": "33", "gitVersion": "v1.33.0-inferops-emulator", "gitCommit": "emulator",
            "gitTreeState": "clean", "buildDate": "2025-04-23T00:00:00Z", "goVersion": "go1.24",

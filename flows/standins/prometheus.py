@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from flows.common.localstack import stop_group
 from flows.common.prom import PrometheusClient, Sample
-from tests.services.ports import free_port, http_ok, wait_until
+from flows.standins.ports import free_port, http_ok, wait_until
 
 CONFIG = """\
 global:

@@ -19,10 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.kube_emulator import patch as P
-from tests.kube_emulator.errors import ApiError, already_exists, bad_request, conflict, not_found
-from tests.kube_emulator.resources import RESOURCES, Resource, lookup
-from tests.kube_emulator.validation import validate
+from flows.standins.kube_emulator import patch as P
+from flows.standins.kube_emulator.errors import ApiError, already_exists, bad_request, conflict, not_found
+from flows.standins.kube_emulator.resources import RESOURCES, Resource, lookup
+from flows.standins.kube_emulator.validation import validate
 
 Obj = dict[str, Any]
 NAMESPACES, PRIORITY_CLASSES = lookup("", "namespaces"), lookup("scheduling.k8s.io", "priorityclasses")

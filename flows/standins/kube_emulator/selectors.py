@@ -6,7 +6,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from tests.kube_emulator.errors import bad_request
+from flows.standins.kube_emulator.errors import bad_request
 
 Match = Callable[[dict[str, Any]], bool]
 
