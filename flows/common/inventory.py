@@ -1,4 +1,8 @@
-"""Ansible inventories, read with Ansible's own InventoryManager (YAML/INI, groups, children, vars)."""
+"""Ansible inventories, read with Ansible's own InventoryManager (YAML/INI, groups, children, vars).
+
+There is no default inventory: the samples under ``inventories/`` (documentation addresses) are to be
+copied and edited, and a command that needs hosts says how to name them (:func:`require_inventory`).
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,22 @@ class Host:
     user: str | None = None
     key_file: str | None = None
     vars: dict = field(default_factory=dict, compare=False, hash=False)
+
+
+HOW_TO_SET = ("set INFEROPS_INVENTORY (or `inventory` in inferops.toml) to your Ansible inventory, "
+              "or pass one; start from a copy of inventories/staging/")
+
+
+def require_inventory(inventory: str | None) -> str:
+    """``inventory``, else the configured one; with neither, BadInput saying how to set one."""
+    if inventory:
+        return inventory
+    from flows.common.settings import get_settings
+
+    configured = get_settings().inventory
+    if not configured:
+        raise BadInput(f"no inventory configured: {HOW_TO_SET}")
+    return configured
 
 
 def resolve_inventory(inv: str) -> Path:

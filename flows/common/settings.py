@@ -7,6 +7,10 @@ Read, in increasing priority, from built-in defaults, an optional ``inferops.tom
 The standard AWS environment is honoured by boto3 itself (``AWS_PROFILE``, ``AWS_REGION``,
 ``AWS_ENDPOINT_URL_S3``); the fields here only override it when set. Secrets are ``SecretStr`` so
 that they never print in logs, artifacts or ``demo-output/``.
+
+Safe by default: with nothing configured there is no inventory (SSH goes nowhere), no Prometheus, no
+S3 endpoint, and local state (the drbd severities, builds, the file:// model registry) lives in the
+checkout's ``.inferops/`` whatever the working directory (``INFEROPS_STATE_DIR`` moves it).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -33,8 +37,8 @@ class S3Settings(BaseModel):
     )
     backup_endpoint_url: str | None = Field(None, description="Endpoint for the backup region, if different")
     model_registry: str = Field(
-        "file://.inferops/model-registry",
-        description="Model registry: s3://bucket/prefix, or file://DIR for the embedded default",
+        "",
+        description="Model registry: s3://bucket/prefix, or file://DIR; default file://<state_dir>/model-registry",
     )
     profile: str | None = Field(None, description="AWS profile; defaults to AWS_PROFILE")
 
@@ -61,6 +65,26 @@ class SSHSettings(BaseModel):
     known_hosts: str | None = Field(None, description="known_hosts path; unset disables host-key checks (set it in production)")
 
 
+class LocalStackSettings(BaseModel):
+    """`make up` (flows/common/localstack.py): the local Prefect server, UI and workers."""
+
+    port: int = Field(4200, ge=1, le=65535, description="Port of the local Prefect server and UI on 127.0.0.1")
+    reuse_server: bool = Field(False, description="Deploy into a healthy Prefect server already on the port "
+                                                  "(one `make up` did not start); refused otherwise")
+
+
+def default_state_dir() -> Path:
+    """``<checkout>/.inferops``: ``INFEROPS_HOME`` (the worker's code location), else the checkout this
+    package runs from, else (an installed wheel) ``$XDG_STATE_HOME/inferops``."""
+    home = os.environ.get("INFEROPS_HOME")
+    if home:
+        return Path(home) / ".inferops"
+    root = Path(__file__).resolve().parents[2]
+    if (root / "pyproject.toml").is_file() and (root / "flows").is_dir():
+        return root / ".inferops"
+    return Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "inferops"
+
+
 class InferopsSettings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="INFEROPS_",
@@ -73,8 +97,18 @@ class InferopsSettings(BaseSettings):
     prometheus: PrometheusSettings = PrometheusSettings()
     kube: KubeSettings = KubeSettings()
     ssh: SSHSettings = SSHSettings()
-    inventory: str = Field("inventories/production/hosts.yml", description="Ansible inventory path")
-    state_dir: Path = Field(Path(".inferops"), description="Local state: demo DB, caches, registry")
+    local: LocalStackSettings = LocalStackSettings()
+    inventory: str | None = Field(None, description="Ansible inventory (a path, or a name under inventories/); "
+                                                    "unset: no SSH anywhere. The samples under inventories/ use "
+                                                    "documentation addresses: copy one and edit it")
+    state_dir: Path = Field(default_factory=default_state_dir,
+                            description="Local state: drbd severities, builds, the file:// model registry")
+
+    @model_validator(mode="after")
+    def _registry_in_state_dir(self) -> InferopsSettings:
+        if not self.s3.model_registry:
+            self.s3.model_registry = f"file://{Path(self.state_dir).absolute() / 'model-registry'}"
+        return self
 
     @classmethod
     def settings_customise_sources(
@@ -94,6 +128,51 @@ class InferopsSettings(BaseSettings):
     def redacted(self) -> dict[str, Any]:
         """A dict safe to print: SecretStr fields stay masked."""
         return self.model_dump(mode="json")
+
+
+def setting_name(loc: tuple) -> str:
+    """``("prometheus", "timeout_s")`` -> ``prometheus.timeout_s (INFEROPS_PROMETHEUS__TIMEOUT_S)``."""
+    parts = [str(x) for x in loc if not isinstance(x, int)]
+    return f"{'.'.join(parts)} (INFEROPS_{'__'.join(p.upper() for p in parts)})"
+
+
+def settings_with_problems() -> tuple[InferopsSettings, dict[str, list[str]]]:
+    """The settings, keeping every section that is valid; bad ones fall back to their defaults.
+
+    Returns the settings and ``{section: ["<setting name>: <problem>", ...]}`` for each bad section
+    (``config`` for an unreadable TOML file, whose settings are then ignored). Never raises for bad
+    configuration: ``inferops doctor`` fails only the rows the bad settings belong to.
+    """
+    problems: dict[str, list[str]] = {}
+    cls: type[InferopsSettings] = InferopsSettings
+    try:
+        InferopsSettings.settings_customise_sources(InferopsSettings, *([None] * 4))  # parse the TOML file
+    except (ValueError, OSError) as exc:  # TOMLDecodeError is a ValueError
+        path = os.environ.get("INFEROPS_CONFIG", "inferops.toml")
+        problems["config"] = [f"{path}: {' '.join(str(exc).split())[:200]}"]
+        cls = _EnvOnlySettings
+    overrides: dict[str, Any] = {}
+    for _ in range(2):
+        try:
+            return cls(**overrides), problems
+        except ValidationError as exc:
+            for err in exc.errors(include_url=False, include_input=False):
+                loc = tuple(err.get("loc", ())) or ("config",)
+                section = str(loc[0])
+                msg = str(err.get("msg", "")).removeprefix("Value error, ")
+                problems.setdefault(section, []).append(f"{setting_name(loc)}: {msg}")
+                if section in cls.model_fields:
+                    overrides[section] = cls.model_fields[section].get_default(call_default_factory=True)
+    return _EnvOnlySettings.model_construct(), problems  # pragma: no cover - defaults always validate
+
+
+class _EnvOnlySettings(InferopsSettings):
+    """The settings without ``inferops.toml`` (when it cannot be read)."""
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings):
+        return init_settings, env_settings
 
 
 @lru_cache(maxsize=1)

@@ -32,10 +32,12 @@ def check(
     if inputs and inventory:
         raise InferopsError("--input reads captures instead of SSH: give --inventory or --input, not both",
                             exit_code=3)
-    from flows.drbd_health.flow import drbd_health
+    from flows.drbd_health.flow import DrbdNotOk, drbd_health
 
     try:
         report = run_flow(drbd_health, inventory=inventory, group=group, inputs=[*inputs, *(more or [])] or None)
+    except DrbdNotOk as exc:  # a recorded run ended Failed (CRITICAL/UNKNOWN): the report is still the output
+        report = exc.report
     except InferopsError as exc:  # Nagios: a check that cannot run is UNKNOWN
         raise InferopsError(f"drbd: {exc}", exit_code=3) from None
     if json_out:

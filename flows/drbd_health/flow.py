@@ -1,5 +1,10 @@
 """The ``drbd-health`` flow: collect over SSH (or read captures), judge, publish metrics, artifacts,
-and an ``inferops.drbd.critical`` event when a resource turns critical."""
+and an ``inferops.drbd.critical`` event when a resource turns critical.
+
+The run's state tells the truth, with the Nagios status line as its message: ``Completed`` on OK,
+``Completed`` named ``Warning`` on WARNING, ``Failed`` on CRITICAL or UNKNOWN (so a CI job running the
+deployment sees a failure). Offline (a CLI run without a Prefect API) the flow returns the report.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +17,10 @@ from prefect import flow
 from prefect.cache_policies import NO_CACHE
 
 from flows.common.artifacts import emit, markdown, table
-from flows.common.errors import BadInput
-from flows.common.inventory import load_hosts
+from flows.common.errors import BadInput, InferopsError
+from flows.common.inventory import load_hosts, require_inventory
 from flows.common.metrics import publish, pushgateway_url
-from flows.common.runtime import get_logger, ops_task
+from flows.common.runtime import get_logger, is_offline, ops_task
 from flows.common.settings import get_settings
 from flows.drbd_health.collect import HostOutput, judge, probe_hosts, read_capture
 from flows.drbd_health.metrics import JOB, build_registry
@@ -24,6 +29,31 @@ from flows.drbd_health.rules import hints, overall, status_line
 
 EVENT = "inferops.drbd.critical"
 DEFAULT_POLICY = DrbdPolicy()
+
+
+class DrbdNotOk(InferopsError):
+    """A check that found CRITICAL or UNKNOWN: the Failed run's result. ``report`` is the full report
+    and ``exit_code`` the Nagios code, so a caller (``inferops drbd check`` with a Prefect API) still
+    prints it and exits as Nagios expects."""
+
+    def __init__(self, report: dict) -> None:
+        super().__init__(report["status"], exit_code=report["nagios_code"])
+        self.report = report
+
+    def __reduce__(self):  # picklable (Prefect may persist the result)
+        return (type(self), (self.report,))
+
+
+def final_state(report: dict):
+    """The run's final state for ``report``: the Nagios status line is its message."""
+    from prefect.states import Completed, Failed
+
+    severity = Level(report["severity"])
+    if severity is Level.ok:
+        return Completed(message=report["status"], data=report)
+    if severity is Level.warning:
+        return Completed(name="Warning", message=report["status"], data=report)
+    return Failed(message=report["status"], data=DrbdNotOk(report))
 
 
 @ops_task(name="drbd-collect", cache_policy=NO_CACHE)  # live state and side effects: never cached
@@ -80,19 +110,37 @@ def notify(reports: list[ResourceReport]) -> list[str]:
 def drbd_health(inventory: str | None = None, group: str = "drbd_hosts", inputs: list[str] | None = None,
                 policy: DrbdPolicy = DEFAULT_POLICY, textfile: str | None = None, pushgateway: str | None = None,
                 timeout_s: float = 10.0, concurrency: int = 64) -> dict:
-    """Check DRBD on every host of an inventory group (or saved captures given as ``inputs``).
+    """Check DRBD on every host of an inventory group, or on saved captures.
 
     Returns the report: ``severity`` (worst of all), ``resources`` (one per host and resource; an
     unreachable or DRBD-less host is one UNKNOWN entry with the reason), ``status`` (the Nagios
     line), ``hints`` (remediation steps per resource, never executed), ``metrics`` and ``events``.
+    The run ends Completed (OK), Completed named Warning (WARNING) or Failed (CRITICAL, UNKNOWN).
+
+    Args:
+        inventory: Ansible inventory, a path or a name under inventories/. Empty: INFEROPS_INVENTORY on the worker.
+        group: Inventory group of the DRBD hosts.
+        inputs: Saved captures to check instead of SSH (drbdsetup status --json, events2, status text, /proc/drbd).
+        policy: Severity policy: which DRBD states are warnings and which are critical.
+        textfile: node_exporter textfile (.prom) to write the metrics to. Empty: no textfile.
+        pushgateway: Pushgateway URL for the metrics. Empty: INFEROPS_PROMETHEUS__PUSHGATEWAY, else none.
+        timeout_s: Seconds per host for the SSH command.
+        concurrency: Hosts probed at once.
     """
+    report = check(inventory, group, inputs, policy, textfile, pushgateway, timeout_s, concurrency)
+    return report if is_offline() else final_state(report)
+
+
+def check(inventory: str | None, group: str, inputs: list[str] | None, policy: DrbdPolicy, textfile: str | None,
+          pushgateway: str | None, timeout_s: float, concurrency: int) -> dict:
+    """The check itself: the report (what the offline CLI gets)."""
     if timeout_s <= 0 or concurrency < 1:
         raise BadInput("timeout_s must be > 0 and concurrency >= 1")
     pushgateway = pushgateway_url(pushgateway)
     if inputs:
         outputs = [read_capture(p) for p in inputs]
     else:
-        outputs = collect(inventory or get_settings().inventory, group, timeout_s, concurrency)
+        outputs = collect(require_inventory(inventory), group, timeout_s, concurrency)
     reports = [rep for out in outputs for rep in judge(out, policy)]
     severity = overall(reports)
     metrics = publish_metrics(reports, textfile, pushgateway)

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from flows.common.errors import BadInput
-from flows.common.inventory import resolve_inventory
+from flows.common.inventory import require_inventory, resolve_inventory
 from flows.common.runtime import run_flow
 from flows.host_bootstrap.models import (
     BootstrapFailed,
@@ -48,7 +48,8 @@ def _show(report: BootstrapReport) -> None:
 
 @app.command("run")
 def run_cmd(
-    inventory: str = typer.Option(..., "--inventory", help="inventory path, or a name under inventories/"),
+    inventory: str = typer.Option(None, "--inventory", help="inventory path, or a name under inventories/ "
+                                  "(default: INFEROPS_INVENTORY)"),
     limit: str = typer.Option(None, "--limit", help="Ansible host pattern"),
     tags: str = typer.Option(None, "--tags", help="comma-separated component tags"),
     check: bool = typer.Option(False, "--check", help="check mode with diffs: change nothing"),
@@ -59,6 +60,7 @@ def run_cmd(
     from flows.host_bootstrap.flow import gpu_host_bootstrap
 
     logging.getLogger("inferops").setLevel(logging.INFO)  # stream Ansible's output to stderr
+    inventory = require_inventory(inventory)  # none configured: says how to set one
     resolve_inventory(inventory)  # bad input fails here, before any run starts
     params = dict(inventory=inventory, limit=validate_limit(limit), tags=parse_tags(tags), check_mode=check,
                   extra_vars=_load_extra_vars(extra_vars))

@@ -9,8 +9,8 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.common.artifacts import table
+from flows.common.inventory import require_inventory
 from flows.common.runtime import get_logger, ops_task
-from flows.common.settings import get_settings
 from flows.host_bootstrap.models import (
     BootstrapFailed,
     BootstrapReport,
@@ -46,12 +46,17 @@ def gpu_host_bootstrap(
     check_mode: bool = False,
     extra_vars: ExtraVars | None = None,
 ) -> dict:
-    """Run ``playbooks/<playbook>`` against an inventory (path, or a name under inventories/).
+    """Run one of the playbooks against an inventory, through ansible-runner.
 
-    ``limit`` is an Ansible host pattern, ``tags`` a subset of the component tags, ``check_mode``
-    runs with --check --diff, ``extra_vars`` only the allow-listed typed variables.
+    Args:
+        inventory: Ansible inventory, a path or a name under inventories/. Empty: INFEROPS_INVENTORY on the worker.
+        playbook: Playbook under playbooks/ (site.yml runs every component).
+        limit: Ansible host pattern to run on (e.g. gpu_hosts or gpu-a100-01). Empty: every host.
+        tags: Components to run (a subset of the component tags). Empty: all of them.
+        check_mode: Dry run with diffs (--check --diff): change nothing.
+        extra_vars: Allow-listed, typed variables overriding the inventory's values.
     """
-    inventory = inventory or get_settings().inventory
+    inventory = require_inventory(inventory)
     report = converge(inventory, playbook, validate_limit(limit), parse_tags(tags), check_mode,
                       extra_vars or ExtraVars())
     mode = "check mode" if check_mode else "converge"
