@@ -7,6 +7,7 @@ with ``metric=accuracy`` the maximum relative top-1 loss (default 0.01, i.e. 1%)
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -38,17 +39,43 @@ class Target(StrEnum):
     tensorrt = "tensorrt"
 
 
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+class Serving(BaseModel):
+    """Where a deployable build is served. With ``deployment`` set, the build's ``inferops.model.built``
+    event names it, and the ``canary-on-model-built`` automation rolls the build out there."""
+
+    namespace: str = Field("inference", description="Kubernetes namespace of the serving Deployment")
+    deployment: str = Field("", description="Kubernetes Deployment that serves this model (a DNS-1123 name, "
+                                            "at most 54 characters); empty: no canary is started")
+    image: str = Field("", description="Serving image for the canary; empty: keep the Deployment's image and "
+                                       "roll out the model manifest only")
+
+    @model_validator(mode="after")
+    def _names(self) -> Serving:
+        for what, value, limit in (("serving.namespace", self.namespace, 63),
+                                   ("serving.deployment", self.deployment, 54)):
+            if (value or what == "serving.namespace") and (len(value) > limit or not _DNS_LABEL.match(value)):
+                raise ValueError(f"{what} {value!r} is not a Kubernetes name (DNS-1123: lowercase letters, "
+                                 f"digits and '-', at most {limit} characters)")
+        if self.image and (len(self.image) > 255 or any(c.isspace() or ord(c) < 32 for c in self.image)):
+            raise ValueError(f"serving.image {self.image!r} is not an image reference")
+        return self
+
+
 class BuildSpec(BaseModel):
     source: str = Field(..., description="ONNX model: a path on the worker, or s3://bucket/key")
-    calib: str = Field(..., description="calibration set: NPZ keyed by input names, a dir of <input>.npy, "
-                                        "or package.module:function")
+    calib: str = Field(..., description="calibration set: NPZ keyed by input names, a folder of one .npy per "
+                                        "input name, or package.module:function")
     eval: str = Field(..., description="evaluation set, same forms as calib")
     precision: Precision = Precision.int8
     metric: Metric = Metric.fidelity
     tolerance: float | None = Field(None, description="fidelity: min mean cosine (0.999); "
                                                       "accuracy: max relative top-1 loss (0.01)")
     labels: str | None = Field(None, description=".npy integer labels of the evaluation set")
-    out: str | None = Field(None, description="local artifact folder; default <state_dir>/builds/<name>")
+    out: str | None = Field(None, description="local artifact folder; default: builds/MODEL-NAME in the state "
+                                              "folder (INFEROPS_STATE_DIR)")
     calib_method: CalibMethod = CalibMethod.minmax
     target: Target = Field(Target.onnxruntime, description="tensorrt: symmetric INT8 activations, "
                                                            "and an engine on GPU workers")
@@ -58,6 +85,7 @@ class BuildSpec(BaseModel):
     compare: bool = Field(True, description="also build the other precision for the FP32/FP16/INT8 comparison")
     bench_threads: int = Field(0, ge=0, description="CPU threads for benchmarks; 0 = onnxruntime's default")
     publish: bool = Field(True, description="publish a deployable build to the model registry")
+    serving: Serving = Field(Serving(), description="the Kubernetes Deployment that serves this model")
 
     @model_validator(mode="after")
     def _check(self) -> BuildSpec:
@@ -207,5 +235,6 @@ def manifest(spec: BuildSpec, prepared: PreparedModel, chosen: Candidate, *, nam
         "search": chosen.trials,
         "preparation": {"source_opset": prepared.source_opset, "opset": prepared.opset, "steps": prepared.steps},
         "tensorrt": tensorrt,
+        "serving": spec.serving.model_dump(),
         "tools": tool_versions(),
     }

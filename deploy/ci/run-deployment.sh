@@ -3,41 +3,20 @@
 #
 #   deploy/ci/run-deployment.sh NAME [--param k=v ...] [--timeout SECONDS]
 #
-# NAME is "<flow-name>/<deployment>" or just the deployment name (e.g. model-build); the flow name is
-# looked up. `prefect deployment run --watch` exits non-zero unless the run ends Completed.
+# NAME is "<flow-name>/<deployment>" or just the deployment name (e.g. model-build). Exit codes:
+#   0   the run ended Completed (a Completed state named Warning included)
+#   1   it ended Failed, Crashed or Cancelled
+#   2   bad usage, no such deployment, or parameters the deployment rejects (no run is created)
+#   124 it did not end within --timeout: the run is cancelled, so it never executes later
+# Every non-zero exit prints one line on stderr. The logic is deploy/ci/run_deployment.py, run with the
+# Python that has Prefect: $PYTHON, else the one beside $PREFECT, else python3.
 set -euo pipefail
-usage() { echo "usage: $0 NAME [--param k=v ...] [--timeout SECONDS]" >&2; exit 2; }
-[[ $# -ge 1 ]] || usage
-name="$1"; shift
-PREFECT="${PREFECT:-prefect}"
-args=() ; timeout_s=""
-while [[ $# -gt 0 ]]; do
-  case "$1" in
-    --param) [[ $# -ge 2 && "$2" == *=* ]] || usage; args+=(--param "$2"); shift 2 ;;
-    --param=*) args+=(--param "${1#--param=}"); shift ;;
-    --timeout) [[ $# -ge 2 && "$2" =~ ^[0-9]+$ ]] || usage; timeout_s="$2"; shift 2 ;;
-    *) usage ;;
-  esac
-done
-if [[ "$name" != */* ]]; then
-  # deployment names are unique in prefect.yaml: resolve "<flow>/<deployment>"
-  # `deployment ls` prints "<flow>/<deployment>" names; a wide COLUMNS keeps rich from cropping them
-  full=$(COLUMNS=500 "$PREFECT" deployment ls 2>/dev/null | python3 -c '
-import re, sys
-want = sys.argv[1]
-for line in sys.stdin:
-    for flow, dep in re.findall(r"([A-Za-z0-9_.-]+)/([A-Za-z0-9_.-]+)", line):
-        if dep == want:
-            print(f"{flow}/{dep}")
-            sys.exit(0)
-' "$name" || true)
-  [[ -n "$full" ]] || { echo "run-deployment: no deployment named '$name' on ${PREFECT_API_URL:-the configured API}" >&2; exit 2; }
-  name="$full"
+here="$(cd "$(dirname "$0")" && pwd)"
+if [[ -z "${PYTHON:-}" ]]; then
+  PYTHON=python3
+  if [[ -n "${PREFECT:-}" ]] && command -v "$PREFECT" >/dev/null 2>&1; then
+    candidate="$(dirname "$(command -v "$PREFECT")")/python"
+    [[ -x "$candidate" ]] && PYTHON="$candidate"
+  fi
 fi
-watch=(--watch)
-[[ -n "$timeout_s" ]] && watch+=(--watch-timeout "$timeout_s")
-set +e
-"$PREFECT" deployment run "$name" "${args[@]}" "${watch[@]}"
-rc=$?
-set -e
-exit $rc
+exec "$PYTHON" "$here/run_deployment.py" "$@"

@@ -130,7 +130,15 @@ def comparison(fp32: benchmark.Perf, rows: list[tuple[Candidate, benchmark.Perf 
 
 @flow(name="model-build", log_prints=False)
 def model_build(spec: BuildSpec) -> dict[str, Any]:
-    """Build a deployable FP16/INT8 model with an accuracy gate; publish it and announce it."""
+    """Build a deployable FP16/INT8 model with an accuracy gate; publish it and announce it.
+
+    A published build emits ``inferops.model.built``; with ``spec.serving.deployment`` set, the
+    ``canary-on-model-built`` automation rolls it out to that Deployment.
+
+    Args:
+        spec: What to build and how: the ONNX source, calibration and evaluation sets, precision,
+            accuracy gate, and the Kubernetes Deployment that serves the model.
+    """
     log = get_logger()
     name = package.model_name(spec.source)
     out = Path(spec.out) if spec.out else get_settings().state_dir / "builds" / name
@@ -176,9 +184,14 @@ def model_build(spec: BuildSpec) -> dict[str, Any]:
         if not chosen.ok:
             raise GateFailed(f"tolerance not met, nothing deployable: {chosen.reason} (manifest: {manifest_path})")
         if manifest_uri:
+            serving = spec.serving
+            labels = {"inferops.model.precision": chosen.precision.value, "inferops.model.version": version}
+            if serving.deployment:  # what the canary-on-model-built trigger matches on
+                labels.update({"inferops.serving.namespace": serving.namespace,
+                               "inferops.serving.deployment": serving.deployment})
             emit(EVENT, f"inferops.model.{name}",
-                 {"manifest_uri": manifest_uri, "target": spec.target.value},
-                 **{"inferops.model.precision": chosen.precision.value, "inferops.model.version": version})
+                 {"manifest_uri": manifest_uri, "target": spec.target.value, "serving": serving.model_dump()},
+                 **labels)
         log.info("built %s %s: %s", name, chosen.precision.value, manifest_uri or manifest_path)
         return {"manifest": doc, "manifest_path": str(manifest_path), "manifest_uri": manifest_uri,
                 "candidates": [{"precision": c.precision.value, "ok": c.ok, "reason": c.reason,
