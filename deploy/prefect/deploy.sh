@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
-# Create or update the work pools, then register every deployment in prefect.yaml,
-# against whatever PREFECT_API_URL points at. Idempotent: safe to re-run.
+# `make deploy`: create or update the work pools, register every deployment in prefect.yaml, reject
+# unknown parameters at submit time, and create the automations (each with a notification block to
+# fill in), against whatever PREFECT_API_URL points at. Idempotent: safe to re-run.
+# The logic is deploy/prefect/deploy.py (`--local STACK` is what `make up` runs), run with the Python
+# beside $PREFECT (the venv's), else python3.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PREFECT="${PREFECT:-.venv/bin/prefect}"
-if [[ -z "${PREFECT_API_URL:-}" ]] && ! "$PREFECT" config view 2>/dev/null | grep -q '^PREFECT_API_URL'; then
-  echo "deploy: PREFECT_API_URL is not set; point it at your Prefect server (make up serves http://127.0.0.1:4200/api)" >&2
-  exit 2
+PYTHON="${PYTHON:-}"
+if [[ -z "$PYTHON" ]]; then
+  PYTHON=python3
+  if command -v "$PREFECT" >/dev/null 2>&1; then
+    candidate="$(dirname "$(command -v "$PREFECT")")/python"
+    [[ -x "$candidate" ]] && PYTHON="$candidate"
+  fi
 fi
-"$PREFECT" --no-prompt work-pool create ops  --type process --overwrite
-"$PREFECT" --no-prompt work-pool create k8s  --type kubernetes --base-job-template deploy/prefect/k8s.json --overwrite
-"$PREFECT" --no-prompt work-pool create a100 --type kubernetes --base-job-template deploy/prefect/a100.json --overwrite
-"$PREFECT" --no-prompt deploy --all
+export PREFECT
+exec "$PYTHON" deploy/prefect/deploy.py "$@"

@@ -32,7 +32,9 @@ def _base(default: dict, image: str) -> dict:
     props["service_account_name"]["default"] = "inferops-flows"
     props["image_pull_policy"]["default"] = "IfNotPresent"
     props.setdefault("finished_job_ttl", {}).setdefault("default", 3600)
-    props["env"]["default"] = {"INFEROPS_HOME": "/opt/inferops", "PYTHONUNBUFFERED": "1"}
+    # the root filesystem is read-only: local state (drbd severities, builds) goes to the /tmp emptyDir
+    props["env"]["default"] = {"INFEROPS_HOME": "/opt/inferops", "INFEROPS_STATE_DIR": "/tmp/inferops",
+                               "PYTHONUNBUFFERED": "1"}
     for k, v in {"cpu_request": "500m", "cpu_limit": "2", "memory_request": "1Gi", "memory_limit": "4Gi"}.items():
         if k in props:
             props[k]["default"] = v
