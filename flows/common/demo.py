@@ -72,15 +72,16 @@ def _drain_prefect_logs() -> None:
 
 
 def main(out: str = "demo-output", only: list[str] | None = None) -> int:
-    from flows.common.localstack import UI_URL, LocalServer, prefect_env
+    from flows.common.localstack import LocalServer, prefect_env, ui_url
 
     external = bool(os.environ.get("PREFECT_API_URL"))
     server = None
     if not external:
         # before prefect is imported anywhere: record runs in .inferops/prefect, served by `make up`
+        # (a running `make up` on the local port is used as it is)
         os.environ.update({k: v for k, v in prefect_env().items() if k.startswith(("PREFECT_", "INFEROPS_"))})
-        print(f"starting local Prefect server ({UI_URL}, database in .inferops/prefect)…", flush=True)
-        server = LocalServer().start()
+        print(f"starting local Prefect server ({ui_url()}, database in .inferops/prefect)…", flush=True)
+        server = LocalServer(reuse=True).start()
     out_root = Path(out).resolve()
     out_root.mkdir(parents=True, exist_ok=True)
     outcomes: list[Outcome] = []
@@ -108,7 +109,7 @@ def main(out: str = "demo-output", only: list[str] | None = None) -> int:
         t.add_row(o.pipeline, f"[{colour[o.status]}]{o.status}[/]", o.output, f"{o.seconds:.1f}", o.summary)
     console = Console(file=sys.stdout, width=160)
     console.print(t)
-    where = os.environ["PREFECT_API_URL"].removesuffix("/api") if external else UI_URL
+    where = os.environ["PREFECT_API_URL"].removesuffix("/api") if external else ui_url()
     hint = "" if external else " (run `make up` to browse these runs)"
     console.print(f"Prefect UI: {where}{hint}")
     return 1 if any(o.status == "failed" for o in outcomes) else 0
