@@ -20,14 +20,16 @@ APT_BINS += zstd
 APT_PKGS += prometheus-pushgateway
 APT_BINS += prometheus-pushgateway
 PYTEST_ARGS ?=
+UP_ARGS ?=
 
 .PHONY: help setup apt demo up test deploy bench lint image clean
 
 help:
 	@echo "make demo    run every pipeline once on embedded local defaults (results in demo-output/)"
 	@echo "make test    run the whole test suite against real local services"
-	@echo "make up      local Prefect server + UI on http://127.0.0.1:4200, pools, deployments and a worker"
-	@echo "make deploy  create/update work pools and deploy everything to \$$PREFECT_API_URL"
+	@echo "make up      the local stack: Prefect server + UI (port INFEROPS_LOCAL__PORT, 4200), local services,"
+	@echo "             every deployment and automation, a worker per pool (UP_ARGS=--port=4300 ...)"
+	@echo "make deploy  create/update work pools, deployments and automations on \$$PREFECT_API_URL"
 	@echo "make bench   run every benchmark in benchmarks/"
 	@echo "make lint    ruff + ansible-lint"
 	@echo "make image   build the flow-runner images (needs a Docker engine)"
@@ -61,7 +63,7 @@ demo: setup
 	$(BIN)/inferops demo
 
 up: setup
-	$(BIN)/python -m flows.common.localstack
+	exec $(BIN)/python -m flows.common.localstack $(UP_ARGS)
 
 test: setup
 	$(BIN)/pytest tests --durations=25 $(PYTEST_ARGS)
