@@ -38,7 +38,7 @@ class S3Settings(BaseModel):
     backup_endpoint_url: str | None = Field(None, description="Endpoint for the backup region, if different")
     model_registry: str = Field(
         "",
-        description="Model registry: s3://bucket/prefix, or file://DIR; default file://<state_dir>/model-registry",
+        description="Model registry: s3://bucket/prefix, or file://DIR; default: model-registry in the state folder",
     )
     profile: str | None = Field(None, description="AWS profile; defaults to AWS_PROFILE")
 

@@ -21,7 +21,7 @@ _PERIOD = re.compile(r"^(\d{4})-(\d{2})$")
 class CostPolicy(BaseModel):
     """How the report classifies and what it recommends."""
 
-    team_tag: str = Field("team", description="User cost-allocation tag holding the team (user:<tag>)")
+    team_tag: str = Field("team", description="User cost-allocation tag holding the team (the TAG of user:TAG)")
     batch_teams: list[str] = Field(
         default_factory=lambda: ["batch"],
         description="Teams whose GPU work is interruptible batch (candidates for spot)")

@@ -77,7 +77,7 @@ class DrbdPolicy(BaseModel):
     split_brain: Severity = Field("critical", description="StandAlone with out-of-sync data, or a split-brain handler mark")
     disconnected: Severity = Field("critical", description="Connection neither Connected nor StandAlone")
     resyncing: Severity = Field("warning", description="Resync running, paused or starting")
-    out_of_sync: Severity = Field("warning", description="Established but out-of-sync > 0")
+    out_of_sync: Severity = Field("warning", description="Established but with out-of-sync data")
     disk_failed: Severity = Field("critical", description="Local disk Failed/Detaching, or Diskless on a non-client")
     disk_degraded: Severity = Field("critical", description="Local disk Outdated/Inconsistent outside a resync")
     peer_disk_degraded: Severity = Field("warning", description="Peer disk degraded while connected, not resyncing")

@@ -55,7 +55,12 @@ def write_metric(textfile: str | None, pushgateway: str | None, dest: str, when:
 
 @flow(name="log-backup", log_prints=False)
 def log_backup(policy: BackupPolicy) -> dict:
-    """Incremental, checksum-verified backup of a log directory or s3:// prefix to a bucket in another region."""
+    """Incremental, checksum-verified backup of a log directory or s3:// prefix to a bucket in another region.
+
+    Args:
+        policy: What to back up and where to: the source folder or s3:// prefix, the destination bucket
+            and its region, what to include, retention, checksums and transfer limits.
+    """
     log = get_logger()
     pushgateway = pushgateway_url()
     try:

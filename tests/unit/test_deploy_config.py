@@ -1,0 +1,124 @@
+"""prefect.yaml and the local overlay as users get them: nothing real by default, complete forms, local inputs."""
+
+from __future__ import annotations
+
+import importlib.util
+import ipaddress
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+SPEC = yaml.safe_load((REPO / "prefect.yaml").read_text())
+DEPLOYMENTS = {d["name"]: d for d in SPEC["deployments"]}
+DOCUMENTATION_NETS = [ipaddress.ip_network(n) for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24")]
+# top-level parameter descriptions of these two flows come with helper k13's rewrite of their rooms
+DESCRIBED_ELSEWHERE = {"canary-rollout", "idle-gpu-nightly"}
+
+
+def deploy_module():
+    spec = importlib.util.spec_from_file_location("inferops_deploy", REPO / "deploy/prefect/deploy.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _walk(value):
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from _walk(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _walk(v)
+    else:
+        yield value
+
+
+def test_production_defaults_name_no_real_bucket_host_or_system_path():
+    text = (REPO / "prefect.yaml").read_text()
+    assert set(re.findall(r"s3://([A-Za-z0-9._-]+)", text)) == {"CHANGE-ME"}
+    for d in SPEC["deployments"]:
+        for value in _walk(d.get("parameters") or {}):
+            assert not (isinstance(value, str) and value.startswith(("/var/lib", "/etc"))), (d["name"], value)
+    active = {d["name"] for d in SPEC["deployments"] for s in d.get("schedules") or [] if s["active"]}
+    assert active == {"drbd-health"}  # reads its inventory from the worker; the rest need CHANGE-ME values first
+    assert "inventory" not in DEPLOYMENTS["drbd-health"]["parameters"]
+    assert "textfile" not in DEPLOYMENTS["drbd-health"]["parameters"]
+    assert DEPLOYMENTS["model-build"]["parameters"]["spec"]["publish"] is False  # a smoke build starts no canary
+
+
+def test_sample_inventories_use_documentation_addresses_only():
+    for env in ("production", "staging"):
+        for path in (REPO / "inventories" / env).rglob("*.yml"):
+            for value in _walk(yaml.safe_load(path.read_text()) or {}):
+                try:
+                    ip = ipaddress.ip_address(str(value))
+                except ValueError:
+                    continue
+                assert any(ip in n for n in DOCUMENTATION_NETS), f"{path}: {value} is not an RFC 5737 address"
+
+
+def test_canary_trigger_uses_the_builds_serving_deployment():
+    [trigger] = DEPLOYMENTS["canary-rollout"]["triggers"]
+    assert trigger["match"] == {"prefect.resource.id": "inferops.model.*", "inferops.serving.deployment": "*"}
+    assert trigger["parameters"]["deployment"] == "{{ event.payload.serving.deployment }}"
+    assert trigger["parameters"]["namespace"] == "{{ event.payload.serving.namespace }}"
+    assert trigger["parameters"]["image"] == "{{ event.payload.serving.image }}"
+    assert trigger["parameters"]["require_approval"] is True
+
+
+def test_local_overlay_points_every_deployment_at_local_inputs(tmp_path):
+    deploy = deploy_module()
+    overlay = yaml.safe_load((REPO / "deploy/prefect/local.yaml").read_text())
+    local = deploy.render_local(SPEC, overlay, tmp_path / "stack")
+    assert set(overlay["work_pools"]) == {"ops", "k8s", "a100"} and set(overlay["work_pools"].values()) == {"process"}
+    text = json.dumps(local)
+    assert "${STACK}" not in text and "CHANGE-ME" not in text
+    assert set(re.findall(r"s3://([A-Za-z0-9._-]+)", text)) == {"inferops-local-backup"}  # moto, seeded by the stack
+    for d in local["deployments"]:
+        assert d["name"] in overlay["deployments"], d["name"]
+        assert all(s["active"] for s in d.get("schedules") or [])
+        for value in _walk(d["parameters"]):
+            if isinstance(value, str) and value.startswith(("flows/", "model_build/")):
+                assert (REPO / value).exists(), value  # relative to the checkout, the workers' cwd
+    by = {d["name"]: d for d in local["deployments"]}
+    assert by["model-build"]["parameters"]["spec"]["serving"]["deployment"] == "digits-cnn"
+    assert by["canary-rollout"]["triggers"][0]["parameters"]["require_approval"] is False
+    assert by["canary-rollout"]["triggers"][0]["parameters"]["deployment"] == "{{ event.payload.serving.deployment }}"
+    assert by["drbd-health"]["parameters"]["textfile"].startswith(str(tmp_path / "stack"))
+
+
+def _descriptions(schema):
+    if isinstance(schema, dict):
+        if isinstance(schema.get("description"), str):
+            yield schema["description"]
+        for v in schema.values():
+            yield from _descriptions(v)
+    elif isinstance(schema, list):
+        for v in schema:
+            yield from _descriptions(v)
+
+
+@pytest.mark.parametrize("name", sorted(DEPLOYMENTS))
+def test_every_top_level_parameter_has_a_description_and_a_typed_default(name):
+    from prefect.flows import load_flow_from_entrypoint
+    from prefect.utilities.callables import parameter_schema
+
+    d = DEPLOYMENTS[name]
+    schema = parameter_schema(load_flow_from_entrypoint(str(REPO / d["entrypoint"]))).model_dump()
+    params = d.get("parameters") or {}
+    assert set(params) <= set(schema["properties"]), f"prefect.yaml sets unknown parameters of {name}"
+    for text in _descriptions(schema):
+        assert "<" not in text and ">" not in text, f"{name}: the UI renders {text!r} as HTML"
+    missing = []
+    for key, prop in schema["properties"].items():
+        assert any(k in prop for k in ("type", "anyOf", "allOf", "$ref")), f"{name}.{key} has no type"
+        assert "default" in prop or key in params, f"{name}.{key} has no default"
+        if not prop.get("description"):
+            missing.append(key)
+    if missing and name in DESCRIBED_ELSEWHERE:
+        pytest.xfail(f"{name}: {missing} undescribed until the {name} room's rewrite lands")
+    assert not missing, f"{name}: parameters without a description: {missing}"
