@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import os
 import shutil
 import subprocess
@@ -93,10 +94,21 @@ def render_local(spec: dict[str, Any], overlay: dict[str, Any], stack: Path) -> 
 
 # ---- steps ----------------------------------------------------------------------------------------
 
-def create_pools(client, pools: dict[str, tuple[str, Path | None]], env: dict[str, str], local: bool) -> None:
+def create_pools(client, pools: dict[str, tuple[str, Path | None]], local: bool) -> None:
+    """Create or update each pool through the API with its template (ours, else the worker type's
+    default from the installed worker class). Not through `prefect work-pool create`: that asks the
+    server for Prefect's worker catalogue, which the server fetches from GitHub first."""
+    from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
     from prefect.exceptions import ObjectNotFound
+    from prefect.workers.base import BaseWorker
 
-    for name, (kind, template) in pools.items():
+    for name, (kind, template_file) in pools.items():
+        worker = BaseWorker.get_worker_class_from_type(kind)
+        if worker is None:
+            raise DeployError(f"work pool {name!r}: no installed worker for type {kind!r} "
+                              f"(prefect-kubernetes provides 'kubernetes')", 2)
+        template = (json.loads(template_file.read_text()) if template_file is not None
+                    else worker.get_default_base_job_template())
         try:
             existing = client.read_work_pool(name)
         except ObjectNotFound:
@@ -106,10 +118,11 @@ def create_pools(client, pools: dict[str, tuple[str, Path | None]], env: dict[st
                 raise DeployError(f"work pool {name!r} is of type {existing.type!r}, not {kind!r}: "
                                   f"delete it (prefect work-pool delete {name}) or point at another server", 2)
             client.delete_work_pool(name)  # the local stack's own server: make it a local pool
-        args = ["work-pool", "create", name, "--type", kind, "--overwrite"]
-        if template is not None:
-            args += ["--base-job-template", str(template)]
-        _prefect(*args, env=env)
+            existing = None
+        if existing is None:
+            client.create_work_pool(WorkPoolCreate(name=name, type=kind, base_job_template=template))
+        else:
+            client.update_work_pool(name, WorkPoolUpdate(base_job_template=template))
         print(f"deploy: work pool {name} ({kind})", flush=True)
 
 
@@ -195,7 +208,7 @@ def deploy(local_stack: Path | None = None) -> None:
         pools, prefect_file = PRODUCTION_POOLS, ROOT / "prefect.yaml"
     names = [d["name"] for d in spec["deployments"]]
     with get_client(sync_client=True) as client:
-        create_pools(client, pools, env, local=local_stack is not None)
+        create_pools(client, pools, local=local_stack is not None)
         print(f"deploy: {len(names)} deployments from {prefect_file.relative_to(ROOT) if prefect_file.is_relative_to(ROOT) else prefect_file}",
               flush=True)
         _prefect("deploy", "--all", "--prefect-file", str(prefect_file), env=env)

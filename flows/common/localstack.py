@@ -41,6 +41,13 @@ POOLS = ("ops", "k8s", "a100")
 SERVING_NAMESPACE, SERVING_DEPLOYMENT = "inference", "digits-cnn"
 SERVING_IMAGE = "registry.local/digits-cnn:1"
 BACKUP_BUCKET, BACKUP_REGION = "inferops-local-backup", "eu-west-1"
+# The Prefect server fetches optional catalogue views (worker types, the block catalogue) from
+# raw.githubusercontent.com when the UI or the CLI asks for them, and falls back to the copies bundled
+# with Prefect when that fails. The local server's HTTP(S) goes to a closed loopback port instead, so
+# that fetch fails at once and nothing leaves the machine; loopback stays direct.
+NO_EGRESS = {"HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9",
+             "NO_PROXY": "127.0.0.1,localhost,::1", "https_proxy": "http://127.0.0.1:9",
+             "http_proxy": "http://127.0.0.1:9", "no_proxy": "127.0.0.1,localhost,::1"}
 
 
 def repo_root() -> Path:
@@ -144,7 +151,7 @@ class LocalServer:
         if port_in_use(self.port):
             raise StackError(f"port {self.port} on {HOST} is taken by something that is not a Prefect server; "
                              f"use another one (INFEROPS_LOCAL__PORT=4300 make up)")
-        env = prefect_env(self.port, self.home)
+        env = {**prefect_env(self.port, self.home), **NO_EGRESS}
         log = open(Path(env["PREFECT_HOME"]) / "server.log", "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(
             [_bin("prefect"), "server", "start", "--host", HOST, "--port", str(self.port)],
