@@ -33,8 +33,9 @@ def _base(default: dict, image: str) -> dict:
     props["image_pull_policy"]["default"] = "IfNotPresent"
     props.setdefault("finished_job_ttl", {}).setdefault("default", 3600)
     # the root filesystem is read-only: local state (drbd severities, builds) goes to the /tmp emptyDir
+    # and no telemetry from Prefect's SDK or onnxruntime (which uploads from Linux unless told not to)
     props["env"]["default"] = {"INFEROPS_HOME": "/opt/inferops", "INFEROPS_STATE_DIR": "/tmp/inferops",
-                               "PYTHONUNBUFFERED": "1"}
+                               "PYTHONUNBUFFERED": "1", "DO_NOT_TRACK": "1", "ORT_DISABLE_TELEMETRY": "1"}
     for k, v in {"cpu_request": "500m", "cpu_limit": "2", "memory_request": "1Gi", "memory_limit": "4Gi"}.items():
         if k in props:
             props[k]["default"] = v

@@ -75,6 +75,7 @@ def prefect_env(port: int | None = None, home: Path | None = None) -> dict[str, 
     prefect_home.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     env.setdefault("DO_NOT_TRACK", "1")  # no SDK telemetry from the local server's and worker's imports
+    env.setdefault("ORT_DISABLE_TELEMETRY", "1")  # onnxruntime's upload to Microsoft, in every flow run
     env.update({
         "PREFECT_HOME": str(prefect_home),
         "PREFECT_API_URL": api_url(port),

@@ -23,7 +23,7 @@ def strace_prefix(trace: Path) -> list[str]:
     """The command prefix that records the connections of everything it runs into ``trace``."""
     if not shutil.which("strace"):
         return []
-    return ["strace", "-f", "--seccomp-bpf", "-qq", "-e", "trace=connect,sendto,sendmsg", "-e", "signal=none",
+    return ["strace", "-f", "-Y", "--seccomp-bpf", "-qq", "-e", "trace=connect,sendto,sendmsg", "-e", "signal=none",
             "-o", str(trace)]
 
 

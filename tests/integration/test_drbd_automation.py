@@ -3,11 +3,7 @@
 
 from __future__ import annotations
 
-import json
-import queue
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
@@ -15,6 +11,7 @@ import yaml
 
 from flows.common.runtime import run_flow
 from flows.common.settings import reload_settings
+from tests.integration.webhook import Webhook
 
 pytestmark = pytest.mark.slow
 DATA = Path(__file__).parents[1] / "data" / "drbd"
@@ -23,32 +20,19 @@ AUTOMATION = Path(__file__).parents[2] / "flows" / "drbd_health" / "automations"
 
 @pytest.fixture
 def webhook():
-    received: queue.Queue = queue.Queue()
-
-    class Hook(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 (http.server's name)
-            received.put(self.rfile.read(int(self.headers["Content-Length"])).decode())
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/hook", received
-    server.shutdown()
+    hook = Webhook()
+    yield hook
+    hook.close()
 
 
 def test_example_automation_notifies_when_a_resource_turns_critical(prefect_client, webhook, tmp_path, monkeypatch):
     from prefect.blocks.notifications import CustomWebhookNotificationBlock
     from prefect.events.schemas.automations import AutomationCore
 
-    from flows.drbd_health.flow import drbd_health
+    from flows.drbd_health.flow import DrbdNotOk, drbd_health
 
-    url, received = webhook
     block_id = CustomWebhookNotificationBlock(
-        name="drbd-test-hook", url=url, json_data={"subject": "{{subject}}", "body": "{{body}}"},
+        name="drbd-test-hook", url=webhook.url, json_data={"subject": "{{subject}}", "body": "{{body}}"},
     ).save("drbd-test-hook", overwrite=True)
     [spec] = yaml.safe_load(AUTOMATION.read_text())["automations"]
     spec["actions"][0]["block_document_id"] = str(block_id)
@@ -57,9 +41,11 @@ def test_example_automation_notifies_when_a_resource_turns_critical(prefect_clie
     reload_settings()
     try:
         time.sleep(2)  # the triggers service loads new automations periodically
-        report = run_flow(drbd_health, inputs=[str(DATA / "json_split_brain.json"), str(DATA / "json_resync.json")])
-        assert report["events"] == ["json_split_brain/models"]
-        msg = json.loads(received.get(timeout=90))
+        with pytest.raises(DrbdNotOk) as failed:  # a critical resource: the recorded run ends Failed
+            run_flow(drbd_health, inputs=[str(DATA / "json_split_brain.json"), str(DATA / "json_resync.json")])
+        report = failed.value.report
+        assert report["events"] == ["json_split_brain/models"] and failed.value.exit_code == 2
+        msg = webhook.wait_for(lambda m: m["subject"].startswith("DRBD CRITICAL"))
     finally:
         prefect_client.delete_automation(automation_id)
         monkeypatch.undo()
