@@ -197,12 +197,16 @@ class Services:
         from flows.standins.serving import ServingSimulator
 
         (self.stack / "kube").mkdir(parents=True, exist_ok=True)
-        self.kube = KubeEmulator(self.stack / "kube").start()
+        # each part is kept before it starts, so that a signal in the middle of a start still stops it
+        self.kube = KubeEmulator(self.stack / "kube")
+        self.kube.start()
         self._seed_cluster()
-        self.prometheus = PrometheusServer(self.stack / "prometheus").start()
-        self.serving = ServingSimulator(self.kube.api_client(), self.prometheus.exporter,
-                                        SERVING_NAMESPACE).start()
-        self.moto = MotoServer(log_path=self.stack / "moto.log").start()
+        self.prometheus = PrometheusServer(self.stack / "prometheus")
+        self.prometheus.start()
+        self.serving = ServingSimulator(self.kube.api_client(), self.prometheus.exporter, SERVING_NAMESPACE)
+        self.serving.start()
+        self.moto = MotoServer(log_path=self.stack / "moto.log")
+        self.moto.start()
         env = {
             "INFEROPS_KUBE__KUBECONFIG": self.kube.kubeconfig,
             "INFEROPS_PROMETHEUS__URL": self.prometheus.url,

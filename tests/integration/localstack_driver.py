@@ -5,7 +5,8 @@ tests/integration/test_local_stack.py with ``ip netns exec``, since the stack's 
 namespace's): a model-build run of the digits example from the ``model-build`` deployment → its
 ``inferops.model.built`` event → the ``canary-on-model-built`` automation starts ``canary-rollout`` → the
 run ends; then the same with a candidate image tagged ``:broken``. Prints one JSON line per build.
-``ids`` prints the deployments' ids by name (for the UI's run form).
+``ids`` prints the deployments' ids by name (for the UI's run form); ``scheduled SECONDS`` waits for the
+first drbd-health run its 5-minute schedule started by itself.
 """
 
 from __future__ import annotations
@@ -84,6 +85,33 @@ def loop(kubeconfig: str, timeout: float = 420.0) -> list[dict[str, Any]]:
     return out
 
 
+def scheduled(timeout: float) -> dict[str, Any]:
+    """The first drbd-health run its schedule created (no one asked for it), once it is final."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterName,
+        FlowRunFilter,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as c:
+        while time.monotonic() < deadline:
+            runs = c.read_flow_runs(
+                deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["drbd-health"])),
+                flow_run_filter=FlowRunFilter(state=FlowRunFilterStateType(any_=[
+                    StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED])))
+            auto = [r for r in runs if r.auto_scheduled]
+            if auto:
+                r = auto[0]
+                return {"state": r.state.name, "type": r.state.type.value, "message": r.state.message or "",
+                        "expected_start": r.expected_start_time.isoformat(), "parameters": r.parameters}
+            time.sleep(5)
+    raise TimeoutError(f"no scheduled drbd-health run finished within {timeout:g}s")
+
+
 def ids() -> dict[str, str]:
     from prefect.client.orchestration import get_client
 
@@ -96,5 +124,7 @@ if __name__ == "__main__":
         loop(sys.argv[2])
     elif sys.argv[1] == "ids":
         print(json.dumps(ids()))
+    elif sys.argv[1] == "scheduled":
+        print(json.dumps(scheduled(float(sys.argv[2]))))
     else:
         sys.exit(f"unknown command {sys.argv[1]!r}")

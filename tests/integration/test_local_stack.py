@@ -75,6 +75,7 @@ class Stack:
              "--port", str(self.port), "--home", str(self.home), "--no-ssh-hosts"],
             cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         out.close()
+        self.started = time.monotonic()
         deadline = time.monotonic() + timeout
         while "inferops local stack is up" not in self.output.read_text():
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -193,6 +194,17 @@ def test_ui_deployments_page_and_run_form_render(stack):
         assert description in form, description
 
 
+def test_drbd_schedule_fires_on_its_own_and_completes(stack):
+    """Every 5 minutes from deployment: the first run comes within ~5 minutes of `make up`."""
+    left = max(30.0, 420 - (time.monotonic() - stack.started))
+    r = stack.python("-m", "tests.integration.localstack_driver", "scheduled", str(left), timeout=left + 120)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    run = json.loads(r.stdout.strip().splitlines()[-1])
+    assert run["type"] == "COMPLETED" and run["message"].startswith("DRBD OK"), run
+    assert run["parameters"]["inputs"] == ["flows/drbd_health/captures/storage-a.json",
+                                           "flows/drbd_health/captures/legacy-84.txt"]
+
+
 def test_sigterm_stops_everything_and_nothing_left_loopback(stack):
     code = stack.stop(signal.SIGTERM)
     out = stack.output.read_text()
@@ -203,3 +215,50 @@ def test_sigterm_stops_everything_and_nothing_left_loopback(stack):
     lines = beyond(stack.trace)
     assert not lines, "connections beyond loopback:\n" + "\n".join(lines[:20])
     assert "127.0.0.1" in stack.trace.read_text()  # the recording did record
+
+
+def _leftovers(marker: str) -> list[str]:
+    """Processes whose command line names ``marker`` (our temporary home)."""
+    out = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if marker in cmd:
+                out.append(f"{proc.name}: {cmd[:200]}")
+    return out
+
+
+def test_refuses_a_prefect_server_it_did_not_start(prefect_api, tmp_path):
+    port = prefect_api.split(":")[2].split("/")[0]
+    p = subprocess.run([sys.executable, "-m", "flows.common.localstack", "--port", port, "--home", str(tmp_path),
+                        "--no-ssh-hosts"], cwd=REPO, capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert f"a Prefect server already answers on http://127.0.0.1:{port}, and this `make up` did not start it" in p.stderr
+    assert "INFEROPS_LOCAL__REUSE_SERVER=true" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_sighup_while_starting_stops_what_was_started(tmp_path):
+    """SIGHUP (a closed terminal) in the middle of start-up: the server it started is stopped, and it says so."""
+    home = tmp_path / "stack-home"
+    out = tmp_path / "up.out"
+    with open(out, "w") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "flows.common.localstack", "--port", str(free_port()),
+                                 "--home", str(home), "--no-ssh-hosts"], cwd=REPO, stdout=fh, stderr=subprocess.STDOUT,
+                                env={**os.environ, "PYTHONPATH": str(REPO)}, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while "Prefect server and UI on" not in out.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, out.read_text()
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGHUP)
+        assert proc.wait(timeout=180) == 0, out.read_text()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    text = out.read_text()
+    assert "received SIGHUP: stopping" in text and "Prefect server" in text.splitlines()[-1], text
+    assert _leftovers(str(home)) == []

@@ -122,3 +122,13 @@ def test_every_top_level_parameter_has_a_description_and_a_typed_default(name):
     if missing and name in DESCRIBED_ELSEWHERE:
         pytest.xfail(f"{name}: {missing} undescribed until the {name} room's rewrite lands")
     assert not missing, f"{name}: parameters without a description: {missing}"
+
+
+def test_ci_example_passes_a_valid_build_spec_naming_its_serving_deployment():
+    from model_build.build import BuildSpec
+
+    wf = yaml.safe_load((REPO / "deploy/ci/github-workflow.example.yml").read_text())
+    [run] = [s["run"] for s in wf["jobs"]["build-and-canary"]["steps"] if "run-deployment.sh model-build" in s.get("run", "")]
+    raw = re.search(r"spec=(\{.*\})'", run).group(1)
+    spec = BuildSpec.model_validate(json.loads(re.sub(r"\$\{\{ inputs\.\w+ \}\}", "s3://bucket/key", raw)))
+    assert spec.serving.deployment == DEPLOYMENTS["canary-rollout"]["parameters"]["deployment"]
