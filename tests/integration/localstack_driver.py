@@ -92,6 +92,7 @@ def scheduled(timeout: float) -> dict[str, Any]:
         DeploymentFilter,
         DeploymentFilterName,
         FlowRunFilter,
+        FlowRunFilterState,
         FlowRunFilterStateType,
     )
     from prefect.client.schemas.objects import StateType
@@ -101,8 +102,8 @@ def scheduled(timeout: float) -> dict[str, Any]:
         while time.monotonic() < deadline:
             runs = c.read_flow_runs(
                 deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["drbd-health"])),
-                flow_run_filter=FlowRunFilter(state=FlowRunFilterStateType(any_=[
-                    StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED])))
+                flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[
+                    StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED]))))
             auto = [r for r in runs if r.auto_scheduled]
             if auto:
                 r = auto[0]
