@@ -13,11 +13,7 @@ import time
 import uuid
 from typing import Any
 
-from prefect import flow
-from prefect.cache_policies import NO_CACHE
-from prefect.context import FlowRunContext
-from prefect.input import RunInput
-from pydantic import Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from flows.canary import planner
 from flows.canary.actuator import Cluster, NotReady, rollback
@@ -39,11 +35,19 @@ from flows.common import artifacts
 from flows.common.errors import BadInput, GateFailed
 from flows.common.kube import from_settings
 from flows.common.prom import PrometheusClient
-from flows.common.runtime import get_logger, is_offline, ops_task
+from flows.common.runtime import (
+    NO_CACHE,
+    flow,
+    flow_run_id,
+    get_logger,
+    is_offline,
+    ops_task,
+    pause_for_input,
+)
 from flows.common.settings import get_settings
 
 
-class Approval(RunInput):
+class Approval(BaseModel):  # the UI form (runtime.pause_for_input makes it a RunInput)
     """The approve/reject form shown in the UI before a step that needs a human."""
 
     approve: bool = Field(False, description="Tick to go on; leave unticked to roll back")
@@ -109,10 +113,7 @@ def analyse_interval(target: Target, policy: CanaryPolicy, history: StepSamples,
 
 
 def _holder() -> str:
-    ctx = FlowRunContext.get()
-    if ctx and ctx.flow_run and not is_offline():
-        return str(ctx.flow_run.id)
-    return f"cli-{uuid.uuid4()}"
+    return flow_run_id() or f"cli-{uuid.uuid4()}"
 
 
 def _lease_ttl(policy: CanaryPolicy) -> float:
@@ -197,17 +198,12 @@ class Rollout:
 
     def ask(self, question: str) -> tuple[bool, str]:
         """Pause for a human (UI form); returns (approved, why)."""
-        from prefect.exceptions import FlowPauseTimeout
-        from prefect.flow_runs import pause_flow_run
-
         p = self.policy
         body = summary_markdown(self.target, "awaiting approval", question, self.rows, time.time() - self.started)
         artifacts.markdown(f"canary-{self.target.deployment}-approval", body, description=question)
         self.renew(extra_s=p.approval_timeout_s)
-        try:
-            answer = pause_flow_run(wait_for_input=Approval.with_initial_data(description=body),
-                                    timeout=p.approval_timeout_s, poll_interval=2)
-        except FlowPauseTimeout:
+        answer = pause_for_input(Approval, description=body, timeout_s=p.approval_timeout_s, poll_interval_s=2)
+        if answer is None:
             return False, f"no approval within {p.approval_timeout_s}s"
         self.renew()
         who = f" ({answer.comment})" if answer.comment else ""

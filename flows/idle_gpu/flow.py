@@ -12,13 +12,10 @@ from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from prefect import flow
-from prefect.cache_policies import NO_CACHE
-
 from flows.common import artifacts
 from flows.common.errors import BackendUnavailable, BadInput
 from flows.common.metrics import publish, pushgateway_url
-from flows.common.runtime import get_logger, ops_task
+from flows.common.runtime import NO_CACHE, flow, get_logger, ops_task
 from flows.idle_gpu.capacity import combine, dcgm_idle_gpus, demand_history, demand_query, kube_nodes
 from flows.idle_gpu.cluster import Cluster
 from flows.idle_gpu.forecast import forecast_demand
