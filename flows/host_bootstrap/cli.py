@@ -6,11 +6,9 @@ import logging
 from pathlib import Path
 
 import typer
-import yaml
 from rich.console import Console
 from rich.table import Table
 
-from flows.common.errors import BadInput
 from flows.common.inventory import resolve_inventory
 from flows.common.runtime import run_flow
 from flows.host_bootstrap.models import (
@@ -27,13 +25,9 @@ app = typer.Typer(help="Bootstrap GPU/storage hosts with Ansible", no_args_is_he
 def _load_extra_vars(path: Path | None):
     if path is None:
         return None
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise BadInput(f"--extra-vars {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise BadInput(f"--extra-vars {path}: not YAML/JSON ({' '.join(str(exc).split())[:120]})") from None
-    return parse_extra_vars(data, source=f"--extra-vars {path}")
+    from flows.common.documents import load_document
+
+    return parse_extra_vars(load_document(path, "--extra-vars"), source=f"--extra-vars {path}")
 
 
 def _show(report: BootstrapReport) -> None:

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from flows.common import artifacts
+from flows.common.documents import read_text, write_text
 from flows.common.errors import BackendUnavailable, BadInput
 from flows.common.metrics import publish, pushgateway_url
 from flows.common.runtime import NO_CACHE, flow, get_logger, ops_task
@@ -311,8 +312,7 @@ def idle_gpu_plan(queue: str, capacity: str, window_start: str = "01:00", window
     plan = pack(q.jobs, snap, ws, we, policy, at)
     report = _plan_report(plan, snap, q)
     if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(report, indent=2) + "\n")
+        write_text(out, json.dumps(report, indent=2) + "\n", "--out")
     return report
 
 
@@ -323,7 +323,7 @@ def read_snapshot(path: str) -> CapacitySnapshot:
     if not p.is_file():
         raise BadInput(f"capacity snapshot {path} not found")
     try:
-        return CapacitySnapshot.model_validate_json(p.read_text())
+        return CapacitySnapshot.model_validate_json(read_text(p, "capacity snapshot"))
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(x) for x in err["loc"]) or "document"
