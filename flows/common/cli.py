@@ -14,7 +14,7 @@ The error boundary (:func:`main`), the one place every command's failures go thr
 * anything else is a bug: ``inferops: internal error: ...``, exit 1 (``INFEROPS_DEBUG=1`` re-raises it);
 * with ``--json``, a command that failed before printing its JSON gets ``{"error": ..., "exit_code": ...}``
   on stdout, so a script always has JSON to read;
-* every printed error is redacted (:func:`flows.common.redact.redact`).
+* everything the command prints, on stdout and stderr, is redacted (:func:`flows.common.redact.redact`).
 
 A group may have its own contract (:data:`CONTRACTS`): ``drbd`` is a Nagios check, so every failure,
 usage errors included, is UNKNOWN (exit 3), with a ``DRBD UNKNOWN - ...`` status line on stdout.
@@ -124,7 +124,9 @@ def build_app(wanted: str | None) -> typer.Typer:
 
 
 class _Tracked:
-    """stdout that remembers whether the command printed anything (then it owns its JSON/status)."""
+    """stdout/stderr for one command: every write redacted (no URL userinfo reaches a terminal, a log
+    collector or a --json consumer), and whether anything was written (then the command owns its
+    JSON or status line)."""
 
     def __init__(self, inner: TextIO) -> None:
         self.inner = inner
@@ -133,7 +135,8 @@ class _Tracked:
     def write(self, text: str) -> int:
         if text:
             self.wrote = True
-        return self.inner.write(text)
+            self.inner.write(redact(text))
+        return len(text)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -212,8 +215,8 @@ def run(argv: list[str]) -> int:
         group = None
     elif group is None and words and words[0] in BUILTINS:
         group = "__builtin__"
-    out = _Tracked(sys.stdout)
-    sys.stdout = out  # type: ignore[assignment]
+    out, err = _Tracked(sys.stdout), _Tracked(sys.stderr)
+    sys.stdout, sys.stderr = out, err  # type: ignore[assignment]
     try:
         app = build_app(group)
         rv = app(args=argv, prog_name="inferops", standalone_mode=False)
@@ -234,11 +237,12 @@ def run(argv: list[str]) -> int:
             raise
         return _report(classify(exc, " ".join(words) or "inferops"), contract, json_out, out)
     finally:
-        sys.stdout = out.inner
-        try:
-            sys.stdout.flush()
-        except (OSError, ValueError):
-            pass
+        sys.stdout, sys.stderr = out.inner, err.inner
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
 
 
 def main(argv: list[str] | None = None) -> NoReturn:

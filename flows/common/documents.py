@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from flows.common.errors import BadInput
+from flows.common.redact import redact
 
 _SNIPPET = 160
 
@@ -123,8 +124,10 @@ def finite(v: float, what: str, *, lo: float = -math.inf, hi: float = math.inf) 
 
 
 def write_text(path: str | os.PathLike[str], text: str, what: str) -> Path:
-    """Write ``text`` to ``path`` atomically (parents created); a path we cannot write is bad input."""
+    """Write the report ``text`` to ``path`` atomically (parents created), redacted (no URL userinfo in
+    a file we write); a path we cannot write is bad input."""
     p = Path(path)
+    text = redact(text)
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
         if p.is_dir():
