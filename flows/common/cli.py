@@ -133,6 +133,8 @@ class _Tracked:
         self.wrote = False
 
     def write(self, text: str) -> int:
+        if not isinstance(text, str):  # click probes with b"": a text stream must refuse bytes
+            return self.inner.write(text)
         if text:
             self.wrote = True
             self.inner.write(redact(text))
@@ -226,7 +228,13 @@ def run(argv: list[str]) -> int:
         return 130
     except Exception as exc:
         if isinstance(exc, _click_exc("NoArgsIsHelpError")):  # `inferops drbd`: its help, as a usage error
-            print(exc.ctx.get_help(), file=sys.stderr)  # type: ignore[attr-defined]
+            sys.stdout = sys.stderr  # typer's rich help prints itself (to stdout); the help goes to stderr
+            try:
+                text = exc.ctx.get_help()  # type: ignore[attr-defined]
+            finally:
+                sys.stdout = out
+            if text.strip():
+                print(text, file=sys.stderr)
             return contract.failure_code if contract.failure_code is not None else 2
         if isinstance(exc, _click_exc("Abort")):  # a prompt got EOF or ^C
             print("inferops: aborted", file=sys.stderr)
