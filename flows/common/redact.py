@@ -5,9 +5,10 @@ The CLI's error boundary, the offline log formatter, artifacts and written repor
 :func:`redact` (or :func:`redact_obj` for JSON-like data). No other module parses URLs for this.
 
 Userinfo follows RFC 3986 (everything before the last ``@`` of the authority), widened for what users
-really type: a password may hold unescaped ``/``, ``?`` or ``#`` (AWS secret keys do), so
-``scheme://name:anything-without-spaces@`` is redacted as well. Redacting a little too much (a URL with
-a port whose path holds an ``@``) is accepted; leaking a secret is not. The scan is linear in the
+really type: a password may hold unescaped ``/`` (AWS secret keys do), so ``scheme://name:pass/word@`` is
+redacted as well. The one ``@`` taken for something else: after ``host:port/...`` *and* a ``?`` or ``#``
+(PromQL's ``@`` modifier in a query string). Redacting a little too much (``http://host:8080/a@b``)
+is accepted; leaking a secret is not. The scan is linear in the
 text's length, whatever the text.
 """
 
@@ -33,7 +34,10 @@ def _userinfo_len(seg: str) -> int:
     if at < authority:  # RFC 3986: the userinfo runs to the authority's last @
         return seg.rfind("@", 0, authority)
     colon = seg.find(":")
-    if 0 <= colon < authority and not _PORT.match(seg, colon + 1):  # name:pass/with/slashes@host
+    if 0 <= colon < authority:  # name:pass/with/slashes@host (AWS secret keys hold slashes)
+        query = min([i for i in (seg.find("?"), seg.find("#")) if i >= 0], default=len(seg))
+        if _PORT.match(seg, colon + 1) and query < at:  # host:9090/api?query=up @ 1700000000
+            return -1
         slash = seg.find("/", at)
         return seg.rfind("@", 0, slash if slash >= 0 else len(seg))
     return -1
