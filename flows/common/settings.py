@@ -21,6 +21,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -116,6 +117,14 @@ def load_settings() -> InferopsSettings:
             parts.append(f"{env} (or {'.'.join(loc)} in {config}): {err.get('msg', '')}")
         more = f" (+{len(errs) - 3} more)" if len(errs) > 3 else ""
         raise BadInput("bad setting " + "; ".join(parts) + more) from None
+    except SettingsError as exc:  # e.g. INFEROPS_PROMETHEUS='{' (a nested setting given as bad JSON)
+        import re
+
+        field = re.search(r'field "([^"]+)"', str(exc))
+        if field and "EnvSettingsSource" in str(exc):
+            raise BadInput(f"bad setting INFEROPS_{field.group(1).upper()}: not valid JSON for a group of settings "
+                           f"(set its fields instead, e.g. INFEROPS_{field.group(1).upper()}__URL)") from None
+        raise BadInput(f"config file {config} (INFEROPS_CONFIG): {' '.join(str(exc).split())[:160]}") from None
     except (OSError, ValueError) as exc:  # the TOML file: unreadable, not UTF-8, not TOML
         why = " ".join(str(exc).split())[:160]
         raise BadInput(f"config file {config} (INFEROPS_CONFIG): {why}") from None
