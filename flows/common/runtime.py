@@ -402,19 +402,42 @@ def flow(__fn: Callable[..., R] | None = None, **options: Any) -> Any:
 
 
 # ------------------------------------------------------------------ logging, running, pausing
+class RedactFilter(logging.Filter):
+    """Masks every URL's userinfo in a record before any handler (stderr, Prefect's API log handler,
+    a test's capture) sees it (:func:`flows.common.redact.redact`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            msg = record.getMessage()
+        except Exception:  # a bad format string: leave it to logging's own error report
+            return True
+        clean = redact(msg)
+        if clean != msg:
+            record.msg, record.args = clean, ()
+        return True
+
+
 class RedactingFormatter(logging.Formatter):
-    """Offline log lines with every URL's userinfo masked (:func:`flows.common.redact.redact`)."""
+    """Offline log lines with every URL's userinfo masked, tracebacks included."""
 
     def format(self, record: logging.LogRecord) -> str:
         return redact(super().format(record))
 
 
+_REDACT = RedactFilter()
+log.addFilter(_REDACT)
+
+
 def get_logger() -> logging.Logger | logging.LoggerAdapter:
-    """The Prefect run logger inside a Prefect run, else the ``inferops`` std logger."""
+    """The Prefect run logger inside a Prefect run, else the ``inferops`` std logger; both redacted."""
     if in_prefect_run():
         from prefect.logging import get_run_logger
 
-        return get_run_logger()
+        run_logger = get_run_logger()
+        base = getattr(run_logger, "logger", run_logger)
+        if _REDACT not in base.filters:
+            base.addFilter(_REDACT)
+        return run_logger
     return log
 
 
@@ -430,6 +453,7 @@ def _log_to_stderr() -> None:
     """Offline runs log INFO and up to stderr (stdout stays for --json), redacted."""
     if not log.handlers:
         handler = _StderrHandler(sys.stderr)
+        handler.addFilter(_REDACT)  # records of child loggers (inferops.metrics ...) too
         handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
         log.addHandler(handler)
         log.propagate = False

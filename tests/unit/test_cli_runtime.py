@@ -4,6 +4,7 @@ offline objects never import Prefect, offline tasks retry the way Prefect retrie
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 import textwrap
@@ -170,8 +171,11 @@ def test_submit_and_map_offline():
         fut.result()
 
 
-def test_offline_logs_are_redacted(capsys):
+def test_offline_logs_are_redacted(capsys, caplog, monkeypatch):
     runtime._log_to_stderr()
-    runtime.get_logger().warning("pushing to https://admin:hunter2@pushgw.example:9091/metrics")
+    monkeypatch.setattr(runtime.log, "propagate", True)  # let caplog see the record itself
+    with caplog.at_level(logging.INFO, logger="inferops"):
+        runtime.get_logger().warning("pushing to %s", "https://admin:hunter2@pushgw.example:9091/metrics")
     err = capsys.readouterr().err
     assert "hunter2" not in err and "https://***@pushgw.example:9091/metrics" in err
+    assert "hunter2" not in caplog.text and "***@pushgw.example" in caplog.text  # redacted at the source
