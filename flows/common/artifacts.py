@@ -94,7 +94,7 @@ def emit(event: str, resource_id: str, payload: Mapping[str, Any] | None = None,
     """Emit a Prefect event (e.g. ``inferops.model.built``); offline it is only logged."""
     resource = redact_obj({"prefect.resource.id": resource_id, **resource_labels})
     if is_offline() or not api_configured():  # never start Prefect's temporary server just to emit
-        get_logger().info("event %s for %s (not sent: no Prefect API)", event, resource_id)
+        get_logger().debug("event %s for %s (not sent: no Prefect API)", event, resource_id)
         return
     from prefect.events import emit_event
 
