@@ -13,8 +13,9 @@ Every write goes through :mod:`flows.common.kube`, on dicts, never through the c
   after checking that an existing one with that name carries our labels;
 * their Services (gateway-api mode) are created or adopted (the Role may not patch Services);
 * the stable Deployment's size is a merge patch of ``spec.replicas``; its Pod template (promotion,
-  and the undo of a failed promotion) and the HTTPRoute's rules are replaced in the dict the server
-  returned, carrying its ``resourceVersion`` (409: read again, edit again);
+  and the undo of a failed promotion) and the HTTPRoute's rules are edited in the dict the server
+  returned and written as a merge patch of exactly what changed, guarded by its
+  ``resourceVersion`` (``Kube.modify``; 409: read again, edit again);
 * deletes treat "already gone" as done.
 """
 

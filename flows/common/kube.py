@@ -11,7 +11,8 @@ It owns three things, and every room uses them rather than a client of its own:
   retried with exponential backoff, then :class:`~flows.common.errors.BackendUnavailable`.
 * **The write helpers**: create-or-adopt, JSON merge patch (optionally guarded by
   ``resourceVersion``), server-side apply with ``fieldManager: inferops``, replace of a dict the
-  server returned, modify (read, edit, replace; 409 re-reads), idempotent delete, list.
+  server returned, modify (read, edit, merge-patch what changed; 409 re-reads), idempotent delete,
+  list.
 
 Objects are plain dicts in the API's JSON shape, read and written as JSON. Nothing goes through the
 client's typed models: a model only knows the fields of the client's release, so a read-modify-PUT
@@ -24,6 +25,7 @@ proxies as configured) with JSON bodies, and responses are parsed with :func:`js
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -313,17 +315,21 @@ class Kube:
 
     def modify(self, kind: Kind, namespace: str | None, name: str, change: Callable[[Obj], Obj | None], *,
                attempts: int = 8) -> Obj:
-        """Read, ``change`` (edit the dict in place and return it, or None for "nothing to do"), replace.
+        """Read, ``change`` (edit the dict in place and return it, or None for "nothing to do"), write.
 
-        A 409 (someone wrote in between) re-reads and runs ``change`` again on the fresh object.
+        The write is a JSON merge patch of exactly what ``change`` changed (:func:`merge_diff`),
+        guarded by the ``resourceVersion`` that was read: fields nobody changed are never sent, so
+        none can be lost. A 409 (someone wrote in between) re-reads and runs ``change`` again.
         """
         for attempt in range(attempts):
             obj = self.get(kind, namespace, name)
-            new = change(obj)
-            if new is None:
+            new = change(copy.deepcopy(obj))
+            patch = merge_diff({k: v for k, v in obj.items() if k != "status"},
+                               {k: v for k, v in (new or obj).items() if k != "status"})
+            if new is None or not patch:
                 return obj
             try:
-                return self.replace(kind, new, namespace)
+                return self.merge_patch(kind, namespace, name, patch, resource_version=obj["metadata"]["resourceVersion"])
             except Conflict:
                 if attempt == attempts - 1:
                     raise
@@ -340,6 +346,22 @@ class Kube:
             return True
         except NotFound:
             return False
+
+
+def merge_diff(old: Obj, new: Obj) -> Obj:
+    """The JSON merge patch (RFC 7386) that turns ``old`` into ``new``: changed keys, removed ones as
+    null, nested maps as nested patches, lists whole (merge patches replace lists)."""
+    patch: Obj = {k: None for k in old.keys() - new.keys()}
+    for k, v in new.items():
+        if k not in old:
+            patch[k] = v
+        elif isinstance(v, dict) and isinstance(old[k], dict):
+            sub = merge_diff(old[k], v)
+            if sub:
+                patch[k] = sub
+        elif v != old[k]:
+            patch[k] = v
+    return patch
 
 
 def _ns(obj: Obj) -> str | None:
