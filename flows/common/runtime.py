@@ -2,8 +2,9 @@
 
 Deployments and ``inferops`` subcommands run the *same* flow functions. Flow modules decorate with
 this module's :func:`flow` and :func:`task` (never ``prefect.flow``/``prefect.task``), use
-:data:`NO_CACHE`, :func:`get_logger`, :func:`flow_run_id` and :func:`pause_for_input`, and the CLI
-calls :func:`run_flow`.
+:data:`NO_CACHE`, :func:`get_logger`, :func:`current_run_id`, :func:`can_pause` and
+:func:`pause_for_input`, and the CLI calls :func:`run_flow`. Offline runs call the flow's
+``on_failure``/``on_crashed`` hooks as a Prefect run would (:func:`run_offline`).
 
 * **Prefect needed** (a Prefect API is configured, or Prefect is already imported, as in a worker,
   the flow engine, ``prefect deploy`` or the test harness): the decorators build real ``prefect.Flow``
@@ -31,6 +32,7 @@ import os
 import sys
 import time
 import tomllib
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -148,6 +150,24 @@ def flow_run_id() -> str | None:
     return str(ctx.flow_run.id) if ctx and ctx.flow_run else None
 
 
+_RUN_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("inferops_run_id", default=None)
+
+
+def current_run_id() -> str:
+    """The id of the run in progress: the Prefect flow run's id, else the offline run's own id
+    (``cli-<uuid>``, the same for the whole run and for its failure hooks)."""
+    run_id = flow_run_id() or _RUN_ID.get()
+    if run_id is None:  # a bare flow.fn() call outside run_flow: one id from now on in this context
+        run_id = f"cli-{uuid.uuid4()}"
+        _RUN_ID.set(run_id)
+    return run_id
+
+
+def can_pause() -> bool:
+    """True inside a recorded Prefect flow run, where a run can pause for a human (:func:`pause_for_input`)."""
+    return flow_run_id() is not None
+
+
 # ------------------------------------------------------------------ options shared by both worlds
 class _NoCache:
     """Stands for ``prefect.cache_policies.NO_CACHE`` until a real Prefect task is built."""
@@ -168,18 +188,20 @@ def _prefect_options(options: dict[str, Any]) -> dict[str, Any]:
     return opts
 
 
-class _FailedState:
-    """What ``retry_condition_fn`` gets offline: Prefect's ``Failed(data=exc, message=...)`` in small."""
+class OfflineState:
+    """What a state hook or a ``retry_condition_fn`` gets offline, in place of a Prefect ``State``
+    (``name`` Failed or Crashed, ``data`` the exception, ``result()`` raising it)."""
 
-    name = "Failed"
-    type = "FAILED"
-
-    def __init__(self, exc: BaseException) -> None:
-        self.data = exc
-        self.message = f"Task run encountered unexpected exception: {exc!r}"
+    def __init__(self, name: str, exc: BaseException) -> None:
+        self.name, self.type, self.data = name, name.upper(), exc
+        self.message = f"Task run encountered unexpected exception: {exc!r}" if name == "Failed" \
+            else f"{type(exc).__name__}: {exc}"
 
     def is_failed(self) -> bool:
-        return True
+        return self.name == "Failed"
+
+    def is_crashed(self) -> bool:
+        return self.name == "Crashed"
 
     def is_completed(self) -> bool:
         return False
@@ -208,6 +230,17 @@ def _delays(retry_delay_seconds: Any, retries: int) -> list[float]:
     return [float(d or 0)]
 
 
+def offline_retry_ok(task: Any, exc: BaseException, *, condition: Callable[..., Any] | None = None,
+                     task_run: Any = None) -> bool:
+    """A task's ``retry_condition_fn`` asked offline the way Prefect asks it: (task, task_run, state)."""
+    fn = condition or task.retry_condition_fn
+    try:
+        return bool(fn(task, task_run, OfflineState("Failed", exc)))
+    except Exception:  # like Prefect: a predicate that raises means "do not retry"
+        log.exception("retry_condition_fn of task %s raised; not retrying", getattr(task, "name", task))
+        return False
+
+
 def _run_inline(task_obj: Any, fn: Callable[..., Any], options: dict[str, Any], args: tuple, kwargs: dict) -> Any:
     """Run a task's function now, retried the way Prefect retries it."""
     retries = int(options.get("retries") or 0)
@@ -223,11 +256,7 @@ def _run_inline(task_obj: Any, fn: Callable[..., Any], options: dict[str, Any], 
             attempt = info.run_count
             retry = attempt <= retries
             if retry and callable(condition):
-                try:
-                    retry = bool(condition(task_obj, info, _FailedState(exc)))
-                except Exception as cond_exc:  # Prefect logs it and does not retry
-                    log.error("task %s: retry_condition_fn failed (%s); not retrying", name, cond_exc)
-                    retry = False
+                retry = offline_retry_ok(task_obj, exc, condition=condition, task_run=info)
             if not retry:
                 raise
             delay = delays[min(attempt - 1, len(delays) - 1)]
@@ -359,6 +388,8 @@ class LightFlow:
     def __init__(self, fn: Callable[..., Any], options: dict[str, Any]) -> None:
         self.fn, self.options = fn, dict(options)
         self.name = options.get("name") or fn.__name__.replace("_", "-")
+        self.on_failure_hooks = list(options.get("on_failure") or [])
+        self.on_crashed_hooks = list(options.get("on_crashed") or [])
         self._real: Any = None
         functools.update_wrapper(self, fn)
 
@@ -375,8 +406,7 @@ class LightFlow:
         if in_prefect_run() or (not forced_offline() and api_configured()):
             return self.to_prefect()(*args, **kwargs)
         _log_to_stderr()
-        with offline():
-            return self.fn(*args, **kwargs)
+        return run_offline(self, _bind(self.fn, args, kwargs))
 
     def with_options(self, **options: Any) -> LightFlow:
         return LightFlow(self.fn, {**self.options, **options})
@@ -467,8 +497,43 @@ def run_flow(flow_obj: Any, **params: Any) -> Any:
         real = flow_obj.to_prefect() if isinstance(flow_obj, LightFlow) else flow_obj
         return real(**params)
     _log_to_stderr()
-    with offline():
-        return flow_obj.fn(**params)
+    return run_offline(flow_obj, params)
+
+
+def _bind(fn: Callable[..., Any], args: tuple, kwargs: dict) -> dict[str, Any]:
+    import inspect
+
+    return dict(inspect.signature(fn).bind(*args, **kwargs).arguments)
+
+
+def run_offline(flow_obj: Any, params: dict[str, Any]) -> Any:
+    """Run a flow's function inline and, as a Prefect run would, call its ``on_failure`` hooks when it
+    raises and its ``on_crashed`` hooks when it is interrupted (Ctrl-C, SystemExit)."""
+    token = _RUN_ID.set(f"cli-{uuid.uuid4()}")
+    try:
+        with offline():
+            try:
+                return flow_obj.fn(**params)
+            except Exception as exc:
+                _call_hooks(flow_obj, getattr(flow_obj, "on_failure_hooks", []), params, "Failed", exc)
+                raise
+            except BaseException as exc:
+                _call_hooks(flow_obj, getattr(flow_obj, "on_crashed_hooks", []), params, "Crashed", exc)
+                raise
+    finally:
+        _RUN_ID.reset(token)
+
+
+def _call_hooks(flow_obj: Any, hooks: list[Callable[..., Any]], params: dict[str, Any], state_name: str,
+                exc: BaseException) -> None:
+    from types import SimpleNamespace
+
+    run = SimpleNamespace(id=current_run_id(), name=current_run_id(), parameters=dict(params))
+    for hook in hooks:
+        try:
+            hook(flow_obj, run, OfflineState(state_name, exc))
+        except Exception:  # a hook reports; it never hides the run's own error
+            log.exception("state hook %s failed", getattr(hook, "__name__", hook))
 
 
 def pause_for_input(model: type[R], *, description: str, timeout_s: float, poll_interval_s: float = 2) -> R | None:
