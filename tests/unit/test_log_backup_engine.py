@@ -109,9 +109,11 @@ def test_validate_rejects_bad_input(tmp_path, kw, message):
         validate(BackupPolicy(**{**base, **kw}))
 
 
-def test_summary_has_exactly_the_cli_keys():
-    assert list(BackupReport(uploaded_files=1).summary()) == [
-        "uploaded_files", "uploaded_bytes", "skipped_files", "verified_files", "failed_files", "errors"]
+def test_summary_keeps_the_cli_keys_and_only_appends():
+    keys = list(BackupReport(uploaded_files=1).summary())
+    assert keys[:6] == ["uploaded_files", "uploaded_bytes", "skipped_files", "verified_files", "failed_files",
+                        "errors"]
+    assert keys[6:] == ["deferred_files", "skipped_special", "aborted_uploads"]
 
 
 @pytest.mark.parametrize("rel", ["../etc/passwd", "/etc/passwd", "a/../../b", "a//b", ""])
