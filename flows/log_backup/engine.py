@@ -251,6 +251,8 @@ def scan_local(root: Path, include: list[str], exclude: list[str],
         try:
             with os.scandir(here) as it:
                 entries = sorted(it, key=lambda e: e.name)
+        except FileNotFoundError:
+            continue  # removed since its parent was listed
         except OSError as exc:
             rel_dir = here[len(base):].rstrip("/") or "."
             notes.errors.append(f"{rel_dir}/: cannot list: {exc.strerror or exc}")
@@ -272,7 +274,7 @@ def scan_local(root: Path, include: list[str], exclude: list[str],
             try:
                 rel.encode("utf-8")
             except UnicodeEncodeError:
-                notes.errors.append(f"{rel.encode('utf-8', 'backslashreplace').decode()}: the file name is "
+                notes.errors.append(f"{os.fsencode(rel).decode('utf-8', 'backslashreplace')}: the file name is "
                                     "not UTF-8; S3 keys are, so it cannot be backed up")
                 continue
             if not stat.S_ISREG(mode):
