@@ -192,7 +192,8 @@ def log_retries(client: Any, log: logging.Logger | logging.LoggerAdapter,
     from botocore.exceptions import HTTPClientError
 
     read_timeout = client.meta.config.read_timeout
-    max_attempts = (client.meta.config.retries or {}).get("max_attempts") or 1
+    retries = client.meta.config.retries or {}
+    max_attempts = retries.get("total_max_attempts") or (retries.get("max_attempts") or 0) + 1
 
     def on_retry(attempts: int = 0, caught_exception: Exception | None = None,
                  request_dict: dict[str, Any] | None = None, operation: Any = None, **_: Any) -> None:
