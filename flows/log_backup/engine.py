@@ -669,29 +669,39 @@ class BackupEngine:
         return aborted
 
     # -- the run
-    def run(self) -> BackupReport:
-        started = datetime.fromtimestamp(self.now(), UTC)
-        report = BackupReport(source=self.policy.source, dest=str(self.dest), started_at=started.isoformat())
+    def _prepare(self) -> int:
+        """The buckets exist in their regions; our lifecycle rule is in place; uploads an interrupted
+        run left open are aborted (how many)."""
         check_bucket(self.client, self.dest.bucket, self.policy.dest_region, "destination")
         if isinstance(self.source, S3Uri):
             assert self.source_client is not None
             check_bucket(self.source_client, self.source.bucket, self.policy.source_region, "source")
         apply_retention(self.client, self.dest, self.policy)
+        return self._abort_stale_uploads()
 
-        # the destination's listings (S3-bound) run while the source is scanned
+    def run(self) -> BackupReport:
+        started = datetime.fromtimestamp(self.now(), UTC)
+        report = BackupReport(source=self.policy.source, dest=str(self.dest), started_at=started.isoformat())
+
+        # Every request before the transfers runs in parallel with the source scan: the checks and the
+        # lifecycle rule, the index, the destination's listing, the sweep of abandoned uploads. The
+        # checks' verdict is read first, so bad input (no bucket, wrong region) is named as such.
         notes = ScanNotes()
-        with ThreadPoolExecutor(3, thread_name_prefix="inventory") as pool:
+        with ThreadPoolExecutor(4, thread_name_prefix="inventory") as pool:
+            checked = pool.submit(self._prepare)
             loaded = pool.submit(Index.load, self.client, self.dest)
             listing = pool.submit(lambda: {o["rel"]: o["Size"] for o in list_objects(self.client, self.dest)
                                            if not o["rel"].startswith(f"{BOOKKEEPING}/")})
-            stale = pool.submit(self._abort_stale_uploads)
             if isinstance(self.source, S3Uri):
                 assert self.source_client is not None
-                items = list(scan_s3(self.source_client, self.source, self.policy.include, self.policy.exclude))
+                scanned = pool.submit(lambda: list(scan_s3(self.source_client, self.source, self.policy.include,
+                                                           self.policy.exclude)))
+                report.aborted_uploads = checked.result()
+                items = scanned.result()
             else:
                 items = list(scan_local(self.source, self.policy.include, self.policy.exclude, notes))
+                report.aborted_uploads = checked.result()
             index, listed = loaded.result(), listing.result()
-            report.aborted_uploads = stale.result()
         report.skipped_special = len(notes.special)
         if notes.special:
             self.log.info("%d symlink(s), FIFO(s), socket(s) or device(s) not backed up, e.g. %s",
