@@ -111,7 +111,7 @@ class Digest:
     parts: int
 
 
-def digest_file(path: Path, algorithm: str, part_size: int | None) -> Digest:
+def digest_file(path: str | Path, algorithm: str, part_size: int | None) -> Digest:
     """One sequential read, bounded memory: sha256, the full checksum and per-part checksums."""
     sha = hashlib.sha256()
     full = HASHERS[algorithm]() if algorithm != "SHA256" else None
@@ -213,7 +213,7 @@ class Item:
     rel: str
     size: int
     mtime_ns: int
-    path: Path | None = None  # local file
+    path: str | Path | None = None  # local file (a str from the scan: no Path object per file)
     key: str | None = None  # s3:// source object
     etag: str = ""
 
@@ -280,7 +280,7 @@ def scan_local(root: Path, include: list[str], exclude: list[str],
             if not stat.S_ISREG(mode):
                 notes.special.append(rel)
                 continue
-            yield Item(rel, st.st_size, st.st_mtime_ns, path=Path(entry.path))
+            yield Item(rel, st.st_size, st.st_mtime_ns, path=entry.path)
 
 
 def list_objects(client: Any, uri: S3Uri) -> Iterator[dict[str, Any]]:
