@@ -283,11 +283,83 @@ def scan_local(root: Path, include: list[str], exclude: list[str],
             yield Item(rel, st.st_size, st.st_mtime_ns, path=entry.path)
 
 
-def list_objects(client: Any, uri: S3Uri) -> Iterator[dict[str, Any]]:
+LIST_PAGE_KEYS = 1000  # S3's page size; tests lower it to exercise the parallel listing
+
+
+def list_objects(client: Any, uri: S3Uri, *, start_after: str = "",
+                 stop: Callable[[str], bool] | None = None) -> Iterator[dict[str, Any]]:
+    """Objects under the prefix in S3's order (UTF-8 binary, the order of Python's ``str``), from the
+    first key after ``start_after``, until ``stop(key)`` says so."""
     prefix = f"{uri.prefix}/" if uri.prefix else ""
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=uri.bucket, Prefix=prefix):
+    args: dict[str, Any] = {"Bucket": uri.bucket, "Prefix": prefix}
+    if start_after:
+        args["StartAfter"] = start_after
+    if LIST_PAGE_KEYS != 1000:
+        args["PaginationConfig"] = {"PageSize": LIST_PAGE_KEYS}
+    for page in client.get_paginator("list_objects_v2").paginate(**args):
         for obj in page.get("Contents", []):
+            if stop is not None and stop(obj["Key"]):
+                return
             yield {**obj, "rel": obj["Key"][len(prefix):]}
+
+
+class DestListing:
+    """The destination's ``{rel: size}``, listed fast: one lister starts at once, from the first key;
+    once the index says how many keys to expect, the key space beyond the first ``LIST_PAGE_KEYS``
+    is cut into ranges at known keys and listed in parallel (a 100,000-object prefix is 100 pages:
+    one after the other at one round trip each, or a few rounds side by side). The ranges are
+    contiguous, so keys the index does not know are listed all the same."""
+
+    def __init__(self, client: Any, uri: S3Uri, workers: int = 8) -> None:
+        self.client, self.uri, self.workers = client, uri, workers
+        self._lock = threading.Lock()
+        self._limit: str | None = None  # the first lister stops after this key, once it is set
+        self._last = ""  # the last key the first lister took
+        self._done = False
+        self.ranges = 1
+
+    def _past_limit(self, key: str) -> bool:
+        with self._lock:
+            if self._limit is not None and key > self._limit:
+                return True
+            self._last = key
+            return False
+
+    def _collect(self, objects: Iterator[dict[str, Any]]) -> dict[str, int]:
+        return {o["rel"]: o["Size"] for o in objects if not o["rel"].startswith(f"{BOOKKEEPING}/")}
+
+    def first(self) -> dict[str, int]:
+        """The lister that starts at once (run it in a thread)."""
+        try:
+            return self._collect(list_objects(self.client, self.uri, stop=self._past_limit))
+        finally:
+            with self._lock:
+                self._done = True
+
+    def rest(self, expected_rels: list[str]) -> dict[str, int]:
+        """Given the keys the index expects, list what the first lister has not reached, in parallel."""
+        keys = sorted(self.uri.key(r) for r in expected_rels)
+        step = LIST_PAGE_KEYS - LIST_PAGE_KEYS // 10  # a tenth of a page spare for keys the index lacks
+        cuts = keys[step - 1::step]
+        with self._lock:
+            if self._done:
+                return {}
+            cuts = [c for c in cuts if c > self._last]
+            if len(cuts) < 2:  # one page left at most: the first lister is as quick
+                return {}
+            self._limit = cuts[0]
+        bounds = list(zip(cuts, [*cuts[1:], None], strict=True))
+        self.ranges = 1 + len(bounds)
+
+        def one(after: str, upto: str | None) -> dict[str, int]:
+            return self._collect(list_objects(self.client, self.uri, start_after=after,
+                                              stop=None if upto is None else (lambda k: k > upto)))
+
+        out: dict[str, int] = {}
+        with ThreadPoolExecutor(min(self.workers, len(bounds)), thread_name_prefix="list") as pool:
+            for part in pool.map(lambda b: one(*b), bounds):
+                out.update(part)
+        return out
 
 
 def scan_s3(client: Any, uri: S3Uri, include: list[str], exclude: list[str]) -> Iterator[Item]:
@@ -687,11 +759,12 @@ class BackupEngine:
         # lifecycle rule, the index, the destination's listing, the sweep of abandoned uploads. The
         # checks' verdict is read first, so bad input (no bucket, wrong region) is named as such.
         notes = ScanNotes()
-        with ThreadPoolExecutor(4, thread_name_prefix="inventory") as pool:
+        with ThreadPoolExecutor(5, thread_name_prefix="inventory") as pool:
             checked = pool.submit(self._prepare)
             loaded = pool.submit(Index.load, self.client, self.dest)
-            listing = pool.submit(lambda: {o["rel"]: o["Size"] for o in list_objects(self.client, self.dest)
-                                           if not o["rel"].startswith(f"{BOOKKEEPING}/")})
+            lister = DestListing(self.client, self.dest, self.policy.workers)
+            first = pool.submit(lister.first)
+            rest = pool.submit(lambda: lister.rest(list(loaded.result().entries)))
             if isinstance(self.source, S3Uri):
                 assert self.source_client is not None
                 scanned = pool.submit(lambda: list(scan_s3(self.source_client, self.source, self.policy.include,
@@ -701,7 +774,7 @@ class BackupEngine:
             else:
                 items = list(scan_local(self.source, self.policy.include, self.policy.exclude, notes))
                 report.aborted_uploads = checked.result()
-            index, listed = loaded.result(), listing.result()
+            index, listed = loaded.result(), {**first.result(), **rest.result()}
         report.skipped_special = len(notes.special)
         if notes.special:
             self.log.info("%d symlink(s), FIFO(s), socket(s) or device(s) not backed up, e.g. %s",
