@@ -560,8 +560,10 @@ class BackupEngine:
 
     def _describe(self, path: str) -> str:
         """A retried request's URL path -> the file it was for."""
-        prefix = f"{self.dest.bucket}/{self.dest.key('')}"
-        return path[len(prefix):] if path.startswith(prefix) else path
+        for prefix in (f"{self.dest.bucket}/{self.dest.key('')}", self.dest.key("")):  # path / virtual style
+            if path.startswith(prefix):
+                return path[len(prefix):]
+        return path
 
     # -- helpers
     def _meta(self, item: Item, digest: Digest | None) -> dict[str, Any]:
