@@ -57,18 +57,6 @@ def _policy(**fields: Any) -> Any:
         raise BadInput(message) from None
 
 
-def _settings() -> Any:
-    from pydantic import ValidationError
-
-    from flows.common.errors import bad_input_from
-    from flows.common.settings import get_settings
-
-    try:
-        return get_settings()
-    except ValidationError as exc:
-        raise bad_input_from(exc, "inferops settings (INFEROPS_* / inferops.toml)") from None
-
-
 @app.command("run")
 def run_cmd(
     source: str = typer.Option(..., "--source", help="directory, or s3://BUCKET/PREFIX in the source region"),
@@ -89,8 +77,10 @@ def run_cmd(
     from flows.log_backup.models import BackupReport
 
     try:
+        from flows.common.s3 import region_for
+
         policy = _policy(source=source, dest=dest, dest_region=dest_region,
-                         source_region=source_region or _settings().s3.primary_region,
+                         source_region=source_region or region_for("primary"),
                          retention_days=retention_days, quiet_period_s=quiet_period,
                          compare="checksum" if checksum else "size-mtime")
         from flows.log_backup.engine import BackupFailed, validate
@@ -153,11 +143,11 @@ def restore_cmd(
     from flows.log_backup.models import RestoreReport
 
     try:
-        from flows.common.s3 import parse_s3_uri, validate_region
+        from flows.common.s3 import parse_s3_uri, region_for, validate_region
         from flows.log_backup.restore import RestoreFailed, check_target
 
         parse_s3_uri(from_)
-        region = validate_region(region or _settings().s3.backup_region)
+        region = validate_region(region) if region else region_for("backup")
         when = _parse_at(at)
         check_target(to)
         from flows.common.runtime import run_flow
