@@ -24,6 +24,7 @@ def test_bad_input_exits_2_with_one_line(run_cli, tmp_path):
     odd.write_text("date,cost\n2026-05-01,3\n")
     r = run_cli("cost", "report", "--cur", str(odd), "--out", str(tmp_path / "o"))
     assert r.returncode == 2
-    assert r.stderr.strip().startswith("inferops: unknown CUR column style") and "columns seen: date, cost" in r.stderr
+    assert r.stderr.strip().startswith("inferops: no readable CUR: unknown CUR column style in")
+    assert "odd.csv; columns seen: date, cost" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
 
