@@ -14,7 +14,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import polars as pl
 
 from flows.common.errors import BadInput
@@ -66,7 +65,7 @@ def _line_groups(rows: pl.LazyFrame, key: str) -> pl.LazyFrame:
     """Sum the lines per (rejected, currency, hour, line item type, usage type, instance type, ``key``)
     first: every string rule (classification, instance usage, the currency code) then runs on these few
     groups, not on millions of rows; rejected rows are counted in the same pass and dropped by the caller."""
-    hour = ((pl.col("usage_start").dt.epoch("us") // _HOUR_US) * _HOUR_US).cast(pl.Datetime("us", "UTC"))
+    hour = pl.col("usage_start").dt.epoch("us") // _HOUR_US  # an integer key: a datetime again in classified()
     return (rows
             .with_columns(hour.alias("hour"),
                           pl.when(pl.col("public_on_demand_cost").is_not_null())
@@ -89,7 +88,8 @@ def classified(groups: pl.LazyFrame) -> pl.LazyFrame:
     blank_is_null = [pl.when(pl.col(c) == "").then(None).otherwise(pl.col(c)).alias(c)
                      for c in ("usage_type", "instance_type", "team", "resource_id") if c in groups.collect_schema()]
     return (groups
-            .with_columns(*blank_is_null, currency_code(pl.col("currency")).alias("currency"))
+            .with_columns(*blank_is_null, currency_code(pl.col("currency")).alias("currency"),
+                          (pl.col("hour") * _HOUR_US).cast(pl.Datetime("us", "UTC")).alias("hour"))
             .with_columns(pricing_model().alias("pricing_model"),
                           pl.col("instance_type").str.strip_prefix("ml."))
             .with_columns(cost.alias("cost"), instance_hours.alias("instance_hours")))
@@ -299,10 +299,10 @@ def _commitment(itype: str, rows: pl.DataFrame, n_hours: int, policy: CostPolicy
     od_hours = float(od["instance_hours"].sum())
     if not n_hours or od_hours <= 0:
         return None
-    per_bucket = od.group_by("hour").agg(pl.col("instance_hours").sum())["instance_hours"].to_numpy() / bucket
+    per_bucket = od.group_by("hour").agg(pl.col("instance_hours").sum())["instance_hours"] / bucket
     slots = -(-n_hours // bucket)
-    series = np.concatenate([per_bucket, np.zeros(max(0, slots - len(per_bucket)))])  # idle slots count as 0
-    floor = float(np.percentile(series, policy.floor_percentile))
+    series = pl.concat([per_bucket, pl.zeros(max(0, slots - len(per_bucket)), pl.Float64, eager=True)])  # idle: 0
+    floor = float(series.quantile(policy.floor_percentile / 100, interpolation="linear"))  # numpy's default
     count = math.floor(floor + 1e-9)
     if count < 1:
         return None

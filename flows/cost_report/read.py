@@ -9,7 +9,7 @@ Three column styles are read:
 
 Every style becomes the internal schema below. Values that do not parse are never dropped: the row
 gets a ``reason`` and goes to the quarantine query instead of the valid one. So do non-finite and
-absurd numbers (NaN, inf, 1e400, more than :data:`MAX_ABS_VALUE`) and dates outside the years a CUR can
+absurd numbers (NaN, inf, 1e400, magnitudes adding up to more than :data:`MAX_ABS_VALUE` on one line) and dates outside the years a CUR can
 carry. A file that cannot be read at all (truncated gzip, corrupt Parquet, a column of the wrong type)
 is listed in ``Sources.failed`` with its reason, and the report covers the rest.
 """
@@ -42,8 +42,8 @@ REQUIRED_VALUES = ("usage_start", "line_item_type", "unblended_cost")  # on ever
 USAGE_TYPES = ("Usage", "DiscountedUsage", "SavingsPlanCoveredUsage")
 INTERNAL_SCHEMA = {"usage_start": pl.Datetime("us", "UTC"),
                    **{c: pl.String for c in STRING_COLS}, **{c: pl.Float64 for c in FLOAT_COLS}}
-# one line item's cost or amount beyond this (in any currency) is absurd: quarantined, never summed, so
-# no sum can overflow to inf (a month of a large fleet is ~1e8 lines)
+# one line item whose amounts (costs and usage, in any currency) add up beyond this is absurd: quarantined,
+# never summed, so no sum can overflow to inf (a month of a large fleet is ~1e8 lines)
 MAX_ABS_VALUE = 1e12
 ASSUMED_CURRENCY = "USD"  # a CUR without a currency column (AWS bills in USD unless told otherwise)
 DATES = (datetime(FIRST_YEAR, 1, 1, tzinfo=UTC), datetime(LAST_YEAR + 1, 1, 1, tzinfo=UTC))
@@ -403,15 +403,12 @@ def normalise(f: CurFile, team_tag: str, missing: set[str]) -> Normalised:
         expr, sdtype, _ = src
         if name == "usage_start":
             value = _parse_datetime(expr, sdtype)
-            problems.append((value.is_not_null() & ~value.is_between(*DATES, closed="left"),
-                             f"usage_start outside {FIRST_YEAR}-{LAST_YEAR}"))
+            # (null compares to null: a missing date is its own problem below; any_horizontal ignores it)
+            problems.append((~value.is_between(*DATES, closed="left"), f"usage_start outside {FIRST_YEAR}-{LAST_YEAR}"))
         elif name in FLOAT_COLS:
             value = _parse_float(expr, sdtype)
             if not sdtype.is_numeric() and name not in REQUIRED_VALUES:
                 problems.append((_blank_to_null(expr).is_not_null() & value.is_null(), f"bad {name}"))
-            # NaN, inf and 1e400 (inf once parsed) fail the comparison too
-            problems.append((value.is_not_null() & ~(value.abs() <= MAX_ABS_VALUE),
-                             f"non-finite or absurd {name}"))
         elif f.fmt == "csv" and name != "currency":
             value = _blank_to_null(expr)
         else:  # typed strings: "" stays "" here and becomes null after aggregation (measures.classified)
@@ -421,6 +418,10 @@ def normalise(f: CurFile, team_tag: str, missing: set[str]) -> Normalised:
         if name in REQUIRED_VALUES:
             missing_value = value.is_null() | (value == "") if name in STRING_COLS else value.is_null()
             problems.append((missing_value, f"missing or bad {name}"))
+    # NaN, inf (1e400 parses to inf) and absurd sizes, in one test per line: NaN and inf carry through the
+    # sum of magnitudes (nulls are skipped), and no line's amounts may add up to more than MAX_ABS_VALUE
+    magnitude = pl.sum_horizontal([parsed[c].abs() for c in FLOAT_COLS if srcs.get(c) is not None])
+    problems.append((~(magnitude <= MAX_ABS_VALUE), f"non-finite or absurd amounts (NaN, inf, or |sum| > {MAX_ABS_VALUE:g})"))
     # usage lines need their amount; the amortized cost of covered usage lives in its own column
     problems.append((parsed["line_item_type"].is_in(USAGE_TYPES) & parsed["usage_amount"].is_null(),
                      "usage line without usage_amount"))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -70,7 +71,15 @@ def _shown(out: str | Path) -> str:
     return display(str(out))[:300]
 
 
+def bound_prefetch() -> None:
+    """Polars' Parquet reader decodes row groups ahead of the streaming engine; by default so many that
+    a 60M-line CUR peaks near 1 GiB. A few per thread keep both cores busy at about half of that
+    (measured: benchmarks/cost_report.py). An explicit POLARS_ROW_GROUP_PREFETCH_SIZE wins."""
+    os.environ.setdefault("POLARS_ROW_GROUP_PREFETCH_SIZE", str(max(4, pl.thread_pool_size())))
+
+
 def _collect(parts: list[Normalised], with_resources: bool) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    bound_prefetch()
     rows = pl.concat([p.rows for p in parts], how="vertical")
     queries = [measures.cube(rows)] + ([measures.resource_hours(rows)] if with_resources else [])
     cube, *rest = pl.collect_all(queries, engine="streaming")  # one streaming pass over every part
