@@ -54,7 +54,8 @@ FLOATS = {"amount": "line_item_usage_amount", "unblended": "line_item_unblended_
 
 # ------------------------------------------------------------------------------------------ the peer
 def _line_groups_sql(parquet_glob: str) -> str:
-    absurd = " OR ".join(f"({c} IS NOT NULL AND NOT (abs({c}) <= {MAX_ABS_VALUE}))" for c in FLOATS)
+    # NaN and inf carry through a sum of magnitudes (nulls count 0): one line's amounts may not exceed the cap
+    absurd = "NOT (" + " + ".join(f"coalesce(abs({c}), 0)" for c in FLOATS) + f" <= {MAX_ABS_VALUE})"
     cols = ", ".join(f"{src} AS {name}" for name, src in FLOATS.items())
     return f"""
     CREATE TEMP TABLE g AS

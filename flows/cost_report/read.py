@@ -217,8 +217,8 @@ def gather(specs: list[str], workdir: Path, *, region: str, endpoint_url: str | 
         except FileNotFoundError:
             sources.failed.append(f"{shown}: no such file or folder")
             continue
-        except BadInput as exc:  # a malformed s3:// URI
-            sources.failed.append(f"{shown}: {exc}")
+        except BadInput:  # a malformed s3:// URI (its message would repeat the URI as given)
+            sources.failed.append(f"{shown}: malformed S3 URI (expected s3://BUCKET[/PREFIX])")
             continue
         except (OSError, ValueError) as exc:  # a name too long, a NUL byte, a folder we may not read
             sources.failed.append(f"{shown}: {reason(exc)}")
