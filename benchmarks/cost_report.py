@@ -99,7 +99,8 @@ CUBE_SQL = """
 
 
 def _ratio(a: float, b: float) -> float | None:
-    return round(a / b, 6) if b else None
+    q = a / b if b else math.nan
+    return round(q, 6) if math.isfinite(q) else None
 
 
 def duckdb_summary(parquet_glob: str, gpu_table: str | Path = GPU_TABLE) -> dict[str, Any]:
@@ -184,6 +185,8 @@ def duckdb_summary(parquet_glob: str, gpu_table: str | Path = GPU_TABLE) -> dict
         if count < 1:
             continue
         rate = od_c / od_h
+        if not math.isfinite(rate):
+            continue
         observed = 1 - c_c / c_h / rate if c_h and rate else None
         discount = observed if observed is not None and 0 < observed < 1 else POLICY["default_commitment_discount"]
         recs[it] = {"instances": count, "gpus": count * gpus, "floor_instances": round(floors[it], 4),

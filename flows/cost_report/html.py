@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import date
 from html import escape
 from typing import Any
@@ -17,7 +18,7 @@ W, H, PAD_L, PAD_B, PAD_T = 760, 260, 70, 40, 30
 
 
 def _num(x: float | None, unit: str = "") -> str:
-    if x is None:
+    if x is None or not math.isfinite(x):
         return "n/a"
     if unit == "%":
         return f"{100 * x:.1f}%"
@@ -90,7 +91,7 @@ def _table(rows: list[dict[str, Any]], cols: list[str]) -> str:
 
 def _cell(v: Any) -> str:
     if isinstance(v, float):
-        return f"{v:,.2f}"
+        return f"{v:,.2f}" if math.isfinite(v) else "n/a"
     return "" if v is None else str(v)
 
 

@@ -150,7 +150,9 @@ def period_hours(cube_df: pl.DataFrame, period: tuple[datetime, datetime] | None
 
 
 def _ratio(a: float, b: float) -> float | None:
-    return round(a / b, 6) if b else None
+    """a / b, or None when there is no b or the quotient is not a number (finite / 5e-324 is inf)."""
+    q = a / b if b else math.nan
+    return round(q, 6) if math.isfinite(q) else None
 
 
 def _r(x: float | None, nd: int = 4) -> float | None:
@@ -307,6 +309,8 @@ def _commitment(itype: str, rows: pl.DataFrame, n_hours: int, policy: CostPolicy
     if count < 1:
         return None
     od_rate = float(od["cost"].sum()) / od_hours
+    if not math.isfinite(od_rate):  # a vanishing number of hours: no rate to price a commitment at
+        return None
     committed = rows.filter(pl.col("pricing_model").is_in(["reserved", "savings_plan"]))
     c_hours = float(committed["instance_hours"].sum())
     observed = 1 - float(committed["cost"].sum()) / c_hours / od_rate if c_hours and od_rate else None

@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import re
 import uuid
 import zlib
 from collections.abc import Callable
@@ -111,6 +112,9 @@ class Sources:
         self.failed.append(f"{f.name}: unreadable ({reason(exc)})")
 
 
+_USERINFO = re.compile(r"(?<=://)[^/?#\s]*@")
+
+
 def display(text: str) -> str:
     """A name safe to show and to write as UTF-8: URL credentials redacted, undecodable bytes
     (surrogate escapes) and control characters backslash-escaped."""
@@ -121,6 +125,8 @@ def display(text: str) -> str:
             text = redact_url(text)
         except ValueError:  # not even a URL urllib can split: show the scheme only
             text = text.partition("://")[0][:20] + "://…"
+        # and whatever still looks like user:password@ after "://" in a shape urllib does not parse
+        text = _USERINFO.sub("***@", text)
     text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
@@ -140,6 +146,20 @@ def list_local(spec: str) -> list[tuple[Path, str]]:
     raise FileNotFoundError(spec)
 
 
+def _readable(path: Path, workdir: Path) -> Path:
+    """``path``, or for a name that is not valid UTF-8 (which polars cannot open) a link to it in
+    ``workdir`` under a plain name; the report still shows the original name, escaped."""
+    try:
+        str(path).encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        workdir.mkdir(parents=True, exist_ok=True)
+        suffix = max((s for s in CUR_SUFFIXES if path.name.endswith(s)), key=len, default="")
+        link = workdir / f"{uuid.uuid4().hex[:12]}{suffix}"
+        link.symlink_to(path.absolute())
+        return link
+
+
 def _fmt(name: str) -> str:
     return "parquet" if name.endswith(".parquet") else "csv"
 
@@ -147,7 +167,7 @@ def _fmt(name: str) -> str:
 def read_schema(path: Path, fmt: str) -> dict[str, pl.DataType]:
     """Column names and types without reading the data (CSV: the header line; all strings)."""
     if fmt == "parquet":
-        return dict(pl.scan_parquet(path).collect_schema())
+        return dict(pl.scan_parquet(path, glob=False).collect_schema())  # a name is never a pattern
     opener: Callable[..., io.TextIOBase] = gzip.open if path.name.endswith(".gz") else open  # type: ignore[assignment]
     with opener(path, "rt", encoding="utf-8-sig", newline="") as fh:
         header = next(csv.reader(fh), None)
@@ -213,7 +233,7 @@ def gather(specs: list[str], workdir: Path, *, region: str, endpoint_url: str | 
                 sources.failed.append(f"{shown}: not a local path or s3://bucket/prefix")
                 continue
             else:
-                paths = list_local(spec)
+                paths = [(_readable(path, workdir), name) for path, name in list_local(spec)]
         except FileNotFoundError:
             sources.failed.append(f"{shown}: no such file or folder")
             continue
@@ -385,9 +405,9 @@ def normalise(f: CurFile, team_tag: str, missing: set[str]) -> Normalised:
     columns are parsed, and a value that is there but does not parse rejects the row.
     """
     if f.fmt == "parquet":
-        lf, first_row = pl.scan_parquet(f.path), 1
+        lf, first_row = pl.scan_parquet(f.path, glob=False), 1
     else:  # the header is line 1, so data row N is file line N + 1
-        lf, first_row = pl.scan_csv(f.path, infer_schema=False, encoding="utf8-lossy",
+        lf, first_row = pl.scan_csv(f.path, infer_schema=False, encoding="utf8-lossy", glob=False,
                                     truncate_ragged_lines=True), 2
     srcs = _source_exprs(f, team_tag)
     parsed: dict[str, pl.Expr] = {}
