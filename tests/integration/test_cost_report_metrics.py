@@ -3,7 +3,6 @@ the report runs in k8s-pool pods, whose textfiles go with the pod, so InferopsGp
 
 from __future__ import annotations
 
-import urllib.request
 from pathlib import Path
 
 import polars as pl
@@ -11,28 +10,13 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from flows.common.runtime import run_flow
-from flows.common.settings import reload_settings
 from flows.cost_report.flow import cost_report
+from tests.integration.test_metrics_pushgateway import _samples, configured  # noqa: F401 -- the shared setup
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "cur"
 
 
-def _samples(url: str, name: str) -> list:
-    body = urllib.request.urlopen(f"{url}/metrics", timeout=5).read().decode()
-    return [s for f in text_string_to_metric_families(body) if f.name == name for s in f.samples]
-
-
-@pytest.fixture
-def configured(pushgateway, monkeypatch):
-    monkeypatch.setenv("INFEROPS_OFFLINE", "1")
-    monkeypatch.setenv("INFEROPS_PROMETHEUS__PUSHGATEWAY", pushgateway)
-    reload_settings()
-    yield pushgateway
-    monkeypatch.undo()
-    reload_settings()
-
-
-def test_daily_cost_is_pushed_and_written(configured, tmp_path):
+def test_daily_cost_is_pushed_and_written(configured, tmp_path):  # noqa: F811 -- the imported fixture
     s = run_flow(cost_report, cur=[str(DATA / "malformed.csv.gz"), str(DATA / "legacy.csv.gz")],
                  out=str(tmp_path / "out"), period="2026-05")
     assert s["metrics"] == {"textfile": str(tmp_path / "out" / "inferops_cost.prom"), "pushgateway": "pushed"}
