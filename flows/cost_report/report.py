@@ -27,7 +27,15 @@ from flows.common.errors import BadInput
 from flows.cost_report import measures
 from flows.cost_report.html import render_html
 from flows.cost_report.models import CURRENCY
-from flows.cost_report.read import READ_ERRORS, Normalised, Sources, normalise, nothing_readable, reason
+from flows.cost_report.read import (
+    READ_ERRORS,
+    Normalised,
+    Sources,
+    display,
+    normalise,
+    nothing_readable,
+    reason,
+)
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -66,8 +74,6 @@ def out_folder(out: str | Path) -> Path:
 
 
 def _shown(out: str | Path) -> str:
-    from flows.cost_report.read import display
-
     return display(str(out))[:300]
 
 
