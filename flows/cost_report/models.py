@@ -14,7 +14,7 @@ from flows.common.errors import BadInput
 # (RIFee, SavingsPlan fees and negation, Tax, Credit, Refund, ...) is a fee or adjustment
 PRICING_MODELS: tuple[str, ...] = ("on_demand", "spot", "reserved", "savings_plan")
 
-_TAG = re.compile(r"^[A-Za-z0-9_]{1,64}$")
+_TAG = re.compile(r"[A-Za-z0-9_]{1,64}", re.ASCII)
 _PERIOD = re.compile(r"(\d{4})-(\d{2})", re.ASCII)
 CURRENCY = re.compile(r"[A-Z]{3}", re.ASCII)  # ISO 4217 (fullmatch)
 # usage dates a CUR can carry: AWS bills since 2006; a line outside [FIRST_YEAR, LAST_YEAR] is absurd
@@ -46,7 +46,7 @@ class CostPolicy(BaseModel):
     @field_validator("team_tag")
     @classmethod
     def _tag(cls, v: str) -> str:
-        if not _TAG.match(v):
+        if not _TAG.fullmatch(v):
             raise ValueError(f"tag key {v!r}: letters, digits and _ only")
         return v
 
