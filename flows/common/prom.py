@@ -109,17 +109,20 @@ def _f(v: str) -> float:
         return math.nan
 
 
-def client_from_settings(*, required: bool = True, timeout_s: float | None = None) -> PrometheusClient | None:
+def client_from_settings(*, required: bool = True, timeout_s: float | None = None,
+                         url: str | None = None) -> PrometheusClient | None:
     """The one way a pipeline gets its Prometheus client: ``INFEROPS_PROMETHEUS__*`` settings.
 
+    ``url`` (a command's ``--prometheus``) replaces the configured URL; token and timeout stay the settings'.
     ``required`` and none configured: :class:`BadInput` naming the setting; otherwise None.
     """
     from flows.common.settings import get_settings
 
     s = get_settings().prometheus
-    if not s.url:
+    url = url or s.url
+    if not url:
         if required:
             raise BadInput("no Prometheus configured (set INFEROPS_PROMETHEUS__URL)")
         return None
     token = s.bearer_token.get_secret_value() if s.bearer_token else None
-    return PrometheusClient(s.url, timeout_s=s.timeout_s if timeout_s is None else timeout_s, bearer_token=token)
+    return PrometheusClient(url, timeout_s=s.timeout_s if timeout_s is None else timeout_s, bearer_token=token)
