@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 from flows.common.errors import BackendUnavailable, BadInput
+from flows.common.redact import redact
 
 _NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 _DURATION = re.compile(r"^(\d+(ms|s|m|h|d|w|y))+$")
@@ -32,15 +33,9 @@ def validate_duration(d: str) -> str:
 
 
 def redact_url(url: str) -> str:
-    """``url`` without user:password, safe for logs, artifacts and error messages."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    """``url`` without user:password, safe for logs, artifacts and error messages (any scheme, any port,
+    valid or not: :func:`flows.common.redact.redact`)."""
+    return redact(url)
 
 
 def quote_label_value(value: str) -> str:
@@ -114,17 +109,20 @@ def _f(v: str) -> float:
         return math.nan
 
 
-def client_from_settings(*, required: bool = True, timeout_s: float | None = None) -> PrometheusClient | None:
+def client_from_settings(*, required: bool = True, timeout_s: float | None = None,
+                         url: str | None = None) -> PrometheusClient | None:
     """The one way a pipeline gets its Prometheus client: ``INFEROPS_PROMETHEUS__*`` settings.
 
+    ``url`` (a command's ``--prometheus``) replaces the configured URL; token and timeout stay the settings'.
     ``required`` and none configured: :class:`BadInput` naming the setting; otherwise None.
     """
     from flows.common.settings import get_settings
 
     s = get_settings().prometheus
-    if not s.url:
+    url = url or s.url
+    if not url:
         if required:
             raise BadInput("no Prometheus configured (set INFEROPS_PROMETHEUS__URL)")
         return None
     token = s.bearer_token.get_secret_value() if s.bearer_token else None
-    return PrometheusClient(s.url, timeout_s=s.timeout_s if timeout_s is None else timeout_s, bearer_token=token)
+    return PrometheusClient(url, timeout_s=s.timeout_s if timeout_s is None else timeout_s, bearer_token=token)

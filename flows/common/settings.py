@@ -16,6 +16,7 @@ checkout's ``.inferops/`` whatever the working directory (``INFEROPS_STATE_DIR``
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -130,6 +132,39 @@ class InferopsSettings(BaseSettings):
         return self.model_dump(mode="json")
 
 
+def load_settings() -> InferopsSettings:
+    """:class:`InferopsSettings` from the environment and the config file; a bad value or an unreadable
+    file is a :class:`~flows.common.errors.BadInput` naming the setting (``INFEROPS_SSH__PORT`` and its
+    key in the file) or the file, never a traceback. The value itself is not echoed (it may be secret)."""
+    from pydantic import ValidationError
+
+    from flows.common.errors import BadInput
+
+    config = os.environ.get("INFEROPS_CONFIG", "inferops.toml")
+    try:
+        return InferopsSettings()
+    except ValidationError as exc:
+        errs = exc.errors(include_url=False, include_input=False)
+        parts = []
+        for err in errs[:3]:
+            loc = [str(x) for x in err.get("loc", ())]
+            env = "INFEROPS_" + "__".join(loc).upper()
+            parts.append(f"{env} (or {'.'.join(loc)} in {config}): {err.get('msg', '')}")
+        more = f" (+{len(errs) - 3} more)" if len(errs) > 3 else ""
+        raise BadInput("bad setting " + "; ".join(parts) + more) from None
+    except SettingsError as exc:  # e.g. INFEROPS_PROMETHEUS='{' (a nested setting given as bad JSON)
+        import re
+
+        field = re.search(r'field "([^"]+)"', str(exc))
+        if field and "EnvSettingsSource" in str(exc):
+            raise BadInput(f"bad setting INFEROPS_{field.group(1).upper()}: not valid JSON for a group of settings "
+                           f"(set its fields instead, e.g. INFEROPS_{field.group(1).upper()}__URL)") from None
+        raise BadInput(f"config file {config} (INFEROPS_CONFIG): {' '.join(str(exc).split())[:160]}") from None
+    except (OSError, ValueError) as exc:  # the TOML file: unreadable, not UTF-8, not TOML
+        why = " ".join(str(exc).split())[:160]
+        raise BadInput(f"config file {config} (INFEROPS_CONFIG): {why}") from None
+
+
 def setting_name(loc: tuple) -> str:
     """``("prometheus", "timeout_s")`` -> ``prometheus.timeout_s (INFEROPS_PROMETHEUS__TIMEOUT_S)``."""
     parts = [str(x) for x in loc if not isinstance(x, int)]
@@ -152,17 +187,31 @@ def settings_with_problems() -> tuple[InferopsSettings, dict[str, list[str]]]:
         problems["config"] = [f"{path}: {' '.join(str(exc).split())[:200]}"]
         cls = _EnvOnlySettings
     overrides: dict[str, Any] = {}
-    for _ in range(2):
-        try:
-            return cls(**overrides), problems
-        except ValidationError as exc:
-            for err in exc.errors(include_url=False, include_input=False):
-                loc = tuple(err.get("loc", ())) or ("config",)
-                section = str(loc[0])
-                msg = str(err.get("msg", "")).removeprefix("Value error, ")
-                problems.setdefault(section, []).append(f"{setting_name(loc)}: {msg}")
-                if section in cls.model_fields:
-                    overrides[section] = cls.model_fields[section].get_default(call_default_factory=True)
+    dropped: dict[str, str] = {}  # env variables that could not even be parsed, left out while loading
+    try:
+        for _ in range(4):
+            try:
+                return cls(**overrides), problems
+            except SettingsError as exc:  # e.g. INFEROPS_PROMETHEUS='{': a group of settings as bad JSON
+                field = re.search(r'field "([^"]+)"', str(exc))
+                var = f"INFEROPS_{field.group(1).upper()}" if field else ""
+                if not field or var not in os.environ:
+                    problems.setdefault("config", []).append(" ".join(str(exc).split())[:200])
+                    cls = _EnvOnlySettings
+                    continue
+                problems.setdefault(field.group(1), []).append(
+                    f"{var}: not valid JSON for a group of settings (set its fields instead, e.g. {var}__URL)")
+                dropped[var] = os.environ.pop(var)
+            except ValidationError as exc:
+                for err in exc.errors(include_url=False, include_input=False):
+                    loc = tuple(err.get("loc", ())) or ("config",)
+                    section = str(loc[0])
+                    msg = str(err.get("msg", "")).removeprefix("Value error, ")
+                    problems.setdefault(section, []).append(f"{setting_name(loc)}: {msg}")
+                    if section in cls.model_fields:
+                        overrides[section] = cls.model_fields[section].get_default(call_default_factory=True)
+    finally:
+        os.environ.update(dropped)
     return _EnvOnlySettings.model_construct(), problems  # pragma: no cover - defaults always validate
 
 
@@ -177,7 +226,7 @@ class _EnvOnlySettings(InferopsSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> InferopsSettings:
-    return InferopsSettings()
+    return load_settings()
 
 
 def reload_settings() -> InferopsSettings:

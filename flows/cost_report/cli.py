@@ -23,9 +23,16 @@ def report(
 ) -> None:
     """Write summary.json, report.html, Parquet aggregates and a metrics textfile into --out."""
     from flows.cost_report.flow import cost_report
+    from flows.cost_report.html import money_unit
+    from flows.cost_report.read import display
 
     s = run_flow(cost_report, cur=cur, out=out, period=period, prometheus=prometheus)
-    rejected = f", {s['rejected_rows']} malformed rows in {out}/quarantine.csv" if s["rejected_rows"] else ""
+    shown = display(out)
+    unit = money_unit(s["currency"])
+    cause = s["rejected_by_cause"]
+    kinds = [f"{cause['malformed']} malformed rows"] if cause["malformed"] else []
+    kinds += [f"{cause['other_currency']} rows in other currencies"] if cause["other_currency"] else []
+    rejected = f", {' and '.join(kinds)} in {shown}/quarantine.csv" if kinds else ""
     failed = f", {len(s['input']['failed'])} inputs unreadable (see summary.json)" if s["input"]["failed"] else ""
-    typer.echo(f"cost report in {out}: ${s['total_cost']:,.2f} amortized, {s['gpu_hours']:,.1f} GPU-hours"
+    typer.echo(f"cost report in {shown}: {unit}{s['total_cost']:,.2f} amortized, {s['gpu_hours']:,.1f} GPU-hours"
                f"{rejected}{failed}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import date
 from html import escape
 from typing import Any
@@ -17,7 +18,7 @@ W, H, PAD_L, PAD_B, PAD_T = 760, 260, 70, 40, 30
 
 
 def _num(x: float | None, unit: str = "") -> str:
-    if x is None:
+    if x is None or not math.isfinite(x):
         return "n/a"
     if unit == "%":
         return f"{100 * x:.1f}%"
@@ -90,11 +91,18 @@ def _table(rows: list[dict[str, Any]], cols: list[str]) -> str:
 
 def _cell(v: Any) -> str:
     if isinstance(v, float):
-        return f"{v:,.2f}"
+        return f"{v:,.2f}" if math.isfinite(v) else "n/a"
     return "" if v is None else str(v)
 
 
+def money_unit(currency: str) -> str:
+    """The prefix amounts carry: ``$`` for USD, else the ISO code (the report never converts)."""
+    return "$" if currency == "USD" else f"{currency} "
+
+
 def render_html(summary: dict[str, Any], daily: pl.DataFrame, idle_daily: pl.DataFrame) -> str:
+    cur = summary.get("currency", "USD")
+    unit = money_unit(cur)
     days = sorted(set(daily["date"].to_list()))
     def per_model(col: str) -> dict[str, list[float]]:
         lookup = {(r["date"], r["pricing_model"]): r[col] for r in daily.iter_rows(named=True)}
@@ -112,16 +120,20 @@ def render_html(summary: dict[str, Any], daily: pl.DataFrame, idle_daily: pl.Dat
     if idle.get("status") == "ok" and not idle_daily.is_empty():
         idle_days = idle_daily["date"].to_list()
         idle_chart = stacked_bars(f"Idle GPU cost per day (GPU util < {idle['threshold_pct']:g}%)", idle_days,
-                                  {"idle": idle_daily["idle_cost"].to_list()}, "$")
+                                  {"idle": idle_daily["idle_cost"].to_list()}, unit)
     else:
         idle_chart = f"<p>Idle GPU cost: {escape(str(idle.get('status')))} {escape(idle.get('error', ''))}</p>"
     models = [{"pricing_model": m, **v} for m, v in summary["by_pricing_model"].items()]
     fees = [{"type": k, **v} for k, v in summary["fees_and_adjustments"]["by_type"].items()]
     recs = [{"action": r["action"], "projected_savings": r["projected_savings"],
              "numbers": ", ".join(f"{k}={v}" for k, v in r["numbers"].items())} for r in summary["recommendations"]]
-    head = (f"Total amortized cost ${summary['total_cost']:,.2f} &middot; {summary['gpu_hours']:,.1f} GPU-hours "
-            f"&middot; fees and adjustments ${summary['fees_and_adjustments']['total']:,.2f} "
+    others = summary.get("other_currencies", {})
+    head = (f"Total amortized cost {escape(unit)}{summary['total_cost']:,.2f} &middot; {summary['gpu_hours']:,.1f} "
+            f"GPU-hours &middot; fees and adjustments {escape(unit)}{summary['fees_and_adjustments']['total']:,.2f} "
             f"&middot; rejected rows {summary['rejected_rows']}")
+    currency = (f"<p>All amounts are in <b>{escape(cur)}</b>, as the CUR bills them"
+                + (": lines in " + ", ".join(f"{escape(c)} ({v['lines']})" for c, v in others.items())
+                   + " were quarantined, not converted or summed" if others else "") + ".</p>")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>GPU cost report {escape(summary.get('period') or '')}</title>
 <style>body{{font-family:sans-serif;margin:24px;color:#222}} table{{border-collapse:collapse;margin:8px 0 20px}}
@@ -129,7 +141,8 @@ td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}} th{{background:#
 </head><body>
 <h1>GPU cost report {escape(summary.get('period') or '')}</h1>
 <p>{head}</p>
-{stacked_bars("Amortized cost per day by pricing model", days, per_model("cost"), "$")}
+{currency}
+{stacked_bars(f"Amortized cost per day by pricing model ({cur})", days, per_model("cost"), unit)}
 {stacked_bars("GPU-hours per day by pricing model", days, per_model("gpu_hours"), "")}
 {ratio}
 {idle_chart}

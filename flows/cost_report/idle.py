@@ -10,17 +10,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 import polars as pl
 
 from flows.common.errors import BackendUnavailable
 from flows.common.prom import PrometheusClient, validate_name
+from flows.cost_report.measures import EMPTY_IDLE_DAILY as EMPTY_DAILY
 from flows.cost_report.models import CostPolicy
 
 METRIC = "DCGM_FI_DEV_GPU_UTIL"
 MAX_POINTS = 10_000  # per query_range call (Prometheus refuses more than 11,000)
-EMPTY_DAILY = pl.DataFrame(schema={"date": pl.Date, "idle_gpu_hours": pl.Float64, "idle_cost": pl.Float64})
 
 
 def _series(client: PrometheusClient, promql: str, label: str, start: float, end: float,
@@ -35,13 +34,12 @@ def _series(client: PrometheusClient, promql: str, label: str, start: float, end
                                       name: pl.Float64}, orient="row")
 
 
-def idle_cost(url: str, gpu_hours: pl.DataFrame, policy: CostPolicy, *, timeout_s: float = 10.0,
-              bearer_token: str | None = None) -> tuple[dict[str, Any], pl.DataFrame]:
+def idle_cost(client: PrometheusClient, gpu_hours: pl.DataFrame,
+              policy: CostPolicy) -> tuple[dict[str, Any], pl.DataFrame]:
     """(summary, daily idle) for resource-hours ``gpu_hours`` (hour, resource_id, instance_type,
     cost, instance_hours, gpus). Prometheus down is reported in the summary, never silently zero."""
     label = validate_name(policy.node_label)
-    shown = urlsplit(url)._replace(netloc=urlsplit(url).netloc.rpartition("@")[2]).geturl()  # no credentials
-    result: dict[str, Any] = {"prometheus": shown, "threshold_pct": policy.idle_util_threshold,
+    result: dict[str, Any] = {"prometheus": client.safe_url, "threshold_pct": policy.idle_util_threshold,
                               "node_label": label}
     if gpu_hours.is_empty():
         return {**result, "status": "no GPU instance-hours with resource ids in the CUR"}, EMPTY_DAILY
@@ -49,14 +47,12 @@ def idle_cost(url: str, gpu_hours: pl.DataFrame, policy: CostPolicy, *, timeout_
     end = gpu_hours["hour"].max() + timedelta(hours=1)  # type: ignore[operator]
     window = f'avg_over_time({METRIC}{{{label}!=""}}[1h])'  # series without the node label can't join
     try:
-        with PrometheusClient(url, timeout_s=timeout_s, bearer_token=bearer_token) as client:
-            seen = _series(client, f"count by ({label}) ({window})", label,
-                           start.timestamp(), end.timestamp(), "gpus_reporting")
-            idle = _series(client, f"count by ({label}) ({window} < {policy.idle_util_threshold:g})", label,
-                           start.timestamp(), end.timestamp(), "idle_gpus")
-    except BackendUnavailable as exc:
-        return {**result, "status": "unavailable",
-                "error": str(exc).replace(url.rstrip("/"), shown.rstrip("/"))}, EMPTY_DAILY
+        seen = _series(client, f"count by ({label}) ({window})", label,
+                       start.timestamp(), end.timestamp(), "gpus_reporting")
+        idle = _series(client, f"count by ({label}) ({window} < {policy.idle_util_threshold:g})", label,
+                       start.timestamp(), end.timestamp(), "idle_gpus")
+    except BackendUnavailable as exc:  # its message names the URL without credentials
+        return {**result, "status": "unavailable", "error": str(exc)}, EMPTY_DAILY
     joined = (gpu_hours
               .join(seen, on=["resource_id", "hour"], how="left")
               .join(idle, on=["resource_id", "hour"], how="left")

@@ -14,16 +14,20 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import polars as pl
 
 from flows.common.errors import BadInput
-from flows.cost_report.models import PRICING_MODELS, CostPolicy
+from flows.cost_report.models import CURRENCY, PRICING_MODELS, CostPolicy
+from flows.cost_report.read import currency_code
 
 # EC2 instance usage (the usage amount is instance-hours): on-demand/RI/SP "BoxUsage", spot, dedicated
 INSTANCE_USAGE = r"(BoxUsage|SpotUsage|DedicatedUsage|HostUsage)"
 GPU_FAMILY = r"^(p\d|g\d|gr\d)"  # EC2 accelerated-computing families with NVIDIA/AMD GPUs
 CUBE_KEYS = ("hour", "line_item_type", "pricing_model", "instance_type", "team")
+CUBE_SUMS = ("cost", "instance_hours", "public_on_demand_cost", "priced_cost", "ri_unused_cost", "sp_commitment",
+             "lines")
+RESOURCE_KEYS = ("hour", "resource_id", "instance_type", "currency")
+EMPTY_IDLE_DAILY = pl.DataFrame(schema={"date": pl.Date, "idle_gpu_hours": pl.Float64, "idle_cost": pl.Float64})
 
 
 def load_gpu_table(extra: str | None = None) -> pl.DataFrame:
@@ -58,17 +62,17 @@ _SUMS = ("unblended_cost", "reservation_effective_cost", "sp_effective_cost", "u
 
 
 def _line_groups(rows: pl.LazyFrame, key: str) -> pl.LazyFrame:
-    """Sum the lines per (rejected, hour, line item type, usage type, instance type, ``key``) first:
-    every string rule (classification, instance usage) then runs on these few groups, not on
-    millions of rows; rejected rows are counted in the same pass and dropped by the caller."""
-    hour = ((pl.col("usage_start").dt.epoch("us") // _HOUR_US) * _HOUR_US).cast(pl.Datetime("us", "UTC"))
+    """Sum the lines per (rejected, currency, hour, line item type, usage type, instance type, ``key``)
+    first: every string rule (classification, instance usage, the currency code) then runs on these few
+    groups, not on millions of rows; rejected rows are counted in the same pass and dropped by the caller."""
+    hour = pl.col("usage_start").dt.epoch("us") // _HOUR_US  # an integer key: a datetime again in classified()
     return (rows
             .with_columns(hour.alias("hour"),
                           pl.when(pl.col("public_on_demand_cost").is_not_null())
                           .then(pl.col("unblended_cost")).alias("priced_cost"),
                           (pl.col("ri_unused_upfront").fill_null(0) + pl.col("ri_unused_recurring").fill_null(0))
                           .alias("ri_unused_cost"))
-            .group_by("rejected", "hour", "line_item_type", "usage_type", "instance_type", key)
+            .group_by("rejected", "currency", "hour", "line_item_type", "usage_type", "instance_type", key)
             .agg(*(pl.col(c).sum() for c in _SUMS), pl.len().alias("lines")))
 
 
@@ -84,28 +88,46 @@ def classified(groups: pl.LazyFrame) -> pl.LazyFrame:
     blank_is_null = [pl.when(pl.col(c) == "").then(None).otherwise(pl.col(c)).alias(c)
                      for c in ("usage_type", "instance_type", "team", "resource_id") if c in groups.collect_schema()]
     return (groups
-            .with_columns(blank_is_null)
+            .with_columns(*blank_is_null, currency_code(pl.col("currency")).alias("currency"),
+                          (pl.col("hour") * _HOUR_US).cast(pl.Datetime("us", "UTC")).alias("hour"))
             .with_columns(pricing_model().alias("pricing_model"),
                           pl.col("instance_type").str.strip_prefix("ml."))
             .with_columns(cost.alias("cost"), instance_hours.alias("instance_hours")))
 
 
 def cube(rows: pl.LazyFrame) -> pl.LazyFrame:
-    """The hourly aggregate of every line, keyed also by ``rejected`` (the caller splits them off)."""
-    sums = ("cost", "instance_hours", "public_on_demand_cost", "priced_cost", "ri_unused_cost", "sp_commitment",
-            "lines")
-    return (classified(_line_groups(rows, "team"))
-            .with_columns(pl.col("team").fill_null("untagged"))
-            .group_by("rejected", *CUBE_KEYS)
-            .agg(*(pl.col(c).sum() for c in sums)))
+    """The hourly aggregate of every line, keyed also by ``rejected`` and ``currency`` (the caller
+    splits off the rejected lines and those in another currency)."""
+    return merge_cube(classified(_line_groups(rows, "team")).with_columns(pl.col("team").fill_null("untagged")))
+
+
+def merge_cube(parts: pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame:
+    """Cubes (or finer groups) summed to one cube: parts of the CUR read one by one add up."""
+    return parts.lazy().group_by("rejected", "currency", *CUBE_KEYS).agg(*(pl.col(c).sum() for c in CUBE_SUMS))
 
 
 def resource_hours(rows: pl.LazyFrame) -> pl.LazyFrame:
-    """Amortized cost and instance-hours per (instance, hour) of valid lines: what idle GPU time joins to."""
-    return (classified(_line_groups(rows.filter(~pl.col("rejected")), "resource_id"))
-            .filter((pl.col("instance_hours") > 0) & pl.col("resource_id").is_not_null())
-            .group_by("hour", "resource_id", "instance_type")
-            .agg(pl.col("cost").sum(), pl.col("instance_hours").sum()))
+    """Amortized cost and instance-hours per (instance, hour, currency) of valid lines: what idle GPU
+    time joins to."""
+    return merge_resource_hours(
+        classified(_line_groups(rows.filter(~pl.col("rejected")), "resource_id"))
+        .filter((pl.col("instance_hours") > 0) & pl.col("resource_id").is_not_null()))
+
+
+def merge_resource_hours(parts: pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame:
+    return parts.lazy().group_by(*RESOURCE_KEYS).agg(pl.col("cost").sum(), pl.col("instance_hours").sum())
+
+
+def report_currency(valid_cube: pl.DataFrame, wanted: str) -> str:
+    """``wanted``, or with ``auto`` the ISO 4217 code of most valid lines (USD on a tie, or when no line
+    names a currency)."""
+    if wanted != "auto":
+        return wanted
+    lines = valid_cube.group_by("currency").agg(pl.col("lines").sum()).drop_nulls("currency")
+    counts = {r["currency"]: r["lines"] for r in lines.iter_rows(named=True) if CURRENCY.fullmatch(r["currency"])}
+    if not counts:
+        return "USD"
+    return max(sorted(counts), key=lambda c: (counts[c], c == "USD"))
 
 
 def with_gpus(df: pl.DataFrame, gpus: pl.DataFrame) -> pl.DataFrame:
@@ -128,7 +150,9 @@ def period_hours(cube_df: pl.DataFrame, period: tuple[datetime, datetime] | None
 
 
 def _ratio(a: float, b: float) -> float | None:
-    return round(a / b, 6) if b else None
+    """a / b, or None when there is no b or the quotient is not a number (finite / 5e-324 is inf)."""
+    q = a / b if b else math.nan
+    return round(q, 6) if math.isfinite(q) else None
 
 
 def _r(x: float | None, nd: int = 4) -> float | None:
@@ -277,14 +301,16 @@ def _commitment(itype: str, rows: pl.DataFrame, n_hours: int, policy: CostPolicy
     od_hours = float(od["instance_hours"].sum())
     if not n_hours or od_hours <= 0:
         return None
-    per_bucket = od.group_by("hour").agg(pl.col("instance_hours").sum())["instance_hours"].to_numpy() / bucket
+    per_bucket = od.group_by("hour").agg(pl.col("instance_hours").sum())["instance_hours"] / bucket
     slots = -(-n_hours // bucket)
-    series = np.concatenate([per_bucket, np.zeros(max(0, slots - len(per_bucket)))])  # idle slots count as 0
-    floor = float(np.percentile(series, policy.floor_percentile))
+    series = pl.concat([per_bucket, pl.zeros(max(0, slots - len(per_bucket)), pl.Float64, eager=True)])  # idle: 0
+    floor = float(series.quantile(policy.floor_percentile / 100, interpolation="linear"))  # numpy's default
     count = math.floor(floor + 1e-9)
     if count < 1:
         return None
     od_rate = float(od["cost"].sum()) / od_hours
+    if not math.isfinite(od_rate):  # a vanishing number of hours: no rate to price a commitment at
+        return None
     committed = rows.filter(pl.col("pricing_model").is_in(["reserved", "savings_plan"]))
     c_hours = float(committed["instance_hours"].sum())
     observed = 1 - float(committed["cost"].sum()) / c_hours / od_rate if c_hours and od_rate else None

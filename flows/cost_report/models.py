@@ -14,8 +14,12 @@ from flows.common.errors import BadInput
 # (RIFee, SavingsPlan fees and negation, Tax, Credit, Refund, ...) is a fee or adjustment
 PRICING_MODELS: tuple[str, ...] = ("on_demand", "spot", "reserved", "savings_plan")
 
-_TAG = re.compile(r"^[A-Za-z0-9_]{1,64}$")
-_PERIOD = re.compile(r"^(\d{4})-(\d{2})$")
+_TAG = re.compile(r"[A-Za-z0-9_]{1,64}", re.ASCII)
+_PERIOD = re.compile(r"(\d{4})-(\d{2})", re.ASCII)
+CURRENCY = re.compile(r"[A-Z]{3}", re.ASCII)  # ISO 4217 (fullmatch)
+# usage dates a CUR can carry: AWS bills since 2006; a line outside [FIRST_YEAR, LAST_YEAR] is absurd
+# (quarantined), and so is a --period outside it (bad input)
+FIRST_YEAR, LAST_YEAR = 2000, 2099
 
 
 class CostPolicy(BaseModel):
@@ -35,22 +39,58 @@ class CostPolicy(BaseModel):
         5.0, ge=0, le=100, description="A GPU-hour with mean DCGM_FI_DEV_GPU_UTIL below this % is idle")
     node_label: str = Field(
         "instance_id", description="DCGM series label holding the EC2 instance id (CUR resource id)")
+    currency: str = Field(
+        "auto", description="Report currency (ISO 4217, e.g. USD), or auto: the currency of most line items. "
+                            "Lines in any other currency are quarantined, never summed")
 
     @field_validator("team_tag")
     @classmethod
     def _tag(cls, v: str) -> str:
-        if not _TAG.match(v):
+        if not _TAG.fullmatch(v):
             raise ValueError(f"tag key {v!r}: letters, digits and _ only")
         return v
+
+    @field_validator("currency")
+    @classmethod
+    def _currency(cls, v: str) -> str:
+        if v != "auto" and not CURRENCY.fullmatch(v):
+            raise ValueError(f"currency {v!r}: auto or an ISO 4217 code such as USD")
+        return v
+
+
+_HOST = re.compile(r"[A-Za-z0-9._~%-]+|\[[0-9A-Fa-f:.]+\]", re.ASCII)
+
+
+def check_url(url: str | None, flag: str = "--prometheus") -> str | None:
+    """An http(s)://HOST[:PORT][/path] URL, or BadInput naming ``flag``; never echoes credentials."""
+    if not url:
+        return None
+    from urllib.parse import urlsplit
+
+    from flows.cost_report.read import display  # redacts user:password, whatever the URL's shape
+
+    shown = display(url)[:200]
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- raises on a port out of range or not a number
+    except ValueError as exc:
+        raise BadInput(f"bad {flag} {shown!r}: {exc}") from None
+    netloc_host = parts.netloc.rpartition("@")[2]
+    host = netloc_host.rsplit(":", 1)[0] if not netloc_host.endswith("]") else netloc_host
+    if (parts.scheme not in ("http", "https") or not parts.hostname or not _HOST.fullmatch(host)
+            or any(c.isspace() or not c.isprintable() for c in url)):
+        raise BadInput(f"bad {flag} {shown!r} (expected http(s)://HOST:PORT)")
+    return url
 
 
 def parse_period(period: str | None) -> tuple[datetime, datetime] | None:
     """``YYYY-MM`` -> [start, end) in UTC; BadInput on anything else."""
     if period is None:
         return None
-    m = _PERIOD.match(period.strip())
-    if not m or not 1 <= int(m.group(2)) <= 12:
-        raise BadInput(f"bad --period {period!r} (expected YYYY-MM, e.g. 2026-05)")
+    m = _PERIOD.fullmatch(period.strip())
+    if not m or not 1 <= int(m.group(2)) <= 12 or not FIRST_YEAR <= int(m.group(1)) <= LAST_YEAR:
+        raise BadInput(f"bad --period {period[:40]!r} (expected YYYY-MM from {FIRST_YEAR}-01 to {LAST_YEAR}-12, "
+                       "e.g. 2026-05)")
     year, month = int(m.group(1)), int(m.group(2))
     start = datetime(year, month, 1, tzinfo=UTC)
     end = datetime(year + (month == 12), month % 12 + 1, 1, tzinfo=UTC)

@@ -38,6 +38,7 @@ ATHENA_COLUMNS = {
     "reservation_unused_amortized_upfront_fee_for_billing_period": pl.Float64,
     "reservation_unused_recurring_fee": pl.Float64, "savings_plan_savings_plan_effective_cost": pl.Float64,
     "savings_plan_total_commitment_to_date": pl.Float64, "resource_tags_user_team": pl.String,
+    "line_item_currency_code": pl.String,
 }
 
 
@@ -52,15 +53,16 @@ def _running(duty: str, hours: int, rng: np.random.Generator) -> np.ndarray:
     return rng.random(hours) < 0.45
 
 
-def generate(month: str = "2026-05", *, scale: int = 1, seed: int = 7) -> pl.DataFrame:
-    """The sample CUR in the Athena Parquet column style (one row per line item)."""
+def generate(month: str = "2026-05", *, scale: int = 1, seed: int = 7, first_serial: int = 0) -> pl.DataFrame:
+    """The sample CUR in the Athena Parquet column style (one row per line item), billed in USD.
+    ``first_serial`` offsets the resource ids, so separately generated chunks are separate fleets."""
     rng = np.random.default_rng(seed)
     start = datetime.strptime(month, "%Y-%m").replace(tzinfo=UTC)
     end = (start + timedelta(days=32)).replace(day=1)
     hours = int((end - start).total_seconds() // 3600)
     stamps = pl.datetime_range(start, end, "1h", closed="left", time_unit="us", eager=True)
     blocks: list[pl.DataFrame] = []
-    serial = 0
+    serial = first_serial
     ri_unused_hours: dict[str, float] = {}
     sp_used = np.zeros(hours)
     for count, itype, team, model, duty in FLEET:
@@ -104,7 +106,8 @@ def generate(month: str = "2026-05", *, scale: int = 1, seed: int = 7) -> pl.Dat
                 "line_item_usage_amount": np.full(n, 2000 / 730), "line_item_unblended_cost": np.full(n, EBS_RATE),
                 "resource_tags_user_team": [team] * n}))
     blocks.append(_fees(stamps, ri_unused_hours, sp_used))
-    return pl.concat([b.select(pl.col(c).cast(t) if c in b.columns else pl.lit(None, t).alias(c)
+    missing = {c: pl.lit("USD" if c == "line_item_currency_code" else None, t) for c, t in ATHENA_COLUMNS.items()}
+    return pl.concat([b.select(pl.col(c).cast(t) if c in b.columns else missing[c].alias(c)
                                for c, t in ATHENA_COLUMNS.items()) for b in blocks])
 
 
@@ -130,7 +133,7 @@ def _fees(stamps: pl.Series, ri_unused_hours: dict[str, float], sp_used: np.ndar
     rows.append({"line_item_usage_start_date": stamps[0], "line_item_line_item_type": "Credit",
                  "line_item_usage_type": "Credit", "line_item_usage_amount": 0.0,
                  "line_item_unblended_cost": -1500.0})
-    return pl.DataFrame(rows, schema={c: t for c, t in ATHENA_COLUMNS.items()})
+    return pl.DataFrame(rows, schema={c: t for c, t in ATHENA_COLUMNS.items() if c != "line_item_currency_code"})
 
 
 def write_athena_parquet(df: pl.DataFrame, folder: Path, parts: int = 4) -> list[Path]:

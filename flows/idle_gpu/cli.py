@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
-from flows.common.errors import BadInput
+from flows.common.errors import BadInput, bad_input_from
 from flows.idle_gpu.models import PlanPolicy
 
 app = typer.Typer(help="Nightly preemptible jobs on idle GPUs", no_args_is_help=True)
@@ -30,8 +30,7 @@ def _policy(**fields: Any) -> PlanPolicy:
     try:
         return PlanPolicy(**fields)
     except ValidationError as exc:
-        e = exc.errors()[0]
-        raise BadInput(f"{'.'.join(map(str, e['loc']))}: {e['msg']}") from None
+        raise bad_input_from(exc, "policy") from None
 
 
 def _print(report: dict, json_out: bool, title: str, rows: list[dict], columns: list[str]) -> None:
@@ -124,12 +123,12 @@ def stop(
     json_out: JsonOut = False,
 ) -> None:
     """Stop every running idle-GPU Job now (suspend: SIGTERM and the pods' grace period)."""
-    from flows.common.kube import from_settings
+    from flows.common.kube import client_from_settings
     from flows.idle_gpu.cluster import Cluster
     from flows.idle_gpu.models import check_names
 
     check_names(namespace)
-    cluster = Cluster(from_settings(), namespace)
+    cluster = Cluster(client_from_settings(), namespace)
     active = [v.k8s_name for v in cluster.views(window) if v.state == "active"]
     stopped = [name for name in active if cluster.suspend(name)]
     _print({"namespace": namespace, "stopped": stopped}, json_out, f"{len(stopped)} jobs stopped",
@@ -145,11 +144,10 @@ def snapshot(
     timezone: Zone = "local",
 ) -> None:
     """Write the cluster's idle capacity and demand forecast for the next window (input of `plan`)."""
-    from pathlib import Path
-
+    from flows.common.documents import write_text
     from flows.idle_gpu.flow import take_snapshot
     from flows.idle_gpu.models import Discovery
 
     snap = take_snapshot(namespace, window_start, window_end, timezone, Discovery())
-    Path(out).write_text(snap.model_dump_json(indent=2) + "\n")
+    write_text(out, snap.model_dump_json(indent=2) + "\n", "--out")
     print(f"{out}: {len(snap.nodes)} GPU nodes, {sum(n.idle for n in snap.nodes)} idle GPUs")

@@ -67,7 +67,7 @@ def sample_tree(root: Path) -> None:
 
 
 def run(out: Path) -> str:
-    from flows.common.s3 import s3_client
+    from flows.common.s3 import client_for
     from flows.log_backup.flow import log_backup, log_restore
     from flows.log_backup.models import BackupPolicy
 
@@ -76,7 +76,7 @@ def run(out: Path) -> str:
     with tempfile.TemporaryDirectory(prefix="inferops-demo-logs-") as tmp, embedded_s3():
         src, restored = Path(tmp) / "logs", Path(tmp) / "restored"
         sample_tree(src)
-        s3_client(REGION).create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+        client_for("backup", REGION).create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
         policy = BackupPolicy(source=str(src), dest=f"s3://{BUCKET}/fleet-a", dest_region=REGION)
         first = run_flow(log_backup, policy=policy)
 
@@ -90,10 +90,10 @@ def run(out: Path) -> str:
         restore = run_flow(log_restore, source=policy.dest, to=str(restored), region=REGION)
         backed_up = [p.relative_to(src) for p in src.rglob("*") if p.is_file() and p.name != "current.log"]
         identical = all(filecmp.cmp(src / rel, restored / rel, shallow=False) for rel in backed_up)
-        lifecycle = s3_client(REGION).get_bucket_lifecycle_configuration(Bucket=BUCKET)["Rules"]
+        lifecycle = client_for("backup", REGION).get_bucket_lifecycle_configuration(Bucket=BUCKET)["Rules"]
 
     keep = ("uploaded_files", "uploaded_bytes", "copied_files", "skipped_files", "deferred_files",
-            "verified_files", "failed_files", "errors")
+            "skipped_special", "verified_files", "failed_files", "errors")
     summary = {
         "dest": policy.dest, "dest_region": REGION, "s3": "embedded moto server (loopback, dummy credentials)",
         "first_run": {k: first[k] for k in keep},

@@ -6,6 +6,12 @@ Pure core (no Prefect import). Key layout ``<prefix>/<relative path>`` (a plain 
 
 A file counts as backed up only once the object exists and the checksum S3 stored for it equals the
 one computed from the source. Sources are only ever read.
+
+Shape of a run: a few requests to check the buckets and the lifecycle rule; the index, the listing of
+the destination and the source scan in parallel; then one bounded pool of file workers. Small files
+are one PutObject each (S3 verifies the checksum we send and echoes it). Multipart transfers go to
+s3transfer's pool and report through a subscriber, which verifies the stored composite checksum. One
+thread accounts every outcome from one queue. What is "unchanged" is the :class:`Matcher`'s rule.
 """
 
 from __future__ import annotations
@@ -15,14 +21,16 @@ import contextlib
 import gzip
 import hashlib
 import json
+import logging
 import os
+import queue
 import stat
 import threading
 import time
 import uuid
 import zlib
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from fnmatch import fnmatchcase
@@ -31,10 +39,12 @@ from typing import Any
 
 from boto3.s3.transfer import TransferConfig, create_transfer_manager
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+from s3transfer.exceptions import CancelledError, RetriesExceededError, S3UploadFailedError
+from s3transfer.subscribers import BaseSubscriber
 from s3transfer.utils import ChunksizeAdjuster
 
 from flows.common.errors import BackendUnavailable, BadInput, InferopsError
-from flows.common.s3 import S3Uri, parse_s3_uri, s3_client, validate_region
+from flows.common.s3 import S3Uri, client_for, log_retries, parse_s3_uri, validate_region
 from flows.log_backup.models import BackupPolicy, BackupReport, MiB
 
 BOOKKEEPING = ".inferops"
@@ -63,7 +73,10 @@ class VerifyError(Exception):
     """The stored object does not match the source."""
 
 
-# ------------------------------------------------------------------------------------------ clients
+# what fails one file (reported, counted), not the run; s3transfer's own failures included
+PER_FILE_ERRORS = (ClientError, BotoCoreError, OSError, VerifyError, CancelledError, RetriesExceededError,
+                   S3UploadFailedError)
+
 
 # ---------------------------------------------------------------------------------------- checksums
 
@@ -98,7 +111,7 @@ class Digest:
     parts: int
 
 
-def digest_file(path: Path, algorithm: str, part_size: int | None) -> Digest:
+def digest_file(path: str | Path, algorithm: str, part_size: int | None) -> Digest:
     """One sequential read, bounded memory: sha256, the full checksum and per-part checksums."""
     sha = hashlib.sha256()
     full = HASHERS[algorithm]() if algorithm != "SHA256" else None
@@ -200,9 +213,17 @@ class Item:
     rel: str
     size: int
     mtime_ns: int
-    path: Path | None = None  # local file
+    path: str | Path | None = None  # local file (a str from the scan: no Path object per file)
     key: str | None = None  # s3:// source object
     etag: str = ""
+
+
+@dataclass
+class ScanNotes:
+    """What a scan met besides regular files: counted and reported, never silently dropped."""
+
+    special: list[str] = field(default_factory=list)  # symlinks, FIFOs, sockets, devices (not followed)
+    errors: list[str] = field(default_factory=list)  # unreadable directories, names S3 cannot store
 
 
 def selected(rel: str, include: list[str], exclude: list[str]) -> bool:
@@ -210,38 +231,175 @@ def selected(rel: str, include: list[str], exclude: list[str]) -> bool:
     return any(fnmatchcase(rel, p) for p in include) and not any(fnmatchcase(rel, p) for p in exclude)
 
 
-def scan_local(root: Path, include: list[str], exclude: list[str]) -> Iterator[Item]:
-    """Regular files under ``root`` (symlinks are not followed), sorted, filtered."""
-    stack = [root]
+def _matcher(include: list[str], exclude: list[str]) -> Callable[[str], bool]:
+    if include == ["*"] and not exclude:  # the common case: no glob per file
+        return lambda rel: True
+    return lambda rel: selected(rel, include, exclude)
+
+
+def scan_local(root: Path, include: list[str], exclude: list[str],
+               notes: ScanNotes | None = None) -> Iterator[Item]:
+    """Regular files under ``root``, sorted, filtered. Symlinks are never followed: they, FIFOs,
+    sockets and devices go to ``notes.special``; unreadable directories and names that are not
+    UTF-8 (no S3 key can hold them) to ``notes.errors``."""
+    notes = notes if notes is not None else ScanNotes()
+    wanted = _matcher(include, exclude)
+    base = os.path.join(os.fspath(root), "")
+    stack = [base]
     while stack:
         here = stack.pop()
-        with os.scandir(here) as it:
-            entries = sorted(it, key=lambda e: e.name)
+        try:
+            with os.scandir(here) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except FileNotFoundError:
+            continue  # removed since its parent was listed
+        except OSError as exc:
+            rel_dir = here[len(base):].rstrip("/") or "."
+            notes.errors.append(f"{rel_dir}/: cannot list: {exc.strerror or exc}")
+            continue
         for entry in reversed(entries):
             if entry.is_dir(follow_symlinks=False):
-                stack.append(Path(entry.path))
+                stack.append(os.path.join(entry.path, ""))
         for entry in entries:
-            st = entry.stat(follow_symlinks=False)
-            if not stat.S_ISREG(st.st_mode):
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # gone between the listing and the stat (rotated away)
+            mode = st.st_mode
+            if stat.S_ISDIR(mode):
                 continue
-            rel = Path(entry.path).relative_to(root).as_posix()
-            if selected(rel, include, exclude):
-                yield Item(rel, st.st_size, st.st_mtime_ns, path=Path(entry.path))
+            rel = entry.path[len(base):]
+            if not wanted(rel):
+                continue
+            try:
+                rel.encode("utf-8")
+            except UnicodeEncodeError:
+                notes.errors.append(f"{os.fsencode(rel).decode('utf-8', 'backslashreplace')}: the file name is "
+                                    "not UTF-8; S3 keys are, so it cannot be backed up")
+                continue
+            if not stat.S_ISREG(mode):
+                notes.special.append(rel)
+                continue
+            yield Item(rel, st.st_size, st.st_mtime_ns, path=entry.path)
 
 
-def list_objects(client: Any, uri: S3Uri) -> Iterator[dict[str, Any]]:
+LIST_PAGE_KEYS = 1000  # S3's page size; tests lower it to exercise the parallel listing
+
+
+def list_objects(client: Any, uri: S3Uri, *, start_after: str = "",
+                 stop: Callable[[str], bool] | None = None) -> Iterator[dict[str, Any]]:
+    """Objects under the prefix in S3's order (UTF-8 binary, the order of Python's ``str``), from the
+    first key after ``start_after``, until ``stop(key)`` says so."""
     prefix = f"{uri.prefix}/" if uri.prefix else ""
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=uri.bucket, Prefix=prefix):
+    args: dict[str, Any] = {"Bucket": uri.bucket, "Prefix": prefix}
+    if start_after:
+        args["StartAfter"] = start_after
+    if LIST_PAGE_KEYS != 1000:
+        args["PaginationConfig"] = {"PageSize": LIST_PAGE_KEYS}
+    for page in client.get_paginator("list_objects_v2").paginate(**args):
         for obj in page.get("Contents", []):
+            if stop is not None and stop(obj["Key"]):
+                return
             yield {**obj, "rel": obj["Key"][len(prefix):]}
 
 
+class DestListing:
+    """The destination's ``{rel: size}``, listed fast: one lister starts at once, from the first key;
+    once the index says how many keys to expect, the key space beyond the first ``LIST_PAGE_KEYS``
+    is cut into ranges at known keys and listed in parallel (a 100,000-object prefix is 100 pages:
+    one after the other at one round trip each, or a few rounds side by side). The ranges are
+    contiguous, so keys the index does not know are listed all the same."""
+
+    def __init__(self, client: Any, uri: S3Uri, workers: int = 8) -> None:
+        self.client, self.uri, self.workers = client, uri, workers
+        self._lock = threading.Lock()
+        self._limit: str | None = None  # the first lister stops after this key, once it is set
+        self._last = ""  # the last key the first lister took
+        self._done = False
+        self.ranges = 1
+
+    def _past_limit(self, key: str) -> bool:
+        with self._lock:
+            if self._limit is not None and key > self._limit:
+                return True
+            self._last = key
+            return False
+
+    def _collect(self, objects: Iterator[dict[str, Any]]) -> dict[str, int]:
+        return {o["rel"]: o["Size"] for o in objects if not o["rel"].startswith(f"{BOOKKEEPING}/")}
+
+    def first(self) -> dict[str, int]:
+        """The lister that starts at once (run it in a thread)."""
+        try:
+            return self._collect(list_objects(self.client, self.uri, stop=self._past_limit))
+        finally:
+            with self._lock:
+                self._done = True
+
+    def rest(self, expected_rels: list[str]) -> dict[str, int]:
+        """Given the keys the index expects, list what the first lister has not reached, in parallel."""
+        keys = sorted(self.uri.key(r) for r in expected_rels)
+        step = LIST_PAGE_KEYS - LIST_PAGE_KEYS // 10  # a tenth of a page spare for keys the index lacks
+        cuts = keys[step - 1::step]
+        with self._lock:
+            if self._done:
+                return {}
+            cuts = [c for c in cuts if c > self._last]
+            if len(cuts) < 2:  # one page left at most: the first lister is as quick
+                return {}
+            self._limit = cuts[0]
+        bounds = list(zip(cuts, [*cuts[1:], None], strict=True))
+        self.ranges = 1 + len(bounds)
+
+        def one(after: str, upto: str | None) -> dict[str, int]:
+            return self._collect(list_objects(self.client, self.uri, start_after=after,
+                                              stop=None if upto is None else (lambda k: k > upto)))
+
+        out: dict[str, int] = {}
+        with ThreadPoolExecutor(min(self.workers, len(bounds)), thread_name_prefix="list") as pool:
+            for part in pool.map(lambda b: one(*b), bounds):
+                out.update(part)
+        return out
+
+
 def scan_s3(client: Any, uri: S3Uri, include: list[str], exclude: list[str]) -> Iterator[Item]:
+    wanted = _matcher(include, exclude)
     for obj in list_objects(client, uri):
         rel = obj["rel"]
-        if rel and not rel.endswith("/") and selected(rel, include, exclude):
+        if rel and not rel.endswith("/") and wanted(rel):
             mtime_ns = int(obj["LastModified"].timestamp() * 1e9)
             yield Item(rel, obj["Size"], mtime_ns, key=obj["Key"], etag=obj["ETag"].strip('"'))
+
+
+# ------------------------------------------------------------------------------------------ matcher
+
+class Matcher:
+    """The equality rule: when is a source file the one already backed up? (rclone's naming)
+
+    ``size-mtime`` (default): same size and mtime as recorded; nothing is read.
+    ``checksum``: same size and the same content (sha256), whatever the mtime says; every file of
+    the recorded size is read and hashed. It catches a same-size rewrite that kept its mtime.
+    An ``s3://`` source compares size and ETag (S3's content tag) in both modes.
+    """
+
+    def __init__(self, policy: BackupPolicy) -> None:
+        self.checksum = policy.compare == "checksum" or policy.verify_unchanged
+
+    def skip_unread(self, prior: Entry | None, item: Item) -> bool:
+        """Unchanged without reading the file."""
+        if prior is None or prior.size != item.size:
+            return False
+        if item.key is not None:
+            return prior.src_etag == item.etag
+        return not self.checksum and prior.mtime_ns == item.mtime_ns
+
+    def same_content(self, prior: Entry | None, item: Item, digest: Digest) -> bool:
+        """After hashing: the recorded entry holds these very bytes (checksum mode only)."""
+        if not self.checksum or prior is None or prior.size != digest.size:
+            return False
+        if prior.sha256:
+            return prior.sha256 == digest.sha256
+        return prior.checksum.partition("-")[0] in (digest.full, digest.composite)
 
 
 # ------------------------------------------------------------------------------------- validation
@@ -330,8 +488,6 @@ def apply_retention(client: Any, dest: S3Uri, policy: BackupPolicy) -> None:
 
 # ------------------------------------------------------------------------------------------ engine
 
-
-
 @dataclass
 class _Outcome:
     rel: str
@@ -341,26 +497,73 @@ class _Outcome:
     error: str = ""
 
 
+_HANDED_OFF = _Outcome("", "handed-off")  # a multipart transfer: its subscriber reports the outcome
 _Work = tuple[Callable[..., _Outcome], tuple[Any, ...]]
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+class _Finish(BaseSubscriber):
+    """s3transfer subscriber of one multipart transfer: verifies the stored object once the
+    transfer is done and hands the outcome to the run loop; no thread waits on the transfer."""
+
+    def __init__(self, engine: BackupEngine, item: Item, verify: Callable[[], _Outcome]) -> None:
+        self.engine, self.item, self.verify = engine, item, verify
+
+    def on_done(self, future: Any, **kwargs: Any) -> None:
+        try:
+            self.engine._settled.put(self.engine._guarded(self._finish, self.item, future))
+        except BaseException as exc:  # a bug: the run loop re-raises it
+            self.engine._settled.put(exc)
+
+    def _finish(self, item: Item, future: Any) -> _Outcome:
+        try:
+            future.result()
+        except Exception:
+            # s3transfer aborts a failed multipart upload itself; if the endpoint was down for that
+            # too, the upload is still open: abort it now (else the next run's sweep does)
+            self.engine._abort_uploads(self.engine.dest.key(item.rel))
+            raise
+        return self.verify()
 
 
 class BackupEngine:
     """One backup run. ``run()`` returns the report; it raises only for bad input or no backend."""
 
     def __init__(self, policy: BackupPolicy, *, now: Callable[[], float] = time.time,
-                 on_progress: Callable[[int, int], None] | None = None) -> None:
+                 on_progress: Callable[[int, int], None] | None = None,
+                 log: logging.Logger | logging.LoggerAdapter | None = None) -> None:
         self.policy = policy
         self.source, self.dest = validate(policy)
         self.now = now
         self.on_progress = on_progress
+        self.log = log or logging.getLogger("inferops.backup")
         self.algorithm = policy.checksum_algorithm
+        self.matcher = Matcher(policy)
         self.threshold = policy.multipart_threshold_mb * MiB
         self.chunksize = policy.multipart_chunksize_mb * MiB
         pool = policy.workers + policy.max_concurrency
-        self.client = s3_client(policy.dest_region, max_pool=pool)
-        self.source_client = (s3_client(policy.source_region, max_pool=pool)
-                              if isinstance(self.source, S3Uri) else None)
+        self.client = client_for("backup", policy.dest_region, max_pool=pool, read_timeout=policy.read_timeout_s)
+        log_retries(self.client, self.log, self._describe)
+        self.source_client = None
+        if isinstance(self.source, S3Uri):
+            self.source_client = client_for("primary", policy.source_region, max_pool=pool,
+                                            read_timeout=policy.read_timeout_s)
+            log_retries(self.source_client, self.log)
         self._unreachable = threading.Event()
+        self._lock = threading.Lock()
+        self._aborted = 0  # this run's failed multipart uploads that it aborted itself
+        self._settled: queue.SimpleQueue[_Outcome | BaseException] = queue.SimpleQueue()
+        self._started = time.time()  # S3's clock, not the policy's: which uploads predate this run
+
+    def _describe(self, path: str) -> str:
+        """A retried request's URL path -> the file it was for."""
+        for prefix in (f"{self.dest.bucket}/{self.dest.key('')}", self.dest.key("")):  # path / virtual style
+            if path.startswith(prefix):
+                return path[len(prefix):]
+        return path
 
     # -- helpers
     def _meta(self, item: Item, digest: Digest | None) -> dict[str, Any]:
@@ -382,6 +585,11 @@ class BackupEngine:
     def _part_size(self, size: int) -> int | None:
         return ChunksizeAdjuster().adjust_chunksize(self.chunksize, size) if size >= self.threshold else None
 
+    def _hand_off(self, item: Item, verify: Callable[[], _Outcome], start: Callable[[list[Any]], Any]) -> _Outcome:
+        """Start a managed (multipart) transfer whose subscriber verifies and reports it."""
+        start([_Finish(self, item, verify)])
+        return _HANDED_OFF
+
     # -- one local file
     def _backup_local(self, item: Item, prior: Entry | None, listed_size: int | None,
                       content: dict[str, str]) -> _Outcome:
@@ -391,11 +599,9 @@ class BackupEngine:
         if digest.size != item.size:
             raise VerifyError("file changed while being read; next run will retry")
 
-        if prior is not None and listed_size is not None and self.policy.verify_unchanged \
-                and prior.size == item.size and prior.mtime_ns == item.mtime_ns:
-            value = prior.checksum.partition("-")[0]
-            if value in (digest.full, digest.composite):
-                return _Outcome(item.rel, "verified", prior)
+        if listed_size is not None and self.matcher.same_content(prior, item, digest):
+            assert prior is not None
+            return _Outcome(item.rel, "verified", prior)
 
         if listed_size == item.size:
             # written by a run that crashed before recording it: adopt this very version (same mtime,
@@ -424,21 +630,28 @@ class BackupEngine:
                                               **{f"Checksum{self.algorithm}": digest.full},
                                               **self._meta(item, digest))
             stored = check_stored(resp, self.algorithm, digest)
-        else:
-            # multipart: S3 computes the composite from the parts it received; compare with ours
-            self._manager.upload(str(item.path), self.dest.bucket, key,
-                                 extra_args={"ChecksumAlgorithm": self.algorithm,
-                                             **self._meta(item, digest)}).result()
+            return _Outcome(item.rel, "uploaded", self._entry(item, digest, stored), item.size)
+
+        # multipart: S3 computes the composite from the parts it received; compare with ours
+        def verify() -> _Outcome:
             stored = check_stored(self._head(key), self.algorithm, digest)
-        return _Outcome(item.rel, "uploaded", self._entry(item, digest, stored), item.size)
+            return _Outcome(item.rel, "uploaded", self._entry(item, digest, stored), item.size)
+
+        return self._hand_off(item, verify, lambda subscribers: self._manager.upload(
+            str(item.path), self.dest.bucket, key, subscribers=subscribers,
+            extra_args={"ChecksumAlgorithm": self.algorithm, **self._meta(item, digest)}))
 
     def _copy_twin(self, item: Item, key: str, twin: str, digest: Digest) -> _Outcome:
         """A rotated log: the same bytes are already in the backup, so copy server-side."""
-        self.client.copy_object(Bucket=self.dest.bucket, Key=key,
-                                CopySource={"Bucket": self.dest.bucket, "Key": self.dest.key(twin)},
-                                ChecksumAlgorithm=self.algorithm, MetadataDirective="REPLACE",
-                                **self._meta(item, digest))
-        stored = check_stored(self._head(key), self.algorithm, digest)
+        resp = self.client.copy_object(Bucket=self.dest.bucket, Key=key,
+                                       CopySource={"Bucket": self.dest.bucket, "Key": self.dest.key(twin)},
+                                       ChecksumAlgorithm=self.algorithm, MetadataDirective="REPLACE",
+                                       **self._meta(item, digest))
+        result = resp.get("CopyObjectResult", {})
+        # S3 answers a copy with the new object's checksum; a store that does not is asked with HEAD
+        stored = result.get(f"Checksum{self.algorithm}")
+        head = {f"Checksum{self.algorithm}": stored} if stored else self._head(key)
+        stored = check_stored(head, self.algorithm, digest)
         return _Outcome(item.rel, "copied", self._entry(item, digest, stored), item.size)
 
     def _entry(self, item: Item, digest: Digest, stored: str) -> Entry:
@@ -448,59 +661,130 @@ class BackupEngine:
     def _backup_s3(self, item: Item) -> _Outcome:
         assert isinstance(self.source, S3Uri) and item.key is not None and self.source_client is not None
         key = self.dest.key(item.rel)
-        src = self.source_client.head_object(Bucket=self.source.bucket, Key=item.key, ChecksumMode="ENABLED",
-                                             IfMatch=f'"{item.etag}"')
-        self._copy_manager.copy({"Bucket": self.source.bucket, "Key": item.key}, self.dest.bucket, key,
-                                extra_args={"ChecksumAlgorithm": self.algorithm, "MetadataDirective": "REPLACE",
-                                            "CopySourceIfMatch": f'"{item.etag}"', **self._meta(item, None)},
-                                source_client=self.source_client).result()
-        head = self._head(key)
-        if head["ContentLength"] != item.size:
-            raise VerifyError(f"size {head['ContentLength']} != source size {item.size}")
-        stored = head.get(f"Checksum{self.algorithm}", "")
-        src_sum = src.get(f"Checksum{self.algorithm}")
-        if src_sum and "-" not in src_sum:
-            ok = stored == src_sum
-        else:  # no comparable source checksum: a single-part object's ETag is its MD5
-            ok = "-" not in item.etag and head["ETag"].strip('"') == item.etag
+        source = {"Bucket": self.source.bucket, "Key": item.key}
+        args = {"ChecksumAlgorithm": self.algorithm, "MetadataDirective": "REPLACE",
+                "CopySourceIfMatch": f'"{item.etag}"', **self._meta(item, None)}
+        if item.size >= COPY_MULTIPART_THRESHOLD:
+            return self._hand_off(item, lambda: self._verify_copy(item, self._head(key)), lambda subscribers:
+                                  self._copy_manager.copy(source, self.dest.bucket, key, extra_args=args,
+                                                          subscribers=[_Size(item.size), *subscribers],
+                                                          source_client=self.source_client))
+        # one request: S3 copies across regions itself and answers with the copy's ETag and checksum
+        result = self.client.copy_object(Bucket=self.dest.bucket, Key=key, CopySource=source, **args)
+        return self._verify_copy(item, result.get("CopyObjectResult", {}))
+
+    def _verify_copy(self, item: Item, stored_meta: dict[str, Any]) -> _Outcome:
+        """The copy holds the source's bytes: the same MD5 ETag (a single-part source), else the same
+        whole-object checksum (asked from the source only then)."""
+        assert isinstance(self.source, S3Uri) and self.source_client is not None
+        if stored_meta.get("ContentLength") not in (None, item.size):
+            raise VerifyError(f"size {stored_meta['ContentLength']} != source size {item.size}")
+        stored = stored_meta.get(f"Checksum{self.algorithm}", "")
+        ok = "-" not in item.etag and stored_meta.get("ETag", "").strip('"') == item.etag
+        if not ok:  # a multipart or KMS-encrypted source: its ETag is no MD5
+            src = self.source_client.head_object(Bucket=self.source.bucket, Key=item.key, ChecksumMode="ENABLED",
+                                                 IfMatch=f'"{item.etag}"')
+            src_sum = src.get(f"Checksum{self.algorithm}")
+            ok = bool(src_sum) and "-" not in src_sum and stored == src_sum
         if not ok or not stored:
             raise VerifyError(f"copy of s3://{self.source.bucket}/{item.key} could not be verified")
         return _Outcome(item.rel, "copied", Entry(item.size, item.mtime_ns, "", stored, item.etag), item.size)
 
     def _guarded(self, fn: Callable[..., _Outcome], item: Item, *args: Any) -> _Outcome:
+        """``fn(item, *args)``, its failure an outcome: the run goes on with the other files."""
+        rel = item.rel
         if self._unreachable.is_set():
-            return _Outcome(item.rel, "failed", error=f"{item.rel}: not attempted: S3 endpoint unreachable")
+            return _Outcome(rel, "failed", error=f"{rel}: not attempted: S3 endpoint unreachable")
         try:
             return fn(item, *args)
         except FileNotFoundError:
-            return _Outcome(item.rel, "vanished")  # deleted (e.g. rotated away) since the scan
+            return _Outcome(rel, "vanished")  # deleted (e.g. rotated away) since the scan
         except EndpointConnectionError as exc:
             self._unreachable.set()
-            return _Outcome(item.rel, "failed", error=f"{item.rel}: {exc}")
-        except (ClientError, BotoCoreError, OSError, VerifyError) as exc:
-            return _Outcome(item.rel, "failed", error=f"{item.rel}: {' '.join(str(exc).split())}")
+            return _Outcome(rel, "failed", error=f"{rel}: {exc}")
+        except PER_FILE_ERRORS as exc:
+            return _Outcome(rel, "failed", error=f"{rel}: {_one_line(exc)}")
+
+    # -- multipart uploads left open
+    def _abort_uploads(self, key: str) -> None:
+        """Abort the incomplete multipart uploads of ``key`` (this run's failed transfer of it)."""
+        try:
+            page = self.client.list_multipart_uploads(Bucket=self.dest.bucket, Prefix=key)
+            for up in page.get("Uploads", []):
+                if up["Key"] == key:
+                    self.client.abort_multipart_upload(Bucket=self.dest.bucket, Key=key, UploadId=up["UploadId"])
+                    with self._lock:
+                        self._aborted += 1
+        except (ClientError, BotoCoreError) as exc:
+            self.log.warning("%s: failed multipart upload not aborted: %s (the next run aborts it, or the "
+                             "lifecycle rule after a day)", key, _one_line(exc))
+
+    def _abort_stale_uploads(self) -> int:
+        """Uploads under our prefix initiated before this run began: no live run of ours owns them."""
+        prefix = self.dest.key("")
+        aborted = 0
+        try:
+            for page in self.client.get_paginator("list_multipart_uploads").paginate(
+                    Bucket=self.dest.bucket, Prefix=prefix):
+                for up in page.get("Uploads", []):
+                    initiated = up.get("Initiated")
+                    if initiated is not None and initiated.timestamp() >= self._started:
+                        continue  # another run that started after us (overlapping runs): not ours to end
+                    self.client.abort_multipart_upload(Bucket=self.dest.bucket, Key=up["Key"],
+                                                       UploadId=up["UploadId"])
+                    aborted += 1
+        except (ClientError, BotoCoreError) as exc:
+            if _code(exc) != "NoSuchUpload":
+                self.log.warning("incomplete multipart uploads under s3://%s/%s not checked: %s",
+                                 self.dest.bucket, prefix, _one_line(exc))
+        if aborted:
+            self.log.warning("aborted %d incomplete multipart upload(s) under s3://%s/%s left by an "
+                             "interrupted run", aborted, self.dest.bucket, prefix)
+        return aborted
 
     # -- the run
-    def run(self) -> BackupReport:
-        started = datetime.fromtimestamp(self.now(), UTC)
-        report = BackupReport(source=self.policy.source, dest=str(self.dest), started_at=started.isoformat())
+    def _prepare(self) -> int:
+        """The buckets exist in their regions; our lifecycle rule is in place; uploads an interrupted
+        run left open are aborted (how many)."""
         check_bucket(self.client, self.dest.bucket, self.policy.dest_region, "destination")
         if isinstance(self.source, S3Uri):
             assert self.source_client is not None
             check_bucket(self.source_client, self.source.bucket, self.policy.source_region, "source")
         apply_retention(self.client, self.dest, self.policy)
+        return self._abort_stale_uploads()
 
-        # the destination listing (S3-bound) runs while the source is scanned
-        with ThreadPoolExecutor(2, thread_name_prefix="inventory") as pool:
+    def run(self) -> BackupReport:
+        started = datetime.fromtimestamp(self.now(), UTC)
+        report = BackupReport(source=self.policy.source, dest=str(self.dest), started_at=started.isoformat())
+
+        # Every request before the transfers runs in parallel with the source scan: the checks and the
+        # lifecycle rule, the index, the destination's listing, the sweep of abandoned uploads. The
+        # checks' verdict is read first, so bad input (no bucket, wrong region) is named as such.
+        notes = ScanNotes()
+        with ThreadPoolExecutor(5, thread_name_prefix="inventory") as pool:
+            checked = pool.submit(self._prepare)
             loaded = pool.submit(Index.load, self.client, self.dest)
-            listing = pool.submit(lambda: {o["rel"]: o["Size"] for o in list_objects(self.client, self.dest)
-                                           if not o["rel"].startswith(f"{BOOKKEEPING}/")})
+            lister = DestListing(self.client, self.dest, self.policy.workers)
+            first = pool.submit(lister.first)
+            rest = pool.submit(lambda: lister.rest(list(loaded.result().entries)))
             if isinstance(self.source, S3Uri):
                 assert self.source_client is not None
-                items = list(scan_s3(self.source_client, self.source, self.policy.include, self.policy.exclude))
+                scanned = pool.submit(lambda: list(scan_s3(self.source_client, self.source, self.policy.include,
+                                                           self.policy.exclude)))
+                report.aborted_uploads = checked.result()
+                items = scanned.result()
             else:
-                items = list(scan_local(self.source, self.policy.include, self.policy.exclude))
-            index, listed = loaded.result(), listing.result()
+                items = list(scan_local(self.source, self.policy.include, self.policy.exclude, notes))
+                report.aborted_uploads = checked.result()
+            index, listed = loaded.result(), {**first.result(), **rest.result()}
+        report.skipped_special = len(notes.special)
+        if notes.special:
+            self.log.info("%d symlink(s), FIFO(s), socket(s) or device(s) not backed up, e.g. %s",
+                          len(notes.special), ", ".join(notes.special[:5]))
+        for error in notes.errors:
+            report.failed_files += 1
+            if len(report.errors) < MAX_ERRORS:
+                report.errors.append(error)
         # nothing counts as backed up unless the object is there with the recorded size
         kept = {r: e for r, e in index.entries.items() if listed.get(r) == e.size}
         index.dirty = len(kept) != len(index.entries)
@@ -514,53 +798,66 @@ class BackupEngine:
         overwrites: list[_Work] = []
         for item in items:
             prior = index.entries.get(item.rel)
-            unchanged = prior is not None and prior.size == item.size and (
-                prior.src_etag == item.etag if item.key else prior.mtime_ns == item.mtime_ns)
-            if item.key is not None:
-                if unchanged:
-                    report.skipped_files += 1
-                else:
-                    todo.append((self._backup_s3, (item,)))
-            elif item.mtime_ns > cutoff_ns:
+            if item.key is None and item.mtime_ns > cutoff_ns:
                 report.skipped_files += 1
                 report.deferred_files += 1
-            elif unchanged and not self.policy.verify_unchanged:
+            elif self.matcher.skip_unread(prior, item):
                 report.skipped_files += 1
+            elif item.key is not None:
+                todo.append((self._backup_s3, (item,)))
             else:
                 work = (self._backup_local, (item, prior, listed.get(item.rel), content))
                 (todo if prior is None else overwrites).append(work)
+        if report.deferred_files:
+            self.log.info("%d file(s) modified within the last %d s deferred to the next run (quiet period)",
+                          report.deferred_files, self.policy.quiet_period_s)
 
         self._run_transfers([todo, overwrites], index, report)
+        report.aborted_uploads += self._aborted
         report.finished_at = datetime.fromtimestamp(self.now(), UTC).isoformat()
         self._record(index, report)
         return report
 
     def _run_transfers(self, batches: list[list[_Work]], index: Index, report: BackupReport) -> None:
+        """One bounded pool of file workers; multipart transfers go to s3transfer's own pool and report
+        through a subscriber. Every outcome is accounted here, in one thread, from one queue."""
         config = TransferConfig(multipart_threshold=self.threshold, multipart_chunksize=self.chunksize,
                                 max_concurrency=self.policy.max_concurrency, use_threads=True)
         copy_config = TransferConfig(multipart_threshold=COPY_MULTIPART_THRESHOLD,
                                      multipart_chunksize=max(self.chunksize, 64 * MiB),
                                      max_concurrency=self.policy.max_concurrency, use_threads=True)
         total, done = sum(map(len, batches)), 0
+        bound = 2 * self.policy.workers  # files in flight: memory stays flat however many there are
         last_checkpoint = time.monotonic()
+        settled = self._settled
+
+        def report_back(fut: Future[_Outcome]) -> None:
+            exc = fut.exception()
+            if exc is not None:
+                settled.put(exc)
+            elif fut.result() is not _HANDED_OFF:
+                settled.put(fut.result())
+
         with create_transfer_manager(self.client, config) as self._manager, \
                 create_transfer_manager(self.client, copy_config) as self._copy_manager, \
                 ThreadPoolExecutor(self.policy.workers, thread_name_prefix="backup") as pool:
             for batch in batches:  # each batch completes before the next starts
-                pending: set[Future[_Outcome]] = set()
-                queue = iter(batch)
+                in_flight = 0
+                work = iter(batch)
                 while True:
-                    # bounded in-flight work: memory stays flat however many files there are
-                    for fn, args in queue:
-                        pending.add(pool.submit(self._guarded, fn, *args))
-                        if len(pending) >= 2 * self.policy.workers:
+                    for fn, args in work:
+                        pool.submit(self._guarded, fn, *args).add_done_callback(report_back)
+                        in_flight += 1
+                        if in_flight >= bound:
                             break
-                    if not pending:
+                    if not in_flight:
                         break
-                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for fut in finished:
-                        self._account(fut.result(), index, report)
-                        done += 1
+                    out = settled.get()
+                    if isinstance(out, BaseException):
+                        raise out
+                    in_flight -= 1
+                    self._account(out, index, report)
+                    done += 1
                     if self.on_progress:
                         self.on_progress(done, total)
                     if time.monotonic() - last_checkpoint > CHECKPOINT_EVERY_S \
@@ -599,7 +896,7 @@ class BackupEngine:
             index.save(self.client, self.dest)
             index.dirty = False
         except (ClientError, BotoCoreError) as exc:
-            report.errors.append(f"{BOOKKEEPING}/{INDEX_NAME}: not saved: {' '.join(str(exc).split())}")
+            report.errors.append(f"{BOOKKEEPING}/{INDEX_NAME}: not saved: {_one_line(exc)}")
 
     def _record(self, index: Index, report: BackupReport) -> None:
         self._save_index(index, report)
@@ -611,8 +908,19 @@ class BackupEngine:
                                    ChecksumAlgorithm="SHA256", ChecksumSHA256=b64(hashlib.sha256(body).digest()),
                                    ContentType="application/json")
         except (ClientError, BotoCoreError) as exc:
-            report.errors.append(f"run record not saved: {' '.join(str(exc).split())}")
+            report.errors.append(f"run record not saved: {_one_line(exc)}")
 
 
-def run_backup(policy: BackupPolicy, on_progress: Callable[[int, int], None] | None = None) -> BackupReport:
-    return BackupEngine(policy, on_progress=on_progress).run()
+class _Size(BaseSubscriber):
+    """Tells s3transfer the source size we already listed (it would otherwise HEAD the source)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def on_queued(self, future: Any, **kwargs: Any) -> None:
+        future.meta.provide_transfer_size(self.size)
+
+
+def run_backup(policy: BackupPolicy, on_progress: Callable[[int, int], None] | None = None,
+               log: logging.Logger | logging.LoggerAdapter | None = None) -> BackupReport:
+    return BackupEngine(policy, on_progress=on_progress, log=log).run()

@@ -5,13 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
-from prefect import flow
-
 from flows.common.artifacts import Progress, emit, markdown, table
 from flows.common.errors import InferopsError
-from flows.common.metrics import publish, pushgateway_url
-from flows.common.runtime import get_logger, ops_task
-from flows.common.s3 import parse_s3_uri, s3_client
+from flows.common.runtime import flow, get_logger, ops_task
+from flows.common.s3 import client_for, log_retries, parse_s3_uri
 from flows.log_backup.engine import BackupEngine, BackupFailed
 from flows.log_backup.models import BackupPolicy, BackupReport, RestoreReport
 from flows.log_backup.restore import RestoreFailed, restore
@@ -36,16 +33,30 @@ class _ProgressHook:
 @ops_task(name="sync")
 def sync(policy: BackupPolicy) -> BackupReport:
     hook = _ProgressHook(f"backup {policy.source} -> {policy.dest}")
-    report = BackupEngine(policy, on_progress=hook).run()
+    report = BackupEngine(policy, on_progress=hook, log=get_logger()).run()
     if hook.progress is not None:
         hook.progress.finish()
     return report
+
+
+def _pushgateway() -> str | None:
+    """The configured Pushgateway, validated before any work; prometheus_client and httpx are
+    imported only when there is one."""
+    from flows.common.settings import get_settings
+
+    if not get_settings().prometheus.pushgateway:
+        return None
+    from flows.common.metrics import pushgateway_url
+
+    return pushgateway_url()
 
 
 def write_metric(textfile: str | None, pushgateway: str | None, dest: str, when: float) -> dict:
     """The last successful backup time (InferopsLogBackupMissing reads it): a node_exporter textfile
     and/or the Pushgateway, grouped by destination. A failure is reported, not raised."""
     from prometheus_client import CollectorRegistry, Gauge
+
+    from flows.common.metrics import publish
 
     registry = CollectorRegistry()
     Gauge(METRIC, "Unix time of the last backup run with no failed file", ["dest"],
@@ -62,7 +73,7 @@ def log_backup(policy: BackupPolicy) -> dict:
             and its region, what to include, retention, checksums and transfer limits.
     """
     log = get_logger()
-    pushgateway = pushgateway_url()
+    pushgateway = _pushgateway()
     try:
         report = sync(policy)
     except InferopsError as exc:  # bad input or no backend: nothing was backed up
@@ -74,10 +85,10 @@ def log_backup(policy: BackupPolicy) -> dict:
         markdown("log-backup-errors", "\n".join(f"- `{e}`" for e in report.errors[:200]),
                  description=f"{report.failed_files} failed file(s)")
     log.info("backup %s -> %s: %d uploaded (%d bytes, %d copied), %d skipped (%d deferred), "
-             "%d adopted, %d verified, %d vanished, %d failed", report.source, report.dest,
+             "%d adopted, %d verified, %d vanished, %d special skipped, %d failed", report.source, report.dest,
              report.uploaded_files, report.uploaded_bytes, report.copied_files, report.skipped_files,
              report.deferred_files, report.adopted_files, report.verified_files, report.vanished_files,
-             report.failed_files)
+             report.skipped_special, report.failed_files)
     if not report.ok:
         emit("inferops.backup.failed", f"inferops.backup.{report.dest}", report.summary())
         raise BackupFailed(report)
@@ -93,8 +104,11 @@ def log_restore(source: str, to: str, region: str, at: datetime | None = None,
                 include: list[str] | None = None) -> dict:
     """Restore s3://BUCKET/PREFIX into a directory, verifying each file's checksum as it is written."""
     hook = _ProgressHook(f"restore {source} -> {to}")
-    report: RestoreReport = restore(s3_client(region), parse_s3_uri(source), Path(to), at=at,
-                                    include=include, on_progress=hook)
+    log = get_logger()
+    client = client_for("backup", region)
+    log_retries(client, log)
+    report: RestoreReport = restore(client, parse_s3_uri(source), Path(to), at=at,
+                                    include=include, on_progress=hook, log=log)
     table("log-restore-summary", [{"measure": k, "value": v} for k, v in
                                   report.model_dump(exclude={"errors"}).items()],
           description=f"Restore {source} -> {to}")

@@ -23,8 +23,13 @@ class BackupPolicy(BaseModel):
     quiet_period_s: int = Field(60, ge=0, description="Skip files modified this recently (still being written)")
     checksum_algorithm: Literal["SHA256", "CRC32"] = Field(
         "SHA256", description="S3 checksum sent with every write, stored, and verified against the source")
+    compare: Literal["size-mtime", "checksum"] = Field(
+        "size-mtime", description="When a file counts as unchanged since the last backup: size and mtime "
+                                  "(default, reads nothing), or checksum (rclone's --checksum: size and "
+                                  "content; every candidate file is read and hashed, which catches a "
+                                  "same-size rewrite that kept its mtime)")
     verify_unchanged: bool = Field(
-        False, description="Also re-hash files whose size and mtime are unchanged and compare with the index")
+        False, description="Same as compare=checksum (kept for existing deployments)")
     retention_days: int = Field(7, ge=1, le=36500, description="Lifecycle expiration of the backup prefix")
     versioning: bool = Field(False, description="Enable bucket versioning (noncurrent versions expire too)")
     object_lock: bool = Field(
@@ -34,9 +39,17 @@ class BackupPolicy(BaseModel):
     multipart_threshold_mb: int = Field(16, ge=5, le=5 * 1024, description="Multipart upload from this size")
     multipart_chunksize_mb: int = Field(16, ge=5, le=5 * 1024, description="Multipart part size")
     max_concurrency: int = Field(10, ge=1, le=64, description="Parallel part requests of multipart transfers")
+    read_timeout_s: int = Field(
+        60, ge=1, le=3600, description="S3 read timeout per request; a stall beyond it is logged with the "
+                                       "file and retried (botocore's adaptive retries)")
     metrics_textfile: str | None = Field(
         None, description="Write inferops_backup_last_success_timestamp_seconds to this node_exporter "
                           "textfile (.prom) after a successful run")
+
+
+# the CLI's --json keys: the first six are the original contract, later ones are only ever appended
+SUMMARY_KEYS = ("uploaded_files", "uploaded_bytes", "skipped_files", "verified_files", "failed_files", "errors",
+                "deferred_files", "skipped_special", "aborted_uploads")
 
 
 class BackupReport(BaseModel):
@@ -51,6 +64,8 @@ class BackupReport(BaseModel):
     verified_files: int = 0
     failed_files: int = 0
     vanished_files: int = 0  # deleted from the source between the scan and the read: not a failure
+    skipped_special: int = 0  # symlinks, FIFOs, sockets and devices under the source: never followed or read
+    aborted_uploads: int = 0  # incomplete multipart uploads under the prefix aborted (failed or crashed runs)
     errors: list[str] = []
     source: str = ""
     dest: str = ""
@@ -58,8 +73,7 @@ class BackupReport(BaseModel):
     finished_at: str = ""
 
     def summary(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("uploaded_files", "uploaded_bytes", "skipped_files",
-                                              "verified_files", "failed_files", "errors")}
+        return {k: getattr(self, k) for k in SUMMARY_KEYS}
 
     @property
     def ok(self) -> bool:
@@ -72,6 +86,7 @@ class RestoreReport(BaseModel):
     verified_files: int = 0
     failed_files: int = 0
     errors: list[str] = []
+    removed_partials: int = 0  # stale ``.partial`` files of an interrupted restore, removed
 
     @property
     def ok(self) -> bool:

@@ -2,13 +2,19 @@
 
 Pure core (no Prefect import). ``--at`` picks, per key, the newest version written at or before that
 time (object versions when the bucket is versioned, else the current objects that old enough).
-A file is written to a temporary name and renamed into place only after its checksum matched.
+A file is written to a temporary name (``.NAME.inferops-XXXXXXXX.partial``, locked while it is
+written) and renamed into place only after its checksum matched. A restore that was killed leaves
+such files; the next restore into the same directory removes them (never one another live restore
+still holds).
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import logging
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -82,6 +88,51 @@ def _safe_target(root: Path, rel: str) -> Path:
     return root.joinpath(*parts)
 
 
+PARTIAL_TAG, PARTIAL_SUFFIX = ".inferops-", ".partial"
+_PARTIAL = re.compile(r"^\..+\.inferops-[a-z0-9_]{8}\.partial$")  # tempfile's 8 random characters
+
+
+def remove_stale_partials(root: Path, log: logging.Logger | logging.LoggerAdapter | None = None) -> int:
+    """Remove the temporary files an interrupted restore left under ``root``; only ours (by name), and
+    only those no process holds locked (a restore still writing). Returns how many were removed."""
+    removed = 0
+    for here, _dirs, files in os.walk(root):
+        for name in files:
+            if not _PARTIAL.match(name):
+                continue
+            path = os.path.join(here, name)
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # a live restore is writing it
+            else:
+                os.unlink(path)
+                removed += 1
+            finally:
+                os.close(fd)
+    if removed and log is not None:
+        log.info("removed %d stale .partial file(s) of an interrupted restore under %s", removed, root)
+    return removed
+
+
+def check_target(to: Path) -> None:
+    """``--to`` is a directory or can become one: BadInput (naming it) otherwise."""
+    try:
+        for parent in (to, *to.parents):
+            if parent.exists() or parent.is_symlink():
+                if not parent.is_dir():
+                    what = ("is not a directory" if parent == to
+                            else f"is under {str(parent)!r}, which is not a directory")
+                    raise BadInput(f"restore target --to {str(to)!r} {what}")
+                return
+    except OSError as exc:  # e.g. a parent we may not search
+        raise BadInput(f"restore target --to {str(to)!r}: {exc.strerror or exc}") from None
+
+
 def restore_one(client: Any, bucket: str, v: Version, root: Path) -> int:
     """Stream one object to ``root/rel`` while hashing; rename into place only if it verifies."""
     target = _safe_target(root, v.rel)
@@ -95,8 +146,9 @@ def restore_one(client: Any, bucket: str, v: Version, root: Path) -> int:
     sha = hashlib.sha256()
     other = HASHERS[full[0]]() if full else None
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}{PARTIAL_TAG}", suffix=PARTIAL_SUFFIX, dir=target.parent)
     try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # ours while we write it: cleanup leaves it alone
         with os.fdopen(fd, "wb") as out:
             for block in resp["Body"].iter_chunks(READ_BLOCK):
                 sha.update(block)
@@ -118,11 +170,11 @@ def restore_one(client: Any, bucket: str, v: Version, root: Path) -> int:
 
 
 def restore(client: Any, src: S3Uri, to: Path, *, at: datetime | None = None, include: list[str] | None = None,
-            workers: int = 8, on_progress: Callable[[int, int], None] | None = None) -> RestoreReport:
+            workers: int = 8, on_progress: Callable[[int, int], None] | None = None,
+            log: logging.Logger | logging.LoggerAdapter | None = None) -> RestoreReport:
     if at is not None and at.tzinfo is None:
         raise BadInput("--at needs a timezone, e.g. 2026-11-28T06:00:00Z")
-    if to.exists() and not to.is_dir():
-        raise BadInput(f"restore target {str(to)!r} is not a directory")
+    check_target(to)
     try:
         versions = list(choose(client, src, at, include or ["*"]))
     except ClientError as exc:
@@ -131,8 +183,11 @@ def restore(client: Any, src: S3Uri, to: Path, *, at: datetime | None = None, in
         raise BackendUnavailable(f"cannot list {src}: {exc}") from None
     except BotoCoreError as exc:
         raise BackendUnavailable(f"cannot list {src}: {exc}") from None
-    to.mkdir(parents=True, exist_ok=True)
-    report = RestoreReport()
+    try:
+        to.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BadInput(f"restore target --to {str(to)!r}: {exc.strerror or exc}") from None
+    report = RestoreReport(removed_partials=remove_stale_partials(to, log))
 
     def one(v: Version) -> int | str:
         try:

@@ -2,8 +2,9 @@
 
 moto does not inject faults by itself. Point ``AWS_ENDPOINT_URL_S3`` at :attr:`FaultProxy.endpoint`
 and queue faults: S3 error responses (``503 SlowDown`` throttling, ``500 InternalError``) answered
-without forwarding, corrupted request bodies (a flipped byte in an UploadPart), or a delay per
-request. Every injected fault is counted in :attr:`FaultProxy.injected`.
+without forwarding, corrupted request bodies (a flipped byte in an UploadPart), stalls (no answer
+for a while, or an answer that stops mid-body), or a delay per request. Every injected fault is
+counted in :attr:`FaultProxy.injected`.
 """
 
 from __future__ import annotations
@@ -34,11 +35,13 @@ class Request:
 
 @dataclass
 class _Fault:
-    kind: str  # error | corrupt
+    kind: str  # error | corrupt | stall
     times: int  # -1: forever
     match: Callable[[Request], bool]
     status: int = 0
     code: str = ""
+    seconds: float = 0.0  # stall: how long
+    after_bytes: int | None = None  # stall: mid-body after this many bytes of the answer (None: before it)
 
 
 class FaultProxy:
@@ -85,6 +88,14 @@ class FaultProxy:
         with self._lock:
             self._faults.append(_Fault("corrupt", times, match))
 
+    def stall(self, times: int, seconds: float, match: Callable[[Request], bool] = lambda r: True,
+              after_bytes: int | None = None) -> None:
+        """Stall the next ``times`` matching requests for ``seconds``: before answering at all (the
+        request is forwarded afterwards, as a slow server would), or, with ``after_bytes``, after
+        sending the headers and that many bytes of the body (a transfer that hangs mid-file)."""
+        with self._lock:
+            self._faults.append(_Fault("stall", times, match, seconds=seconds, after_bytes=after_bytes))
+
     def clear(self) -> None:
         with self._lock:
             self._faults.clear()
@@ -128,6 +139,10 @@ class FaultProxy:
                     self._send(fault.status, b"" if self.command == "HEAD" else xml,
                                {"Content-Type": "application/xml"})
                     return
+                if fault is not None and fault.kind == "stall":
+                    proxy.injected["stall"] += 1
+                    if fault.after_bytes is None:
+                        time.sleep(fault.seconds)
                 if fault is not None and fault.kind == "corrupt" and body:
                     proxy.injected["corrupt"] += 1
                     mid = len(body) // 2
@@ -138,6 +153,10 @@ class FaultProxy:
                 except OSError:
                     self.upstream_conn = None
                     self._send(503, b"", {})  # upstream down: what a load balancer in front of S3 says
+                    return
+                if fault is not None and fault.kind == "stall" and fault.after_bytes is not None:
+                    self._send(status, data, resp_headers, head=self.command == "HEAD",
+                               stall=(fault.after_bytes, fault.seconds))
                     return
                 self._send(status, data, resp_headers, head=self.command == "HEAD")
 
@@ -157,7 +176,8 @@ class FaultProxy:
                             raise
                 raise AssertionError("unreachable")
 
-            def _send(self, status: int, data: bytes, headers: dict[str, str], head: bool = False) -> None:
+            def _send(self, status: int, data: bytes, headers: dict[str, str], head: bool = False,
+                      stall: tuple[int, float] | None = None) -> None:
                 self.send_response(status)
                 for k, v in headers.items():
                     if k.lower() not in ("content-length", "server", "date"):
@@ -165,6 +185,15 @@ class FaultProxy:
                 length = headers.get("Content-Length", headers.get("content-length")) if head else None
                 self.send_header("Content-Length", str(length if length is not None else len(data)))
                 self.end_headers()
+                if not head and stall is not None:
+                    try:
+                        self.wfile.write(data[:stall[0]])
+                        self.wfile.flush()
+                        time.sleep(stall[1])
+                        self.wfile.write(data[stall[0]:])
+                    except OSError:  # the client gave up (its read timeout) or was killed
+                        self.close_connection = True
+                    return
                 if not head:
                     self.wfile.write(data)
 

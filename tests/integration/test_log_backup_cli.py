@@ -17,7 +17,8 @@ from tests.integration.log_backup_support import (
     write,
 )
 
-SUMMARY_KEYS = ["uploaded_files", "uploaded_bytes", "skipped_files", "verified_files", "failed_files", "errors"]
+SUMMARY_KEYS = ["uploaded_files", "uploaded_bytes", "skipped_files", "verified_files", "failed_files", "errors",
+                "deferred_files", "skipped_special", "aborted_uploads"]
 
 
 @pytest.fixture
@@ -41,7 +42,8 @@ def test_backup_rerun_lifecycle_and_restore_byte_for_byte(moto_s3, offline, tmp_
     assert rc == 0
     assert list(summary) == SUMMARY_KEYS
     assert summary == {"uploaded_files": len(files), "uploaded_bytes": total, "skipped_files": 0,
-                       "verified_files": len(files), "failed_files": 0, "errors": []}
+                       "verified_files": len(files), "failed_files": 0, "errors": [], "deferred_files": 0,
+                       "skipped_special": 0, "aborted_uploads": 0}
 
     # a plain mirror, bookkeeping only under .inferops/
     stored = keys(s3, bucket, "hosts/gpu-01/")

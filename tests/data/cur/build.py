@@ -3,7 +3,9 @@
 The same 13 line items in each column style (hand-checked totals in tests/unit/test_cost_report_read.py):
 ``legacy.csv.gz`` (legacy CUR CSV), ``athena.parquet`` (Parquet CUR for Athena), ``cur2.parquet``
 (CUR 2.0 with real Parquet MAP columns) and ``cur2.csv.gz`` (CUR 2.0 CSV, maps as JSON objects).
-``malformed.csv.gz`` is legacy CSV with 5 bad rows among 4 good ones.
+``malformed.csv.gz`` is legacy CSV with 5 bad rows among 4 good ones (and no currency column: taken as USD).
+Every other file carries the currency column of its style (``lineItem/CurrencyCode``,
+``line_item_currency_code``), USD on every line.
 """
 
 from __future__ import annotations
@@ -79,28 +81,31 @@ def _fmt(v: object) -> str:
 def build() -> None:
     rows = _rows()
     # legacy CSV: identity/bill columns first, as AWS writes them
-    header = ["identity/LineItemId", "bill/PayerAccountId", *LEGACY.values()]
+    header = ["identity/LineItemId", "bill/PayerAccountId", *LEGACY.values(), "lineItem/CurrencyCode"]
     body = [[f"li-{i}", "123456789012", _when(r["start"]).strftime("%Y-%m-%dT%H:%M:%SZ"),
-             *(_fmt(r[c]) for c in COLS[1:])] for i, r in enumerate(rows)]
+             *(_fmt(r[c]) for c in COLS[1:]), "USD"] for i, r in enumerate(rows)]
     _write_gz_csv(HERE / "legacy.csv.gz", header, body)
 
     typed = pl.DataFrame([{**r, "start": _when(r["start"])} for r in rows],
                          schema={c: pl.Datetime("us", "UTC") if c == "start" else
                                  pl.String if c in ("type", "usage_type", "resource", "itype", "team")
                                  else pl.Float64 for c in COLS})
-    typed.rename(ATHENA).write_parquet(HERE / "athena.parquet")
+    typed = typed.with_columns(pl.lit("USD").alias("currency"))
+    typed.rename({**ATHENA, "currency": "line_item_currency_code"}).write_parquet(HERE / "athena.parquet")
 
     tags = [[{"key": "user_team", "value": r["team"]}] if r["team"] else [] for r in rows]
     product = [[{"key": "region", "value": "us-east-1"}, {"key": "vcpu", "value": "192"}] for _ in rows]
-    cur2 = (typed.drop("team").rename({k: v for k, v in ATHENA.items() if k != "team"})
+    cur2 = (typed.drop("team").rename({**{k: v for k, v in ATHENA.items() if k != "team"},
+                                       "currency": "line_item_currency_code"})
             .with_columns(pl.Series("resource_tags", tags).cast(pl.Map(pl.String, pl.String)),
                           pl.Series("product", product).cast(pl.Map(pl.String, pl.String)),
                           pl.lit("acme-payer").alias("bill_payer_account_name")))
     cur2.write_parquet(HERE / "cur2.parquet")
-    csv_header = [*(v for k, v in ATHENA.items() if k != "team"), "resource_tags", "product"]
+    csv_header = [*(v for k, v in ATHENA.items() if k != "team"), "resource_tags", "product",
+                  "line_item_currency_code"]
     csv_body = [[_when(r["start"]).strftime("%Y-%m-%dT%H:%M:%S.000Z"), *(_fmt(r[c]) for c in COLS[1:-1]),
                  json.dumps({"user_team": r["team"]} if r["team"] else {}),
-                 json.dumps({"region": "us-east-1"})] for r in rows]
+                 json.dumps({"region": "us-east-1"}), "USD"] for r in rows]
     _write_gz_csv(HERE / "cur2.csv.gz", csv_header, csv_body)
 
     bad = [
