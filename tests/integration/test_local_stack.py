@@ -41,8 +41,8 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-back
 def _can_netns() -> bool:
     if os.geteuid() != 0:
         return False
-    probe = subprocess.run(["ip", "netns", "add", f"ifo-probe-{os.getpid()}"], capture_output=True)
-    subprocess.run(["ip", "netns", "del", f"ifo-probe-{os.getpid()}"], capture_output=True)
+    probe = subprocess.run(["ip", "netns", "add", f"inferops-probe-{os.getpid()}"], capture_output=True)
+    subprocess.run(["ip", "netns", "del", f"inferops-probe-{os.getpid()}"], capture_output=True)
     return probe.returncode == 0
 
 
@@ -51,7 +51,8 @@ class Stack:
         self.tmp = tmp
         self.home = tmp / "home"
         self.trace = tmp / "connections.strace"
-        self.ns = f"ifo-stack-{os.getpid()}" if _can_netns() else None
+        # not "ifo-*": the SSH test hosts sweep namespaces of that prefix that they did not claim
+        self.ns = f"inferops-stack-{os.getpid()}" if _can_netns() else None
         self.port = 4200 if self.ns else free_port()  # a fresh namespace has the default port free
         self.proc: subprocess.Popen | None = None
         self.output = tmp / "make-up.out"
