@@ -26,7 +26,10 @@ log = logging.getLogger("inferops.standins.serving")
 
 TRACK_LABEL, ROLLOUT_OF_LABEL, NAME_LABEL = "inferops.io/track", "inferops.io/rollout-of", "app.kubernetes.io/name"
 BROKEN_TAG = "broken"
-HEALTHY = {"error_rate": 0.001, "latency_s": 0.05}
+# Healthy: one failure in 2000. At 200 requests per second per pod, even a 4 s rate() window of a
+# one-pod canary holds ~800 requests, so a single failure (0.125%) never looks like an error rate above
+# the canary's usual 1% threshold; a broken image's 20% always does.
+HEALTHY = {"error_rate": 0.0005, "latency_s": 0.05}
 BROKEN = {"error_rate": 0.2, "latency_s": 0.2}
 
 
@@ -58,7 +61,7 @@ class ServingSimulator:
     """
 
     def __init__(self, api_client: Any, make_exporter: Callable[[dict[str, str]], Any], namespace: str = "inference",
-                 *, interval_s: float = 0.5, rps_per_replica: float = 50.0, seed: int = 0) -> None:
+                 *, interval_s: float = 0.5, rps_per_replica: float = 200.0, seed: int = 0) -> None:
         from kubernetes import client
 
         self._apps = client.AppsV1Api(api_client)
