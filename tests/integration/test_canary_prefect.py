@@ -30,6 +30,7 @@ def env(kube_clean, prometheus, prefect_api, monkeypatch, exporter):
     from kubernetes import client
 
     kube_clean.create_namespace(NS)
+    kube_clean.add_node("gpu-a", gpus=16)  # stable (4), its surge, canary and baseline need GPUs
     monkeypatch.setenv("INFEROPS_KUBE__KUBECONFIG", kube_clean.kubeconfig)
     monkeypatch.setenv("INFEROPS_PROMETHEUS__URL", prometheus.url)
     get_settings.cache_clear()

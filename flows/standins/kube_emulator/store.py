@@ -546,6 +546,11 @@ class Store:
             spec.setdefault("completionMode", "NonIndexed")
             spec.setdefault("podReplacementPolicy", "Failed" if spec.get("podFailurePolicy") else
                             "TerminatingOrFailed")
+            for rule in ((spec.get("podFailurePolicy") or {}).get("rules") or []) if isinstance(
+                    spec.get("podFailurePolicy"), dict) else []:
+                for pattern in rule.get("onPodConditions") or [] if isinstance(rule, dict) else []:
+                    if isinstance(pattern, dict):
+                        pattern.setdefault("status", "True")
             _default_pod_spec((spec.get("template") or {}).get("spec"))
         elif res.kind == "Pod" and isinstance(spec, dict):
             _default_pod_spec(spec)
