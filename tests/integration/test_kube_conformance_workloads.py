@@ -44,6 +44,11 @@ def job(name: str, gpus: int = 1, annotations: dict | None = None, **spec) -> di
                                 "resources": {"limits": {"nvidia.com/gpu": str(gpus)}}}]}}}}
 
 
+def available(apps, name: str = "llm") -> int:
+    st = apps.read_namespaced_deployment(name, NS).status
+    return (st and st.available_replicas) or 0
+
+
 def condition(obj, type_):
     return next((c for c in (obj.status and obj.status.conditions) or [] if c.type == type_), None)
 
@@ -90,7 +95,7 @@ def test_deployment_owns_a_replicaset_that_owns_the_pods(apis, kube_clean):
     apps, core, _, _ = apis
     kube_clean.add_node("gpu-a", gpus=8)
     apps.create_namespaced_deployment(NS, deployment(replicas=3))
-    wait_until(lambda: apps.read_namespaced_deployment("llm", NS).status.available_replicas == 3, what="rollout")
+    wait_until(lambda: available(apps) == 3, what="rollout")
     [rs] = apps.list_namespaced_replica_set(NS).items
     h = rs.metadata.labels["pod-template-hash"]
     assert rs.metadata.name == f"llm-{h}" and rs.metadata.owner_references[0].kind == "Deployment"
@@ -112,7 +117,7 @@ def test_rolling_update_honours_max_surge_and_max_unavailable(apis, kube_clean):
     d = deployment(replicas=4, strategy={"type": "RollingUpdate",
                                          "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}})
     apps.create_namespaced_deployment(NS, d)
-    wait_until(lambda: apps.read_namespaced_deployment("llm", NS).status.available_replicas == 4, what="rollout")
+    wait_until(lambda: available(apps) == 4, what="rollout")
     kube_clean.deployments.speed(NS, "llm", 0.3)  # new pods take 0.3 s to start
     seen: list[tuple[int, int]] = []
     stop = threading.Event()
@@ -253,7 +258,7 @@ def test_preemption_deletes_lower_priority_pods_gracefully(apis, kube_clean):
     assert preemptor.status.phase == "Pending"
     wait_until(lambda: not core.list_namespaced_pod(NS, field_selector=f"metadata.name={victim.metadata.name}")
                .items, what="the victim to go")
-    wait_until(lambda: apps.read_namespaced_deployment("llm", NS).status.available_replicas == 1, what="preemptor")
+    wait_until(lambda: available(apps) == 1, what="preemptor")
     # the batch Job's podFailurePolicy-less pod failed: backoffLimit 0 → the Job failed
     assert condition(wait_job(batch, "fill", "Failed"), "Failed").reason == "BackoffLimitExceeded"
     # preemptionPolicy Never never preempts
@@ -302,7 +307,7 @@ def test_suspend_and_ttl_after_finished(apis, kube_clean):
     kube_clean.add_node("gpu-a", gpus=8)
     kube_clean.clock.speed = 20
     batch.create_namespaced_job(NS, job("later", annotations=SLOW, ttlSecondsAfterFinished=60))
-    wait_until(lambda: batch.read_namespaced_job_status("later", NS).status.active == 1)
+    wait_until(lambda: (s := batch.read_namespaced_job_status("later", NS).status) and s.active == 1)
     batch.patch_namespaced_job("later", NS, {"spec": {"suspend": True}})
     j = wait_job(batch, "later", "Suspended")
     assert j.status.start_time is None
@@ -347,15 +352,19 @@ def test_hpa_scales_on_the_metric_within_its_behavior(apis, kube_clean):
     assert (h.status.current_replicas, h.status.desired_replicas) == (3, 7)
     assert ("SuccessfulRescale", "New size: 7; reason: pods metric inference_requests_per_second above target") \
         in events(core, "llm")
+    # the same load over 7 pods: 45000 / 7 per pod → ceil(7 x 6428.6 / 5000) = 9, once the 60 s period passed
+    kube_clean.hpa.set_metric(NS, "llm", "inference_requests_per_second", 45000 / 7)
+    time.sleep(0.3)
+    assert apps.read_namespaced_deployment("llm", NS).spec.replicas == 7  # the Pods policy: 4 per 60 s
     kube_clean.clock.advance(61)
-    wait_until(lambda: apps.read_namespaced_deployment("llm", NS).spec.replicas == 9, what="the rest: 3x3")
+    wait_until(lambda: apps.read_namespaced_deployment("llm", NS).spec.replicas == 9, what="the rest")
     kube_clean.hpa.set_metric(NS, "llm", "inference_requests_per_second", 1000)
     kube_clean.clock.advance(16)
     time.sleep(0.3)
     assert apps.read_namespaced_deployment("llm", NS).spec.replicas == 9  # within the 600 s window
     kube_clean.clock.advance(601)
     wait_until(lambda: apps.read_namespaced_deployment("llm", NS).spec.replicas == 3, what="scale down to min")
-    wait_until(lambda: apps.read_namespaced_deployment("llm", NS).status.available_replicas == 3)
+    wait_until(lambda: available(apps) == 3)
 
 
 # ---- PodDisruptionBudget ----
@@ -376,8 +385,9 @@ def test_pdb_status_and_eviction(apis, kube_clean):
     with pytest.raises(ApiException) as exc:
         core.create_namespaced_pod_eviction(second, NS, {"metadata": {"name": second, "namespace": NS}})
     assert exc.value.status == 429
-    assert core.read_namespaced_pod(first, NS).metadata.deletion_timestamp is not None or \
-        not core.list_namespaced_pod(NS, field_selector=f"metadata.name={first}").items
+    evicted = core.list_namespaced_pod(NS, field_selector=f"metadata.name={first}").items
+    assert not evicted or evicted[0].metadata.deletion_timestamp is not None
+    assert condition(evicted[0], "DisruptionTarget").reason == "EvictionByEvictionAPI" if evicted else True
 
 
 def test_every_conformance_test_names_its_documentation_page():

@@ -561,20 +561,19 @@ class _Run:
 
 
 def _probe_times(probe: Obj | None, start: float, healthy: float, not_before: float) -> tuple[float, float]:
-    """(first success, give-up time) of a probe ticking from ``start`` for an app healthy from ``healthy``."""
+    """(first success, give-up time) of a probe ticking every period from ``start``, whose results count
+    from ``initialDelaySeconds`` and ``not_before`` on, for an application healthy from ``healthy``."""
     if not probe:
         return max(not_before, start), _NEVER
-    period = probe.get("periodSeconds", 10)
-    delay = probe.get("initialDelaySeconds", 0)
-    first = start + delay
-    k = max(0, math.ceil((max(healthy, not_before, first) - start) / period - 1e-9))
-    success = start + k * period + (probe.get("successThreshold", 1) - 1) * period
-    failures_before = sum(1 for i in range(int(delay // period) if period else 0, k) if start + i * period >= first)
+    period = max(probe.get("periodSeconds", 10), 1)
+    counted = max(start + probe.get("initialDelaySeconds", 0), not_before)
+    first = math.ceil((counted - start) / period - 1e-9)  # the first tick whose result counts
+    ok = max(first, math.ceil((healthy - start) / period - 1e-9))
+    failures = ok - first
     threshold = probe.get("failureThreshold", 3)
-    if failures_before >= threshold:
-        fails = [start + i * period for i in range(k) if start + i * period >= first]
-        return _NEVER, fails[threshold - 1]
-    return success, _NEVER
+    if failures >= threshold:
+        return _NEVER, start + (first + threshold - 1) * period
+    return start + (ok + probe.get("successThreshold", 1) - 1) * period, _NEVER
 
 
 class PodController:
@@ -604,6 +603,10 @@ class PodController:
         for pod in pods:
             if pod["spec"].get("nodeName") and not _terminal(pod):
                 due = min(due, self._kubelet(pod, t))
+            elif _terminating(pod) and not _terminal(pod):  # PodGC: an unscheduled pod being deleted fails
+                status = _copy(pod.get("status") or {})
+                status["phase"] = "Failed"
+                write_status(self.store, PODS, pod, status)
         live = {p["metadata"]["uid"] for p in pods}
         for uid in [u for u in self._runs if u not in live]:
             del self._runs[uid]
