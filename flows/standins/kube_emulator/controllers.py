@@ -1082,8 +1082,14 @@ class JobController:
             uid = (p["metadata"].get("labels") or {}).get("batch.kubernetes.io/controller-uid")
             if uid:
                 by_job[uid].append(p)
-        for job in self.store.peek(JOBS):
+        jobs = self.store.peek(JOBS)
+        for job in jobs:
             due = min(due, self._sync(job, by_job.get(job["metadata"]["uid"], []), t))
+        live = {j["metadata"]["uid"] for j in jobs}
+        for p in self.store.peek(PODS):  # orphans (their Job deleted, or orphaned) lose the tracking finalizer
+            if JOB_FINALIZER in (p["metadata"].get("finalizers") or []) and \
+                    (owner(p, "Job") or {}).get("uid") not in live:
+                self._release(p)
         return due
 
     def _finished(self, job: Obj) -> float | None:
