@@ -801,7 +801,7 @@ class PodController:
             alloc = self._allocatable(node)
             lower = [p for p in by_node[name] if p["spec"].get("priority", 0) < prio and not _terminating(p)]
 
-            def free_without(victims: list[Obj]) -> dict[str, float]:
+            def free_without(victims: list[Obj], name: str = name, alloc: dict = alloc) -> dict[str, float]:
                 free = {k: v - used[name].get(k, 0) for k, v in alloc.items()}
                 for v in victims:
                     for k, q in pod_requests(v).items():

@@ -646,7 +646,7 @@ def _crd(obj: Obj, old: Obj | None, out: list[Cause]) -> None:
     names = spec.get("names") or {}
     want = f"{names.get('plural')}.{spec.get('group')}"
     if obj["metadata"].get("name") != want:
-        out.append(inv("metadata.name", obj["metadata"].get("name"), f"must be spec.names.plural+\".\"+spec.group"))
+        out.append(inv("metadata.name", obj["metadata"].get("name"), "must be spec.names.plural+\".\"+spec.group"))
     versions = spec.get("versions") or []
     if sum(bool(v.get("storage")) for v in versions) != 1:
         out.append(inv("spec.versions", "array", "must have exactly one version marked as storage version"))
