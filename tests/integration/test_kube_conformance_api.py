@@ -303,3 +303,48 @@ def test_a_running_pod_is_deleted_gracefully(apis, kube_clean):
         "nodeSelector": {"pool": "none"}, "containers": [{"name": "c", "image": "img:1"}]}})
     core.delete_namespaced_pod("nowhere", NS)
     assert not core.list_namespaced_pod(NS, field_selector="metadata.name=nowhere").items
+
+
+# ---- admission ----
+
+def test_pod_security_admission_enforces_and_warns(apis, kube_clean):
+    """https://kubernetes.io/docs/concepts/security/pod-security-admission/ — a pod breaking the
+    namespace's enforced level is refused (403); the warn level adds Warning headers, for workloads too;
+    a Deployment whose pods are refused reports FailedCreate on its ReplicaSet."""
+    apps, core, *_ = apis
+    kube_clean.add_node("cpu-a", gpus=0)
+    core.create_namespace({"metadata": {"name": "locked", "labels": {
+        "pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/warn": "restricted"}}})
+    plain = {"metadata": {"name": "plain"}, "spec": {"containers": [{"name": "c", "image": "img:1"}]}}
+    with pytest.raises(ApiException) as exc:
+        core.create_namespaced_pod("locked", plain)
+    body = json.loads(exc.value.body)
+    assert exc.value.status == 403 and body["reason"] == "Forbidden"
+    assert 'violates PodSecurity "restricted:latest": allowPrivilegeEscalation != false' in body["message"]
+    hardened = copy.deepcopy(plain)
+    hardened["spec"]["securityContext"] = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+    hardened["spec"]["containers"][0]["securityContext"] = {"allowPrivilegeEscalation": False,
+                                                            "capabilities": {"drop": ["ALL"]}}
+    core.create_namespaced_pod("locked", hardened)
+    r = post(kube_clean, "/apis/apps/v1/namespaces/locked/deployments", deployment())
+    assert r.status_code == 201
+    assert [w for w in r.headers.get_list("warning") if 'would violate PodSecurity \\"restricted:latest\\"' in w]
+    [rs] = wait_until(lambda: apps.list_namespaced_replica_set("locked").items)
+    failed = wait_until(lambda: [e for e in core.list_namespaced_event("locked").items
+                                 if e.involved_object.name == rs.metadata.name and e.reason == "FailedCreate"])
+    assert "violates PodSecurity" in failed[0].message and failed[0].type == "Warning"
+
+
+def test_service_account_admission(apis, kube_clean):
+    """https://kubernetes.io/docs/reference/access-authn-authz/service-accounts-admin/#serviceaccount-admission-controller
+    — every namespace gets a ``default`` ServiceAccount; a pod naming a missing one is refused."""
+    _, core, *_ = apis
+    core.create_namespace({"metadata": {"name": "team"}})
+    assert core.read_namespaced_service_account("default", "team").metadata.name == "default"
+    pod = {"metadata": {"name": "p"}, "spec": {"serviceAccountName": "missing",
+                                               "containers": [{"name": "c", "image": "img:1"}]}}
+    with pytest.raises(ApiException) as exc:
+        core.create_namespaced_pod("team", pod)
+    assert exc.value.status == 403 and 'serviceaccount \\"missing\\" not found' in exc.value.body
+    del pod["spec"]["serviceAccountName"]
+    assert core.create_namespaced_pod("team", pod).spec.service_account_name == "default"

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from flows.standins.kube_emulator import admission
 from flows.standins.kube_emulator import patch as P
 from flows.standins.kube_emulator.clock import Clock
 from flows.standins.kube_emulator.errors import ApiError, already_exists, bad_request, conflict, not_found
@@ -31,6 +32,7 @@ from flows.standins.kube_emulator.validation import decode, validate
 Obj = dict[str, Any]
 NAMESPACES, PRIORITY_CLASSES = lookup("", "namespaces"), lookup("scheduling.k8s.io", "priorityclasses")
 PODS, CRDS = lookup("", "pods"), lookup("apiextensions.k8s.io", "customresourcedefinitions")
+SERVICE_ACCOUNTS = lookup("", "serviceaccounts")
 _SYSTEM_META = ("uid", "creationTimestamp", "generation", "deletionTimestamp", "deletionGracePeriodSeconds",
                 "managedFields", "resourceVersion", "selfLink")
 _NAMES = itertools.count()
@@ -152,8 +154,13 @@ class Store:
             self._default(res, obj, creating=True)
             if res.kind == "Pod":
                 self._admit_priority(obj)
+                self._admit_service_account(obj)
             if not internal:
                 validate(res, obj, None, self.version)
+            if res.kind == "Pod":
+                self._admit_pod_security(obj, warnings)
+            elif not internal and admission.pod_template(obj) is not None and warnings is not None:
+                self._warn_pod_security(meta.get("namespace"), admission.pod_template(obj), warnings)
             key = self._k(res, meta.get("namespace"), meta["name"])
             if key in self._objects[res.key]:
                 raise already_exists(res, meta["name"])
@@ -170,6 +177,8 @@ class Store:
             meta["resourceVersion"] = str(self._next_rv())
             self._objects[res.key][key] = obj
             self._emit("ADDED", res, obj)
+            if res is NAMESPACES:  # the ServiceAccount controller's "default" account
+                self.create(SERVICE_ACCOUNTS, {"metadata": {"name": "default"}}, meta["name"], internal=True)
             return copy.deepcopy(obj)
 
     def update(self, res: Resource, namespace: str | None, name: str, obj: Obj, *,
@@ -511,6 +520,36 @@ class Store:
                            f"PriorityClass with name {name} was found")
         spec["priority"] = pc["value"]
         spec["preemptionPolicy"] = pc.get("preemptionPolicy", "PreemptLowerPriority")
+
+    def _admit_service_account(self, pod: Obj) -> None:
+        """The ServiceAccount admission plugin (``admission.py``)."""
+        meta, spec = pod["metadata"], pod.get("spec") or {}
+        ns = meta.get("namespace") or ""
+        name = meta.get("name") or meta.get("generateName") or ""
+        sa = spec.setdefault("serviceAccountName", spec.get("serviceAccount") or "default")
+        spec["serviceAccount"] = sa
+        if (ns, sa) not in self._objects[SERVICE_ACCOUNTS.key]:
+            raise ApiError(403, "Forbidden", f'pods "{name}" is forbidden: error looking up service account '
+                           f'{ns}/{sa}: serviceaccount "{sa}" not found', {"name": name, "kind": "pods"})
+
+    def _admit_pod_security(self, pod: Obj, warnings: list[str] | None) -> None:
+        """Pod Security admission: the namespace's enforce level refuses, its warn level warns."""
+        meta, spec = pod["metadata"], pod.get("spec") or {}
+        ns = meta.get("namespace") or ""
+        name = meta.get("name") or ""
+        enforce, _ = admission.namespace_levels(self._objects[NAMESPACES.key].get(("", ns)))
+        problems = admission.violations(enforce, spec)
+        if problems:
+            raise ApiError(403, "Forbidden", f'pods "{name}" is forbidden: {admission.message(enforce, problems)}',
+                           {"name": name, "kind": "pods"})
+        if warnings is not None:
+            self._warn_pod_security(ns, spec, warnings)
+
+    def _warn_pod_security(self, ns: str | None, spec: Obj, warnings: list[str]) -> None:
+        _, warn = admission.namespace_levels(self._objects[NAMESPACES.key].get(("", ns or "")))
+        problems = admission.violations(warn, spec)
+        if problems:
+            warnings.append(f'would violate PodSecurity "{warn}:latest": ' + ", ".join(problems))
 
     def _job_selector(self, job: Obj) -> None:
         uid, name = job["metadata"]["uid"], job["metadata"]["name"]
