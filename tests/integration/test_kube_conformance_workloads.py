@@ -401,3 +401,47 @@ def test_every_conformance_test_names_its_documentation_page():
         assert tests
         for f in tests:
             assert (f.__doc__ or "").startswith("https://kubernetes.io/docs/"), f.__name__
+
+
+def test_run_as_non_root_with_a_root_image_never_starts(apis, kube_clean):
+    """https://kubernetes.io/docs/tasks/configure-pod-container/security-context/#set-the-security-context-for-a-pod
+    — with runAsNonRoot and no runAsUser, an image whose user is root fails with
+    CreateContainerConfigError and stays Pending, holding its requests."""
+    _, core, batch, _ = apis
+    kube_clean.add_node("gpu-a", gpus=8)
+    kube_clean.pods.image_users["registry.local/root:1"] = 0
+    j = job("rooted", gpus=2, annotations=SLOW)
+    j["spec"]["template"]["spec"]["securityContext"] = {"runAsNonRoot": True}
+    j["spec"]["template"]["spec"]["containers"][0]["image"] = "registry.local/root:1"
+    batch.create_namespaced_job(NS, j)
+    pod = wait_until(lambda: [p for p in core.list_namespaced_pod(NS, label_selector="job-name=rooted").items
+                              if p.status.container_statuses], what="container status")[0]
+    waiting = pod.status.container_statuses[0].state.waiting
+    assert (pod.status.phase, waiting.reason) == ("Pending", "CreateContainerConfigError")
+    assert "container has runAsNonRoot and image will run as root" in waiting.message
+    assert pod.spec.node_name == "gpu-a"  # scheduled: its GPUs are held
+
+
+def test_defaults_are_set_on_write(apis, kube_clean):
+    """https://kubernetes.io/docs/concepts/workloads/controllers/deployment/#strategy — the apiserver's
+    defaults are in the stored object: RollingUpdate 25 %/25 %, progressDeadlineSeconds 600,
+    revisionHistoryLimit 10; Job backoffLimit 6; probe timings; container requests from limits."""
+    apps, core, batch, _ = apis
+    kube_clean.pods.enabled = False
+    d = apps.create_namespaced_deployment(NS, deployment(replicas=1))
+    assert (d.spec.strategy.type, d.spec.strategy.rolling_update.max_surge,
+            d.spec.strategy.rolling_update.max_unavailable) == ("RollingUpdate", "25%", "25%")
+    assert (d.spec.progress_deadline_seconds, d.spec.revision_history_limit) == (600, 10)
+    j = job("defaults")
+    del j["spec"]["backoffLimit"]
+    j = batch.create_namespaced_job(NS, j)
+    assert (j.spec.backoff_limit, j.spec.completions, j.spec.parallelism, j.spec.suspend) == (6, 1, 1, False)
+    p = core.create_namespaced_pod(NS, {"metadata": {"name": "p"}, "spec": {"containers": [{
+        "name": "c", "image": "img:1", "resources": {"limits": {"nvidia.com/gpu": "1", "cpu": "2"}},
+        "readinessProbe": {"httpGet": {"port": 80}}}]}})
+    c = p.spec.containers[0]
+    assert c.resources.requests == {"nvidia.com/gpu": "1", "cpu": "2"}
+    assert (c.readiness_probe.period_seconds, c.readiness_probe.timeout_seconds, c.readiness_probe.failure_threshold,
+            c.readiness_probe.http_get.path) == (10, 1, 3, "/")
+    assert (p.spec.restart_policy, p.spec.termination_grace_period_seconds, p.spec.service_account_name) == (
+        "Always", 30, "default")
