@@ -12,18 +12,11 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from tests.fixtures.kube import wait_until
+
 NS = "default"
 GW = ("gateway.networking.k8s.io", "v1", NS, "httproutes")
 
-
-def wait_until(check, timeout: float = 10.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def deployment(name: str = "web", replicas: int = 1) -> dict:

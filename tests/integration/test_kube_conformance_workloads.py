@@ -11,18 +11,11 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from tests.fixtures.kube import wait_until
+
 NS = "default"
 SLOW = {"emulator.inferops.dev/run-seconds": "3600"}
 
-
-def wait_until(check, timeout: float = 15.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def deployment(name: str = "llm", replicas: int = 2, gpus: int = 1, **spec) -> dict:

@@ -15,20 +15,12 @@ from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
 from flows.common.kube import api_client, is_not_found, retry_on_conflict
+from tests.fixtures.kube import wait_until
 
 NS = "default"
 SMP = "application/strategic-merge-patch+json"
 MERGE = "application/merge-patch+json"
 
-
-def wait_until(check, timeout: float = 10.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def deployment(name: str = "web", replicas: int = 2, annotations: dict | None = None, **spec) -> dict:

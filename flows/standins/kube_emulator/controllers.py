@@ -200,6 +200,28 @@ class Events:
             pass
 
 
+def create_owned_pod(store: Store, events: Events, owner_obj: Obj, component: str, annotations: dict,
+                     finalizers: list[str]) -> Obj | None:
+    """A pod from ``owner_obj``'s template, owned by it; a refusal (admission) becomes a FailedCreate event."""
+    meta, tmpl = owner_obj["metadata"], owner_obj["spec"]["template"]
+    pod = {"metadata": {"generateName": f"{meta['name']}-", "namespace": meta["namespace"],
+                        "labels": dict((tmpl.get("metadata") or {}).get("labels") or {}),
+                        "annotations": annotations, "finalizers": finalizers,
+                        "ownerReferences": [{"apiVersion": owner_obj["apiVersion"], "kind": owner_obj["kind"],
+                                             "name": meta["name"], "uid": meta["uid"], "controller": True,
+                                             "blockOwnerDeletion": True}]},
+           "spec": _copy(tmpl.get("spec") or {})}
+    if not finalizers:
+        del pod["metadata"]["finalizers"]
+    try:
+        created = store.create(PODS, pod, meta["namespace"], internal=True)
+    except ApiError as exc:  # e.g. Pod Security or a missing PriorityClass, as in Kubernetes
+        events.record(owner_obj, "FailedCreate", f"Error creating: {exc.message}", component, "Warning")
+        return None
+    events.record(owner_obj, "SuccessfulCreate", f"Created pod: {created['metadata']['name']}", component)
+    return created
+
+
 # ---------------------------------------------------------------------------------------------
 # Deployments and ReplicaSets
 # ---------------------------------------------------------------------------------------------
@@ -316,23 +338,9 @@ class DeploymentController:
         write_status(self.store, REPLICASETS, rs, status)
 
     def _create_pod(self, rs: Obj) -> Obj | None:
-        meta, tmpl = rs["metadata"], rs["spec"]["template"]
-        pod = {"metadata": {"generateName": f"{meta['name']}-", "namespace": meta["namespace"],
-                            "labels": dict((tmpl.get("metadata") or {}).get("labels") or {}),
-                            "annotations": dict((tmpl.get("metadata") or {}).get("annotations") or {}),
-                            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": meta["name"],
-                                                 "uid": meta["uid"], "controller": True,
-                                                 "blockOwnerDeletion": True}]},
-               "spec": _copy(tmpl.get("spec") or {})}
-        try:
-            created = self.store.create(PODS, pod, meta["namespace"], internal=True)
-        except ApiError as exc:  # e.g. a missing PriorityClass: the ReplicaSet reports it, as in Kubernetes
-            self.events.record(rs, "FailedCreate", f"Error creating: {exc.message}", "replicaset-controller",
-                               "Warning")
-            return None
-        self.events.record(rs, "SuccessfulCreate", f"Created pod: {created['metadata']['name']}",
-                           "replicaset-controller")
-        return created
+        tmpl = rs["spec"]["template"]
+        return create_owned_pod(self.store, self.events, rs, "replicaset-controller",
+                                dict((tmpl.get("metadata") or {}).get("annotations") or {}), [])
 
     def _delete_pod(self, rs: Obj, pod: Obj, quiet: bool = False) -> None:
         try:
@@ -1212,20 +1220,7 @@ class JobController:
                        **{k: v for k, v in (meta.get("annotations") or {}).items() if k.startswith(PREFIX)}}
         annotations.update(self._runs.get((meta["namespace"], meta["name"]), {}))
         annotations.setdefault(RUN_SECONDS, str(self.default_run_seconds))
-        pod = {"metadata": {"generateName": f"{meta['name']}-", "namespace": meta["namespace"],
-                            "labels": dict((tmpl.get("metadata") or {}).get("labels") or {}),
-                            "annotations": annotations, "finalizers": [JOB_FINALIZER],
-                            "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": meta["name"],
-                                                 "uid": meta["uid"], "controller": True,
-                                                 "blockOwnerDeletion": True}]},
-               "spec": _copy(tmpl.get("spec") or {})}
-        try:
-            created = self.store.create(PODS, pod, meta["namespace"], internal=True)
-        except ApiError as exc:
-            self.events.record(job, "FailedCreate", f"Error creating: {exc.message}", "job-controller", "Warning")
-            return None
-        self.events.record(job, "SuccessfulCreate", f"Created pod: {created['metadata']['name']}", "job-controller")
-        return created
+        return create_owned_pod(self.store, self.events, job, "job-controller", annotations, [JOB_FINALIZER])
 
     def _delete(self, job: Obj, pod: Obj) -> None:
         try:
