@@ -277,7 +277,7 @@ def test_job_backoff_limit_deadline_and_pod_failure_policy(apis, kube_clean):
     assert (condition(failed, "Failed").reason, failed.status.failed) == ("BackoffLimitExceeded", 2)
     policy = {"rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
                         {"action": "FailJob", "onExitCodes": {"operator": "In", "values": [42]}}]}
-    batch.create_namespaced_job(NS, job("ckpt", annotations={"emulator.inferops.dev/run-seconds": "1"},
+    batch.create_namespaced_job(NS, job("ckpt", annotations={"emulator.inferops.dev/run-seconds": "3"},
                                         podFailurePolicy=policy))
     wait_until(lambda: (batch.read_namespaced_job_status("ckpt", NS).status.ready or 0) == 1)
     kube_clean.jobs.preempt(NS, "ckpt")

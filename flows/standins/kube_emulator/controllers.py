@@ -1285,7 +1285,9 @@ class HPAController:
 
     def set_metric(self, namespace: str, hpa: str, metric: str, value: float) -> None:
         self._metrics[(namespace, hpa)][metric] = float(value)
-        self._next.clear()  # evaluate at the next tick
+        self._next.clear()  # evaluate at the next tick, which must not be skipped as idle
+        with self.store.lock:
+            self.store.changes += 1
 
     def tick(self, t: float) -> float:
         due = _NEVER

@@ -84,9 +84,12 @@ def _versioned(obj: dict[str, Any], res: Resource) -> dict[str, Any]:
     return obj
 
 
-def _respond(body: Any, warnings: list[str], status_code: int = 200) -> Response:
+def _respond(body: Any, warnings: list[str], status_code: int = 200, log: list | None = None) -> Response:
     headers = [("Warning", '299 - "' + w.replace('"', '\\"') + '"') for w in dict.fromkeys(warnings)]
     resp = JSONResponse(body, status_code=status_code)
+    if log is not None and warnings:
+        meta = body.get("metadata") or {} if isinstance(body, dict) else {}
+        log.extend((body.get("kind"), meta.get("namespace"), meta.get("name"), w) for w in dict.fromkeys(warnings))
     for k, v in headers:
         resp.headers.append(k, v)
     return resp
@@ -198,7 +201,7 @@ class Api:
         if method == "POST" and name is None:
             obj = self.store.create(res, await _json(request), ns, manager=manager, field_validation=fv,
                                     warnings=warnings)
-            return _respond(_versioned(obj, res), warnings, 201)
+            return _respond(_versioned(obj, res), warnings, 201, self.store.warnings)
         if method == "POST" and sub == "eviction":
             return JSONResponse(self._evict(res, ns, name, await _json(request, default={})), status_code=201)
         if method == "PUT" and name is not None:
@@ -207,7 +210,7 @@ class Api:
                 return JSONResponse(_scale(self._rescale(res, ns, name, body, manager)))
             obj = self.store.update(res, ns, name, body, subresource=sub, manager=manager, field_validation=fv,
                                     warnings=warnings)
-            return _respond(_versioned(obj, res), warnings)
+            return _respond(_versioned(obj, res), warnings, log=self.store.warnings)
         if method == "PATCH" and name is not None:
             ctype = request.headers.get("content-type", "").split(";")[0].strip()
             if ctype not in PATCH_TYPES:
@@ -231,7 +234,7 @@ class Api:
                     body = {**body, "apiVersion": res.api_version}
             obj, created = self.store.patch(res, ns, name, ctype, body, subresource=sub, manager=manager,
                                             force=_flag(q.get("force")), field_validation=fv, warnings=warnings)
-            return _respond(_versioned(obj, res), warnings, 201 if created else 200)
+            return _respond(_versioned(obj, res), warnings, 201 if created else 200, self.store.warnings)
         if method == "DELETE":
             opts = await _json(request, default={})
             policy = q.get("propagationPolicy") or opts.get("propagationPolicy")

@@ -69,6 +69,7 @@ class Store:
         self.version = version  # the Kubernetes version whose OpenAPI validates built-in kinds
         self.registry = Registry()
         self.changes = 0  # bumped on every write: controllers skip idle ticks
+        self.warnings: list[tuple[str, str | None, str, str]] = []  # (kind, namespace, name, Warning) served
         self._objects: dict[tuple[str, str], dict[tuple[str, str], Obj]] = defaultdict(dict)
         self._rv = 0
         self._history: deque[Event] = deque()
@@ -291,6 +292,7 @@ class Store:
             for objs in self._objects.values():
                 objs.clear()
             self.registry.clear()
+            self.warnings.clear()
             self._history.clear()
             self._compacted = self._rv
             for w in self._watchers:
