@@ -99,6 +99,21 @@ def test_unknown_fields_are_dropped_with_a_warning_or_refused_when_strict(apis, 
     assert exc.value.status == 400
 
 
+def test_malformed_bodies_are_client_errors_never_500(kube_clean):
+    """https://kubernetes.io/docs/reference/using-api/api-concepts/#resources — whatever a client sends,
+    the answer is a 4xx Status (the emulator's old 500 for ``replicas: "3"`` was the bug)."""
+    base = f"/apis/apps/v1/namespaces/{NS}/deployments"
+    bodies = [[], "text", {"metadata": "x"}, {"metadata": {"name": 7}}, {**deployment(), "spec": []},
+              {**deployment(), "spec": {**deployment()["spec"], "template": {"spec": {"containers": {}}}}},
+              {**deployment(), "kind": "Job"}, {**deployment(), "metadata": {"name": "x", "labels": {"a": 1}}}]
+    for body in bodies:
+        r = post(kube_clean, base, body)
+        assert 400 <= r.status_code < 500 and status(r), (body, r.status_code, r.text)
+    r = httpx.patch(f"{kube_clean.url}{base}/web", content=b"{not json",
+                    headers={"content-type": "application/merge-patch+json"})
+    assert r.status_code in (400, 404)
+
+
 # ---- validation (422) ----
 
 def test_immutable_fields_are_422(apis, kube_clean):
