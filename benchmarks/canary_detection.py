@@ -5,7 +5,8 @@ emulator and a real Prometheus scraping simulated Triton traffic (flows/standins
 canaries (raised 5xx rate, slower latency, a canary that reports nothing) and healthy ones. The
 peer, in the same run on the same faulty canaries, is the same flow with Flagger's defaults
 (thresholds only, failure threshold 5): the ratio is what the baseline comparison and the lower
-failure limit buy. Targets: every faulty canary rolled back, median <= 60 s, no false rollbacks.
+failure limit buy. Targets: every faulty canary rolled back, median <= 15 s at the 5 s interval,
+no false rollbacks.
 
     .venv/bin/python benchmarks/canary_detection.py [--faulty-each 2] [--healthy 5] [--json]
 """

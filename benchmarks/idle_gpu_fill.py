@@ -1,11 +1,14 @@
-"""Replay a generated week of fleet usage through the idle-GPU planner and a preemption simulator.
+"""Replay a generated week of fleet usage through the idle-GPU night controller and a fleet simulator.
 
 A 64-GPU fleet (8 nodes x 8) serves inference with a diurnal demand, noise, and spikes inside the
 night window. Each night a backlog of offline jobs (evaluation runs, embedding backfills,
-calibration runs) is packed by the room's own planner (`flows.idle_gpu.packer.pack`, re-planned
-every simulated minute from the fleet's state, with the forecast from `forecast_demand` over the
-previous 7 nights), and preempted by inference pods as Kubernetes would: an inference pod that finds
-no free GPU evicts the smallest batch pod and waits for its grace period plus scheduling latency.
+calibration runs) goes through the room's own controller, the one the flow runs
+(`flows.idle_gpu.controller.NightWindow`: tracker, re-plan with `pack` every simulated minute from
+the fleet's state with the forecast from `forecast_demand` over the previous 7 nights, submit,
+delete preempted Jobs, requeue checkpointable ones, suspend at the window's end). It talks to a
+simulated cluster (`SimCluster`: Jobs, pods, nodes) on a simulated clock (`SimClock`, whose sleep
+runs the fleet forward). Inference preempts as Kubernetes would: an inference pod that finds no free
+GPU evicts the smallest batch pod and waits for its grace period plus scheduling latency.
 
 The peer, in the same run, is a plain batch queue without window awareness: first-fit of the
 queue in priority order onto free GPUs, no forecast, nothing stopped at the window's end.
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import sys
 from dataclasses import dataclass, field
@@ -29,9 +33,13 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
+from flows.common.clock import SimClock
+from flows.idle_gpu.controller import NightWindow
 from flows.idle_gpu.forecast import forecast_demand
-from flows.idle_gpu.models import CapacitySnapshot, NodeCapacity, OfflineJob, PlanPolicy
-from flows.idle_gpu.packer import Busy, order_jobs, pack
+from flows.idle_gpu.manifest import HOSTNAME, JOB_LABEL
+from flows.idle_gpu.models import CapacitySnapshot, NodeCapacity, OfflineJob, Outcome, PlanPolicy
+from flows.idle_gpu.packer import order_jobs
+from flows.idle_gpu.tracker import JobView, PodView, Tracker
 
 NODES, GPUS_PER_NODE = 8, 8
 TOTAL = NODES * GPUS_PER_NODE
@@ -82,8 +90,18 @@ class Pod:
     node: int
     started: float
     run_s: float  # actual seconds this run needs to finish the job
-    est_s: float  # what the planner believes this run needs
-    partial: bool = False  # a planned tail segment: stopped at the window's end by design
+    k8s_name: str = ""  # its Job (the controller's runs; the peer has none)
+
+
+@dataclass
+class SimJob:
+    """A Kubernetes Job of the simulated cluster, as the controller sees it through ``views``."""
+
+    name: str
+    job: OfflineJob
+    node: int
+    state: str = "active"  # active | complete | suspended
+    pod: PodView | None = None
 
 
 @dataclass
@@ -104,18 +122,22 @@ class Stats:
 
 @dataclass
 class Night:
+    """The fleet during one window: inference scaling with demand, batch pods, and the ground-truth
+    accounting (useful work = completed runs and checkpointed progress; lost work does not count)."""
+
     t0: float  # window start, unix seconds
     demand: np.ndarray  # per minute of the window
     queue: list[OfflineJob]
     actual_factor: dict[str, float]
-    windowed: bool  # True: the room's planner; False: the peer
+    windowed: bool  # True: the room's controller; False: the peer
     policy: PlanPolicy
     forecast: list[float]
     stats: Stats
     pods: list[Pod] = field(default_factory=list)
     inference: np.ndarray = field(default_factory=lambda: np.zeros(NODES, dtype=int))
-    remaining: dict[str, float] = field(default_factory=dict)  # estimated hours left (checkpointed)
     done_s: dict[str, float] = field(default_factory=dict)  # actual seconds of work saved so far
+    jobs: dict[str, SimJob] = field(default_factory=dict)  # the controller's Kubernetes Jobs
+    minute: int = 0  # next minute of the demand series to play
 
     def free(self) -> np.ndarray:
         used = self.inference.copy()
@@ -127,25 +149,80 @@ class Night:
         ws = datetime.fromtimestamp(self.t0, UTC)
         we = ws + timedelta(hours=WINDOW[1] - WINDOW[0])
         end = we.timestamp()
-        stop_at = end - self.policy.grace_period_s
-        pending = {j.name: j for j in self.queue}
         # inference present at the window's start, bin-packed (MostAllocated scoring)
         self._scale_inference(int(self.demand[0]), self.t0, count=False)
-        for minute, want in enumerate(self.demand):
-            now = self.t0 + minute * STEP_S
-            self._finish(now)
-            self._scale_inference(int(want), now, count=True, pending=pending)
-            self.stats.idle_gpu_s += (TOTAL - int(want)) * STEP_S
-            self._submit(pending, now, ws, we)
-        if self.windowed:  # the flow stops what still runs, one grace period before the end
-            self._finish(stop_at)
-            self._stop(stop_at)
+        if self.windowed:
+            self._run_controller(ws, we)
+        else:
+            self._run_peer()
         self._finish(end)
         # whatever still runs at the window's end (the peer never stops anything)
         self.stats.past_window += len(self.pods)
         for p in self.pods:
             self._account(p, end)
 
+    # -- the room's controller, against the simulated cluster and clock ------------------------------
+    def _run_controller(self, ws: datetime, we: datetime) -> None:
+        self._play_minute(self.t0)  # minute 0 happens as the window opens
+        clock = SimClock(self.t0, on_advance=self.advance)
+        cluster = SimCluster(self, clock)
+        snap = CapacitySnapshot(taken_at=ws, nodes=cluster.nodes()[0], demand_forecast=self.forecast,
+                                forecast_slot_seconds=FORECAST_SLOT_S)
+        tracker = Tracker(self.queue)
+        window = NightWindow(cluster, tracker, snap, window_start=ws, window_end=we, policy=self.policy,
+                             clock=clock, poll_seconds=STEP_S, logger=QUIET)
+        window.run()
+        while self.minute < len(self.demand):  # the controller stopped early: the fleet goes on
+            self._play_minute(self.t0 + self.minute * STEP_S)
+        window.stop()  # one grace period before the end: suspend what still runs
+        self.stats.tail_segments += sum(r.partial and r.outcome is Outcome.stopped for r in tracker.records.values())
+
+    def advance(self, old: float, new: float) -> None:
+        """The fleet from ``old`` to ``new``: every minute boundary in between is played."""
+        while self.minute < len(self.demand) and self.t0 + self.minute * STEP_S <= new:
+            self._play_minute(self.t0 + self.minute * STEP_S)
+
+    def _play_minute(self, now: float) -> None:
+        want = int(self.demand[self.minute])
+        self.minute += 1
+        self._finish(now)
+        self._scale_inference(want, now, count=True)
+        self.stats.idle_gpu_s += (TOTAL - want) * STEP_S
+        self._start_pending(now)
+
+    def _start_pending(self, now: float) -> None:
+        """Jobs whose pod waits for GPUs (the plan was made on a fleet that changed since) start."""
+        free = self.free()
+        for j in self.jobs.values():
+            if j.state == "active" and j.pod is not None and j.pod.phase == "Pending" and free[j.node] >= j.job.gpus:
+                self._start(j, now)
+                free[j.node] -= j.job.gpus
+
+    def _start(self, j: SimJob, now: float) -> None:
+        total_actual = j.job.estimated_hours * 3600 * self.actual_factor[j.job.name]
+        run_s = max(STEP_S, total_actual - self.done_s.get(j.job.name, 0.0))
+        self.pods.append(Pod(j.job, j.node, now, run_s, j.name))
+        j.pod = PodView(f"{j.name}-pod", "Running", _dt(now), None, False)
+
+    # -- the peer: a plain batch queue, first fit in priority order, no notion of time -----------------
+    def _run_peer(self) -> None:
+        pending = {j.name: j for j in self.queue}
+        for minute, want in enumerate(self.demand):
+            now = self.t0 + minute * STEP_S
+            self._finish(now)
+            self._scale_inference(int(want), now, count=True, pending=pending)
+            self.stats.idle_gpu_s += (TOTAL - int(want)) * STEP_S
+            free = self.free()
+            for job in order_jobs(list(pending.values())) if free.max() > 0 else []:
+                fits = np.flatnonzero(free >= job.gpus)
+                if fits.size:
+                    total_actual = job.estimated_hours * 3600 * self.actual_factor[job.name]
+                    run_s = max(STEP_S, total_actual - self.done_s.get(job.name, 0.0))
+                    self.pods.append(Pod(job, int(fits[0]), now, run_s))
+                    del pending[job.name]
+                    free[fits[0]] -= job.gpus
+
+    # -- the fleet ---------------------------------------------------------------------------------
     def _account(self, p: Pod, now: float) -> float:
         """Book a run cut short (preempted or stopped): only checkpointed work is kept."""
         ran = now - p.started
@@ -153,6 +230,8 @@ class Night:
         self.stats.busy_gpu_s += ran * p.job.gpus
         self.stats.useful_gpu_s += saved * p.job.gpus
         self.stats.lost_gpu_s += (ran - saved) * p.job.gpus
+        name = p.job.name
+        self.done_s[name] = self.done_s.get(name, 0.0) + saved
         return saved
 
     def _finish(self, now: float) -> None:
@@ -161,13 +240,21 @@ class Night:
             self.stats.busy_gpu_s += p.run_s * p.job.gpus
             self.stats.useful_gpu_s += p.run_s * p.job.gpus
             self.stats.completed += 1
+            if p.k8s_name in self.jobs:
+                j = self.jobs[p.k8s_name]
+                j.state = "complete"
+                j.pod = PodView(j.pod.uid, "Succeeded", j.pod.started, _dt(p.started + p.run_s), False)
 
-    def _stop(self, now: float) -> None:
-        for p in self.pods:
+    def stop_job(self, name: str, now: float) -> None:
+        """Suspend: the pod gets SIGTERM and stops at its last checkpoint."""
+        self._finish(now)
+        j = self.jobs[name]
+        for p in [p for p in self.pods if p.k8s_name == name]:
+            self.pods.remove(p)
             self.stats.stopped += 1
-            self.stats.tail_segments += p.partial
             self._account(p, now)
-        self.pods.clear()
+            j.pod = PodView(j.pod.uid, "Failed", j.pod.started, _dt(now), False)
+        j.state = "suspended"
 
     def _scale_inference(self, want: int, now: float, count: bool, pending: dict | None = None) -> None:
         have = int(self.inference.sum())
@@ -187,12 +274,13 @@ class Night:
                 victim = min(self.pods, key=lambda p: (p.job.gpus, -p.started))
                 self.pods.remove(victim)
                 self.stats.preempted += 1
-                saved = self._account(victim, now)
-                if victim.job.checkpointable and pending is not None:
-                    name = victim.job.name
-                    self.done_s[name] = self.done_s.get(name, 0.0) + saved
-                    self.remaining[name] = max(0.0, (victim.est_s - saved) / 3600)
-                    pending[name] = victim.job
+                self._account(victim, now)
+                if victim.k8s_name in self.jobs:  # DisruptionTarget: the controller deletes and requeues
+                    j = self.jobs[victim.k8s_name]
+                    j.pod = PodView(j.pod.uid, "Failed", j.pod.started, _dt(now), True)
+                    self.stats.requeued += victim.job.checkpointable
+                elif victim.job.checkpointable and pending is not None:  # the peer's queue takes it back
+                    pending[victim.job.name] = victim.job
                     self.stats.requeued += 1
                 self.inference[victim.node] += 1
                 wait = self.policy.grace_period_s + SCHED_LATENCY_S
@@ -203,37 +291,53 @@ class Night:
                 self.stats.delayed += wait > DELAY_LIMIT_S
             have += 1
 
-    def _start(self, job: OfflineJob, node: int, now: float, pending: dict, partial: bool = False) -> None:
-        total_actual = job.estimated_hours * 3600 * self.actual_factor[job.name]
-        run_s = max(STEP_S, total_actual - self.done_s.get(job.name, 0.0))
-        est_s = self.remaining.get(job.name, job.estimated_hours) * 3600
-        self.pods.append(Pod(job, node, now, run_s, est_s, partial))
-        del pending[job.name]
 
-    def _submit(self, pending: dict, now: float, ws: datetime, we: datetime) -> None:
-        free = self.free()
-        if not pending or free.max() <= 0:
-            return
-        if not self.windowed:  # the peer: first fit in priority order, no notion of time
-            for job in order_jobs(list(pending.values())):
-                fits = np.flatnonzero(free >= job.gpus)
-                if fits.size:
-                    self._start(job, int(fits[0]), now, pending)
-                    free[fits[0]] -= job.gpus
-            return
-        at = datetime.fromtimestamp(now, UTC)
-        busy_until = lambda p: max(p.started + p.est_s * self.policy.runtime_margin,  # noqa: E731
-                                   now + self.policy.slot_seconds)
-        cap = CapacitySnapshot(
-            taken_at=at,
-            nodes=[NodeCapacity(name=str(i), allocatable=GPUS_PER_NODE, idle=int(free[i]),
-                                requested=GPUS_PER_NODE - int(free[i])) for i in range(NODES)],
-            demand_forecast=self.forecast, forecast_slot_seconds=FORECAST_SLOT_S)
-        busy = [Busy(str(p.node), p.job.gpus, datetime.fromtimestamp(busy_until(p), UTC)) for p in self.pods]
-        plan = pack(list(pending.values()), cap, ws, we, self.policy, now=at, busy=busy,
-                    remaining_hours=self.remaining)
-        for p in plan.starting_now(at):
-            self._start(pending[p.job], int(p.node), now, pending, p.partial)
+class SimCluster:
+    """The controller's view of the simulated fleet (``flows.idle_gpu.controller.NightCluster``)."""
+
+    namespace = "offline-batch"
+
+    def __init__(self, night: Night, clock: SimClock) -> None:
+        self.night, self.clock = night, clock
+
+    def nodes(self) -> tuple[list[NodeCapacity], list[str]]:
+        free = self.night.free()
+        return [NodeCapacity(name=str(i), allocatable=GPUS_PER_NODE, requested=GPUS_PER_NODE - int(free[i]),
+                             idle=int(free[i])) for i in range(NODES)], []
+
+    def views(self, window_tag: str | None = None) -> list[JobView]:
+        self.night._finish(self.clock.now())
+        return [JobView(j.name, j.job.name, j.state, "", str(j.node), (j.pod,) if j.pod else ())
+                for j in self.night.jobs.values()]
+
+    def submit(self, manifest: dict) -> bool:
+        name = manifest["metadata"]["name"]
+        if name in self.night.jobs:
+            return False
+        job = next(q for q in self.night.queue if q.name == manifest["metadata"]["labels"][JOB_LABEL])
+        node = int(manifest["spec"]["template"]["spec"]["nodeSelector"][HOSTNAME])
+        j = self.night.jobs[name] = SimJob(name, job, node, pod=PodView(f"{name}-pod", "Pending", None, None, False))
+        if self.night.free()[node] >= job.gpus:
+            self.night._start(j, self.clock.now())
+        return True
+
+    def suspend(self, name: str) -> bool:
+        if name not in self.night.jobs:
+            return False
+        self.night.stop_job(name, self.clock.now())
+        return True
+
+    def delete(self, name: str, grace_period_s: int) -> None:
+        self.night.jobs.pop(name, None)
+
+
+def _dt(t: float) -> datetime:
+    return datetime.fromtimestamp(t, UTC)
+
+
+QUIET = logging.getLogger("idle_gpu_fill")
+QUIET.addHandler(logging.NullHandler())
+QUIET.propagate = False
 
 
 def simulate(nights: int, seed: int, policy: PlanPolicy, windowed: bool, quantile: float) -> Stats:

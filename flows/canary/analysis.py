@@ -1,14 +1,17 @@
-"""One analysis interval: sample canary and baseline from Prometheus, then judge. No Prefect import."""
+"""One analysis interval: sample every metric for canary and baseline from Prometheus, then judge.
+
+No Prefect import. The flow wraps :func:`analyse` as a task; the rollout controller calls it through
+its ``analyse`` callback once per interval.
+"""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 from flows.canary.judge import judge_interval, judge_metric
-from flows.canary.models import CanaryPolicy, IntervalResult, Target, Track
-from flows.canary.promql import Query, rate_window
-from flows.common.errors import BackendUnavailable
+from flows.canary.models import CanaryPolicy, IntervalResult, MetricSpec, Target, Track
+from flows.canary.promql import rate_window, render
+from flows.common.errors import BackendUnavailable, BadInput
 from flows.common.prom import PrometheusClient
 
 
@@ -25,37 +28,54 @@ class StepSamples:
         return self.values.get((metric, track), [])
 
 
-def sample(client: PrometheusClient, query: Query, target: Target, track: Track, policy: CanaryPolicy,
+def promql_for(spec: MetricSpec, target: Target, track: Track, policy: CanaryPolicy) -> str:
+    return render(spec.query, namespace=target.namespace, deployment=target.deployment, track=track,
+                  interval=rate_window(policy), args=spec.args)
+
+
+def sample(client: PrometheusClient, spec: MetricSpec, target: Target, track: Track, policy: CanaryPolicy,
            end: float) -> list[float]:
     """The interval's points for one track: ``samples_per_interval`` evenly spaced, NaN kept."""
     step = policy.interval_s / policy.samples_per_interval
-    promql = query.render(namespace=target.namespace, deployment=target.deployment, track=track,
-                          interval=rate_window(policy))
-    series = client.query_range(promql, end - policy.interval_s + step, end, step)
+    series = client.query_range(promql_for(spec, target, track, policy), end - policy.interval_s + step, end, step)
     return [v for _, points in series for _, v in points]
 
 
-def analyse(client: PrometheusClient, queries: list[Query], target: Target, policy: CanaryPolicy,
-            thresholds: dict[str, float], history: StepSamples, *, weight: int, interval: int,
-            end: float | None = None) -> IntervalResult:
+def tracks_of(spec: MetricSpec) -> tuple[Track, ...]:
+    return (Track.canary, Track.baseline) if spec.compare == "baseline" else (Track.canary,)
+
+
+def analyse(client: PrometheusClient, target: Target, policy: CanaryPolicy, history: StepSamples, *,
+            weight: int, interval: int, end: float) -> IntervalResult:
     """Judge the interval ending at ``end``; Prometheus unreachable makes it inconclusive."""
-    end = time.time() if end is None else end
     results = []
-    for q in queries:
+    for spec in policy.analysis():
+        now: dict[Track, list[float]] = {Track.canary: [], Track.baseline: []}
+        error = None
         try:
-            now = {t: sample(client, q, target, t, policy, end) for t in (Track.canary, Track.baseline)}
-            error = None
+            for t in tracks_of(spec):
+                now[t] = sample(client, spec, target, t, policy, end)
         except BackendUnavailable as exc:
             now, error = {Track.canary: [], Track.baseline: []}, str(exc)
         for t, values in now.items():
-            history.add(q.metric, t, values)
+            history.add(spec.name, t, values)
         results.append(judge_metric(
-            q.metric, interval_canary=now[Track.canary], interval_baseline=now[Track.baseline],
-            step_canary=history.get(q.metric, Track.canary),
-            step_baseline=history.get(q.metric, Track.baseline), threshold=thresholds[q.metric],
+            spec, interval_canary=now[Track.canary], interval_baseline=now[Track.baseline],
+            step_canary=history.get(spec.name, Track.canary), step_baseline=history.get(spec.name, Track.baseline),
             policy=policy, error=error))
     return judge_interval(weight, interval, results)
 
 
-def thresholds(policy: CanaryPolicy) -> dict[str, float]:
-    return {"error_rate": policy.max_error_rate, "latency_s": policy.max_latency_s}
+def preflight(client: PrometheusClient, target: Target, policy: CanaryPolicy) -> list[str]:
+    """Run each metric's canary query once, before anything changes: Prometheus rejecting one
+    (HTTP 400) is bad input now rather than a failed rollout later. Returns notes (Prometheus
+    unreachable is only noted: the intervals will be inconclusive and roll back)."""
+    notes = []
+    for spec in policy.analysis():
+        try:
+            client.query(promql_for(spec, target, Track.canary, policy))
+        except BackendUnavailable as exc:
+            notes.append(f"metric {spec.name} not checked: {exc}")
+        except BadInput as exc:
+            raise BadInput(f"metric {spec.name}: {exc}") from None
+    return notes

@@ -1,8 +1,16 @@
-"""``inferops canary run | plan | abort | status``."""
+"""``inferops canary run | plan | abort | status | preset``.
+
+``run`` and ``plan`` take the same policy options, declared once in :data:`POLICY_OPTIONS` and
+added to both commands by :func:`policy_options`, which hands them a built :class:`CanaryPolicy`.
+"""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
+import typing
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Any
@@ -11,65 +19,101 @@ import typer
 import yaml
 from pydantic import ValidationError
 
-from flows.canary.models import CanaryPolicy
+from flows.canary.models import CanaryPolicy, MetricsPreset
+from flows.common.errors import BadInput, bad_input_from
 
 app = typer.Typer(help="Canary rollouts with Prometheus analysis and rollback", no_args_is_help=True)
 
 _D = CanaryPolicy()
-_STEPS = ",".join(map(str, _D.steps))
 Namespace = Annotated[str, typer.Option("--namespace", "-n", help="Kubernetes namespace")]
 DeploymentName = Annotated[str, typer.Option("--deployment", "-d", help="target (stable) Deployment")]
 Image = Annotated[str, typer.Option(help="new container image")]
 Manifest = Annotated[str, typer.Option("--model-manifest-uri", help="model manifest URI from model-build")]
-Steps = Annotated[str, typer.Option(help="canary weights in percent, comma-separated, ending with 100")]
-Mode = Annotated[str, typer.Option("--traffic-mode", help="gateway-api | replicas")]
-Route = Annotated[str, typer.Option(help="HTTPRoute name (gateway-api); default: the Deployment's")]
-Service = Annotated[str, typer.Option(help="stable Service name (gateway-api); default: the Deployment's")]
-Container = Annotated[str, typer.Option(help="container to update; default: the first")]
-Interval = Annotated[int, typer.Option("--interval", help="analysis interval, seconds")]
-PerStep = Annotated[int, typer.Option(help="passed intervals needed per step")]
-Scrape = Annotated[int, typer.Option("--scrape-interval", help="Prometheus scrape interval of the pods, seconds "
-                                     "(rate windows span at least 4)")]
-Preset = Annotated[str, typer.Option("--preset", help="metrics preset: triton | vllm | http")]
-ErrQ = Annotated[str, typer.Option(help="custom error-ratio PromQL ({{namespace}} {{deployment}} {{interval}} {{track}})")]
-LatQ = Annotated[str, typer.Option(help="custom latency PromQL in seconds (same placeholders)")]
-MaxErr = Annotated[float, typer.Option(help="error-ratio threshold (0-1)")]
-MaxLat = Annotated[float, typer.Option("--max-latency", help="latency threshold, seconds")]
-Tol = Annotated[float, typer.Option(help="Mann-Whitney tolerance, relative to baseline")]
-Limit = Annotated[int, typer.Option(help="failed intervals that fail a step")]
-ILimit = Annotated[int, typer.Option(help="inconclusive intervals that end a step")]
-OnInc = Annotated[str, typer.Option(help="rollback | pause (needs a Prefect API)")]
-Ready = Annotated[int, typer.Option("--readiness-timeout", help="progress deadline, seconds")]
 JsonOut = Annotated[bool, typer.Option("--json", help="print JSON on stdout")]
 
 
+def _opt(name: str, field: str | None, annotation: Any, default: Any, help_text: str, *flags: str,
+         **kw: Any) -> tuple[str, str | None, inspect.Parameter]:
+    option = typer.Option(*flags, help=help_text, **kw) if flags else typer.Option(help=help_text, **kw)
+    return name, field, inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                                          annotation=Annotated[annotation, option])
+
+
+# (parameter, CanaryPolicy field or None for special handling, the typer parameter): the one option
+# set of `canary run` and `canary plan`
+POLICY_OPTIONS = [
+    _opt("steps", "steps", str, ",".join(map(str, _D.steps)),
+         "canary weights in percent, comma-separated, ending with 100"),
+    _opt("traffic_mode", "traffic_mode", str, _D.traffic_mode, "gateway-api | replicas", "--traffic-mode"),
+    _opt("httproute", "httproute", str, "", "HTTPRoute name (gateway-api); default: the Deployment's"),
+    _opt("service", "service", str, "", "stable Service name (gateway-api); default: the Deployment's"),
+    _opt("container", "container", str, "", "container to update; default: the first"),
+    _opt("interval", "interval_s", int, _D.interval_s, "analysis interval, seconds", "--interval"),
+    _opt("scrape_interval", "scrape_interval_s", int, _D.scrape_interval_s,
+         "Prometheus scrape interval of the pods, seconds (rate windows span at least 4)", "--scrape-interval"),
+    _opt("intervals_per_step", "intervals_per_step", int, _D.intervals_per_step, "passed intervals needed per step"),
+    _opt("analysis", None, Path | None, None, "analysis file: YAML with a metrics list (copy one from "
+         "`inferops canary preset NAME`); replaces --preset and the two-metric options below"),
+    _opt("preset", "metrics_preset", str, _D.metrics_preset.value, "metrics preset: triton | vllm | http",
+         "--preset"),
+    _opt("error_rate_query", "error_rate_query", str, "",
+         "custom error-ratio PromQL ({{namespace}} {{deployment}} {{interval}} {{track}})"),
+    _opt("latency_query", "latency_query", str, "", "custom latency PromQL in seconds (same placeholders)"),
+    _opt("max_error_rate", "max_error_rate", float, _D.max_error_rate, "error-ratio threshold (0-1)"),
+    _opt("max_latency", "max_latency_s", float, _D.max_latency_s, "latency threshold, seconds", "--max-latency"),
+    _opt("tolerance", "tolerance", float, _D.tolerance, "Mann-Whitney tolerance, relative to baseline"),
+    _opt("failure_limit", "failure_limit", int, _D.failure_limit, "failed intervals that fail a step"),
+    _opt("inconclusive_limit", "inconclusive_limit", int, _D.inconclusive_limit,
+         "inconclusive intervals that end a step"),
+    _opt("on_inconclusive", "on_inconclusive", str, _D.on_inconclusive, "rollback | pause (needs a Prefect API)"),
+    _opt("readiness_timeout", "readiness_timeout_s", int, _D.readiness_timeout_s, "progress deadline, seconds",
+         "--readiness-timeout"),
+    _opt("approval", None, bool, False, "ask before 100% (needs a Prefect API)", "--approval/--no-approval"),
+    _opt("approval_timeout", "approval_timeout_s", int, _D.approval_timeout_s,
+         "seconds to wait for approval, then roll back"),
+]
+
+
 def make_policy(**fields: Any) -> CanaryPolicy:
+    """A policy from option values (``steps`` comma-separated); bad values are one-line BadInput."""
     try:
         steps = [int(s) for s in str(fields.pop("steps")).split(",") if s.strip()]
     except ValueError:
-        raise _bad("--steps must be comma-separated integers, e.g. 5,25,50,100") from None
+        raise BadInput("--steps must be comma-separated integers, e.g. 5,25,50,100") from None
     try:
         return CanaryPolicy(steps=steps, **fields)
     except ValidationError as exc:
-        raise _bad("; ".join(f"{'.'.join(map(str, e['loc'])) or 'policy'}: {e['msg'].removeprefix('Value error, ')}"
-                             for e in exc.errors())) from None
+        raise bad_input_from(exc, "policy") from None
 
 
-def _bad(msg: str) -> Exception:
-    from flows.common.errors import BadInput
+def read_analysis(path: Path) -> list[Any]:
+    from flows.canary.models import load_metrics
 
-    return BadInput(msg)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise BadInput(f"cannot read analysis {path}: {' '.join(str(exc).split())}") from None
+    return load_metrics(text, str(path))
 
 
-def _policy_fields(steps, traffic_mode, httproute, service, container, interval, intervals_per_step, preset,
-                   error_rate_query, latency_query, max_error_rate, max_latency, tolerance, failure_limit,
-                   inconclusive_limit, on_inconclusive, readiness_timeout) -> dict[str, Any]:
-    return dict(steps=steps, traffic_mode=traffic_mode, httproute=httproute, service=service, container=container,
-                interval_s=interval, intervals_per_step=intervals_per_step, metrics_preset=preset,
-                error_rate_query=error_rate_query, latency_query=latency_query, max_error_rate=max_error_rate,
-                max_latency_s=max_latency, tolerance=tolerance, failure_limit=failure_limit,
-                inconclusive_limit=inconclusive_limit, on_inconclusive=on_inconclusive,
-                readiness_timeout_s=readiness_timeout)
+def policy_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Give ``command`` the shared policy options; it receives ``policy`` and ``approval`` instead."""
+    sig = inspect.signature(command)
+    hints = typing.get_type_hints(command, include_extras=True)  # resolve this module's string annotations
+    own = [p.replace(annotation=hints.get(n, p.annotation)) for n, p in sig.parameters.items()
+           if n not in ("policy", "approval")]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> Any:
+        values = {name: kwargs.pop(name) for name, _, _ in POLICY_OPTIONS}
+        fields = {field: values[name] for name, field, _ in POLICY_OPTIONS if field is not None}
+        if values["analysis"] is not None:
+            fields["metrics"] = read_analysis(values["analysis"])
+        return command(policy=make_policy(**fields), approval=values["approval"], **kwargs)
+
+    params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
+    wrapper.__signature__ = sig.replace(parameters=[*params, *(p for _, _, p in POLICY_OPTIONS)])  # type: ignore[attr-defined]
+    return wrapper
 
 
 def _check_names(namespace: str, deployment: str) -> None:
@@ -79,7 +123,7 @@ def _check_names(namespace: str, deployment: str) -> None:
         check_dns_label(namespace, "namespace")
         check_dns_subdomain(deployment, "deployment")
     except ValueError as exc:
-        raise _bad(str(exc)) from None
+        raise BadInput(str(exc)) from None
 
 
 def _print(obj: Any, json_out: bool) -> None:
@@ -102,30 +146,16 @@ def _print(obj: Any, json_out: bool) -> None:
 
 
 @app.command()
+@policy_options
 def run(
     namespace: Namespace, deployment: DeploymentName, image: Image = "", model_manifest_uri: Manifest = "",
-    steps: Steps = _STEPS, traffic_mode: Mode = _D.traffic_mode, httproute: Route = "",
-    service: Service = "", container: Container = "", interval: Interval = _D.interval_s,
-    scrape_interval: Scrape = _D.scrape_interval_s, intervals_per_step: PerStep = _D.intervals_per_step,
-    preset: Preset = _D.metrics_preset.value,
-    error_rate_query: ErrQ = "", latency_query: LatQ = "", max_error_rate: MaxErr = _D.max_error_rate,
-    max_latency: MaxLat = _D.max_latency_s, tolerance: Tol = _D.tolerance, failure_limit: Limit = _D.failure_limit,
-    inconclusive_limit: ILimit = _D.inconclusive_limit, on_inconclusive: OnInc = _D.on_inconclusive,
-    readiness_timeout: Ready = _D.readiness_timeout_s,
-    approval: Annotated[bool, typer.Option("--approval/--no-approval", help="ask before 100% (needs a Prefect API)")] = False,
-    approval_timeout: Annotated[int, typer.Option(help="seconds to wait for approval, then roll back")] = _D.approval_timeout_s,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="read the cluster, change nothing, print the plan")] = False,
-    json_out: JsonOut = False,
+    json_out: JsonOut = False, *, policy: CanaryPolicy, approval: bool,
 ) -> None:
     """Run a canary: exit 0 promoted, 3 rolled back, 4 another rollout holds the target."""
     from flows.canary.flow import canary_rollout
     from flows.common.runtime import run_flow
 
-    policy = make_policy(**_policy_fields(steps, traffic_mode, httproute, service, container, interval,
-                                          intervals_per_step, preset, error_rate_query, latency_query,
-                                          max_error_rate, max_latency, tolerance, failure_limit,
-                                          inconclusive_limit, on_inconclusive, readiness_timeout),
-                         approval_timeout_s=approval_timeout, scrape_interval_s=scrape_interval)
     result = run_flow(canary_rollout, namespace=namespace, deployment=deployment, image=image,
                       model_manifest_uri=model_manifest_uri, policy=policy, require_approval=approval,
                       dry_run=dry_run)
@@ -138,62 +168,66 @@ def _load_manifest(path: Path | None, what: str) -> dict[str, Any] | None:
     try:
         doc = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
-        raise _bad(f"cannot read {what} {path}: {' '.join(str(exc).split())}") from None
+        raise BadInput(f"cannot read {what} {path}: {' '.join(str(exc).split())}") from None
     if not isinstance(doc, dict) or "spec" not in doc or "metadata" not in doc:
-        raise _bad(f"{what} {path} is not a Kubernetes object (metadata + spec)")
+        raise BadInput(f"{what} {path} is not a Kubernetes object (metadata + spec)")
     return doc
 
 
 @app.command()
+@policy_options
 def plan(
     namespace: Namespace, deployment: DeploymentName, image: Image = "", model_manifest_uri: Manifest = "",
-    steps: Steps = _STEPS, traffic_mode: Mode = _D.traffic_mode, httproute: Route = "",
-    service: Service = "", container: Container = "", interval: Interval = _D.interval_s,
-    scrape_interval: Scrape = _D.scrape_interval_s, intervals_per_step: PerStep = _D.intervals_per_step,
-    preset: Preset = _D.metrics_preset.value,
-    error_rate_query: ErrQ = "", latency_query: LatQ = "", max_error_rate: MaxErr = _D.max_error_rate,
-    max_latency: MaxLat = _D.max_latency_s, tolerance: Tol = _D.tolerance, failure_limit: Limit = _D.failure_limit,
-    inconclusive_limit: ILimit = _D.inconclusive_limit, on_inconclusive: OnInc = _D.on_inconclusive,
-    readiness_timeout: Ready = _D.readiness_timeout_s,
-    approval: Annotated[bool, typer.Option("--approval/--no-approval")] = False,
     stable_manifest: Annotated[Path | None, typer.Option(help="the stable Deployment (YAML/JSON, e.g. kubectl get -o yaml)")] = None,
     service_manifest: Annotated[Path | None, typer.Option(help="the stable Service (gateway-api)")] = None,
     route_manifest: Annotated[Path | None, typer.Option(help="the HTTPRoute (gateway-api)")] = None,
     replicas: Annotated[int, typer.Option(min=1, help="stable replicas when no --stable-manifest")] = 4,
+    *, policy: CanaryPolicy, approval: bool,
 ) -> None:
     """Print, as JSON, the objects a canary would create or patch and its step schedule. No cluster needed."""
     from flows.canary.flow import make_target
     from flows.canary.planner import render_plan, sample_deployment
-    from flows.canary.promql import queries
 
     target = make_target(namespace, deployment, image, model_manifest_uri)
-    policy = make_policy(**_policy_fields(steps, traffic_mode, httproute, service, container, interval,
-                                          intervals_per_step, preset, error_rate_query, latency_query,
-                                          max_error_rate, max_latency, tolerance, failure_limit,
-                                          inconclusive_limit, on_inconclusive, readiness_timeout),
-                         scrape_interval_s=scrape_interval)
-    queries(policy)
     stable = _load_manifest(stable_manifest, "stable manifest") or sample_deployment(namespace, deployment, replicas)
     try:
         out = render_plan(target, policy, stable, _load_manifest(service_manifest, "service manifest"),
                           _load_manifest(route_manifest, "route manifest"), require_approval=approval)
     except (KeyError, ValueError) as exc:
-        raise _bad(f"cannot plan: {exc}") from None
+        raise BadInput(f"cannot plan: {exc}") from None
     if stable_manifest is None:
         out["stable_source"] = f"sample Deployment with {replicas} replicas (pass --stable-manifest for yours)"
     typer.echo(json.dumps(out, indent=2))
 
 
 @app.command()
-def abort(namespace: Namespace, deployment: DeploymentName, json_out: JsonOut = False) -> None:
-    """Roll back by hand: weights to stable, stable to full size, canary and baseline removed. Idempotent."""
-    from flows.canary.actuator import Cluster, rollback
-    from flows.common.kube import from_settings
+def preset(name: Annotated[str, typer.Argument(help="triton | vllm | http")]) -> None:
+    """Print a shipped analysis preset (YAML): copy it, edit it, pass it with --analysis."""
+    from flows.canary.models import PRESETS_DIR
+
+    try:
+        typer.echo((PRESETS_DIR / f"{MetricsPreset(name)}.yaml").read_text(), nl=False)
+    except ValueError:
+        raise BadInput(f"unknown preset {name!r} (triton | vllm | http)") from None
+
+
+def _cluster(namespace: str, deployment: str) -> Any:
+    from flows.canary.actuator import Cluster
+    from flows.common.kube import client_from_settings
 
     _check_names(namespace, deployment)
-    cluster = Cluster(from_settings(), namespace, deployment)
+    return Cluster(client_from_settings(), namespace, deployment)
+
+
+@app.command()
+def abort(namespace: Namespace, deployment: DeploymentName, json_out: JsonOut = False) -> None:
+    """Roll back by hand: weights to stable, stable to full size, canary and baseline removed. Idempotent."""
+    from flows.canary.controller import rollback
+    from flows.common.clock import WallClock
+
+    cluster = _cluster(namespace, deployment)
     state = cluster.read_state()
-    done = rollback(cluster, state)
+    done = rollback(cluster, state, WallClock(), timeout_s=60)
     if state is not None or done:
         from flows.canary.models import EVENT_ROLLED_BACK, resource_id
         from flows.common.artifacts import emit
@@ -213,18 +247,16 @@ def status(namespace: Namespace, deployment: DeploymentName, json_out: JsonOut =
     import time
 
     from flows.canary import planner
-    from flows.canary.actuator import Cluster, readiness
-    from flows.common.kube import from_settings
+    from flows.canary.controller import readiness
 
-    _check_names(namespace, deployment)
-    cluster = Cluster(from_settings(), namespace, deployment)
+    cluster = _cluster(namespace, deployment)
     state = cluster.read_state()
     out: dict[str, Any] = {"namespace": namespace, "deployment": deployment,
                            "rollout": json.loads(state.model_dump_json()) if state else None}
     if state:
         out["lease_expires_in_s"] = round(state.expires - time.time(), 1)
     for name in [deployment] + [planner.track_name(deployment, t) for t in planner.TRACKS]:
-        dep = cluster.read_deployment(name, missing_ok=True)
+        dep = cluster.read_deployment(name)
         out[name] = None if dep is None else {
             "replicas": dep["spec"].get("replicas"),
             "ready": (dep.get("status") or {}).get("readyReplicas", 0),

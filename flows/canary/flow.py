@@ -1,46 +1,42 @@
-"""The ``canary-rollout`` flow: a thin Prefect shell over the planner, judge and actuator.
+"""The ``canary-rollout`` flow: a short sequence of tasks around the rollout controller.
 
-Steps: lease the target, create canary + fresh baseline, wait for readiness, shift traffic, judge
-every interval, and finally promote (after approval, if required) or roll back. Failure, crash and
-cancellation roll back through state hooks; ``inferops canary abort`` does the same by hand.
+Check the target and the analysis, read the stable Deployment, then let
+:class:`~flows.canary.controller.Rollout` lease the target, create canary + fresh baseline, shift
+traffic, judge every interval (the ``canary-analyse-interval`` task) and promote (after approval,
+if required) or roll back. Failure, crash and cancellation roll back through state hooks (offline
+runs call the same hooks, see ``flows.common.runtime.run_offline``); ``inferops canary abort`` does
+the same by hand.
 
 No ``from __future__ import annotations`` here: Prefect resolves the flow's parameter types when a
 worker loads it from its entrypoint, and string annotations would not resolve there.
 """
 
 
-import time
-import uuid
 from typing import Any
 
 from prefect import flow
 from prefect.cache_policies import NO_CACHE
-from prefect.context import FlowRunContext
 from prefect.input import RunInput
 from pydantic import Field, ValidationError
 
 from flows.canary import planner
-from flows.canary.actuator import Cluster, NotReady, rollback
-from flows.canary.analysis import StepSamples, analyse, thresholds
-from flows.canary.judge import StepTracker
+from flows.canary.actuator import Cluster
+from flows.canary.analysis import StepSamples, analyse, preflight
+from flows.canary.controller import Approve, Rollout, RolloutResult, fmt, rollback_if_held
 from flows.canary.models import (
     EVENT_PROMOTED,
     EVENT_ROLLED_BACK,
     CanaryPolicy,
     IntervalResult,
-    RolloutState,
     Target,
-    Track,
-    Verdict,
     resource_id,
 )
-from flows.canary.promql import queries
 from flows.common import artifacts
-from flows.common.errors import BadInput, GateFailed
-from flows.common.kube import from_settings
-from flows.common.prom import PrometheusClient
-from flows.common.runtime import get_logger, is_offline, ops_task
-from flows.common.settings import get_settings
+from flows.common.clock import WallClock
+from flows.common.errors import BadInput, GateFailed, bad_input_from
+from flows.common.kube import client_from_settings
+from flows.common.prom import client_from_settings as prometheus
+from flows.common.runtime import can_pause, current_run_id, get_logger, ops_task
 
 
 class Approval(RunInput):
@@ -55,26 +51,7 @@ def make_target(namespace: str, deployment: str, image: str, model_manifest_uri:
         return Target(namespace=namespace, deployment=deployment, image=image,
                       model_manifest_uri=model_manifest_uri)
     except ValidationError as exc:
-        raise BadInput("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())) from None
-
-
-def prometheus_client() -> PrometheusClient:
-    s = get_settings().prometheus
-    if not s.url:
-        raise BadInput("no Prometheus configured (set INFEROPS_PROMETHEUS__URL)")
-    token = s.bearer_token.get_secret_value() if s.bearer_token else None
-    return PrometheusClient(s.url, timeout_s=s.timeout_s, bearer_token=token)
-
-
-def _row(r: IntervalResult) -> dict[str, Any]:
-    row: dict[str, Any] = {"step_%": r.step, "interval": r.interval, "verdict": str(r.verdict)}
-    for m in r.metrics:
-        row[f"{m.metric}_canary"] = m.canary
-        row[f"{m.metric}_baseline"] = m.baseline
-        row[f"{m.metric}_class"] = str(m.classification)
-        row[f"{m.metric}_p"] = m.p_value
-    row["reason"] = r.reason
-    return row
+        raise bad_input_from(exc, "canary target") from None
 
 
 def summary_markdown(target: Target, outcome: str, reason: str, rows: list[dict[str, Any]],
@@ -88,179 +65,77 @@ def summary_markdown(target: Target, outcome: str, reason: str, rows: list[dict[
     cols = list(rows[-1])
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows[-20:]:
-        lines.append("| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |")
+        lines.append("| " + " | ".join(fmt(r.get(c)) for c in cols) + " |")
     return head + "\n".join(lines) + "\n"
 
 
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return "-" if v is None else str(v).replace("|", "/")
+@ops_task(name="canary-check-queries", cache_policy=NO_CACHE)
+def check_queries(target: Target, policy: CanaryPolicy) -> None:
+    """Every metric's query once against Prometheus, before anything changes (400: bad input now)."""
+    with prometheus() as client:
+        for note in preflight(client, target, policy):
+            get_logger().warning("analysis: %s", note)
 
 
 @ops_task(name="canary-analyse-interval", task_run_name="analyse {target.deployment} {weight}% #{interval}",
           cache_policy=NO_CACHE)
 def analyse_interval(target: Target, policy: CanaryPolicy, history: StepSamples, weight: int,
-                     interval: int) -> IntervalResult:
-    """Sample and judge one interval; adds this interval's samples to ``history`` (the step's)."""
-    with prometheus_client() as client:
-        return analyse(client, queries(policy), target, policy, thresholds(policy), history,
-                       weight=weight, interval=interval)
+                     interval: int, end: float) -> IntervalResult:
+    """Sample and judge the interval ending at ``end``; adds its samples to ``history`` (the step's)."""
+    with prometheus() as client:
+        return analyse(client, target, policy, history, weight=weight, interval=interval, end=end)
 
 
-def _holder() -> str:
-    ctx = FlowRunContext.get()
-    if ctx and ctx.flow_run and not is_offline():
-        return str(ctx.flow_run.id)
-    return f"cli-{uuid.uuid4()}"
+def approver(target: Target, policy: CanaryPolicy, started: float) -> Approve:
+    """The human decision: a summary artifact, then the run pauses for the Approval form."""
+    import time
 
-
-def _lease_ttl(policy: CanaryPolicy) -> float:
-    return policy.readiness_timeout_s + 3 * policy.interval_s + 60
-
-
-class Rollout:
-    """The state of one run: the cluster, the lease and what has been judged so far."""
-
-    def __init__(self, target: Target, policy: CanaryPolicy, cluster: Cluster, holder: str) -> None:
-        self.target, self.policy, self.cluster, self.holder = target, policy, cluster, holder
-        self.log = get_logger()
-        self.rows: list[dict[str, Any]] = []
-        self.started = time.time()
-        self.state: RolloutState | None = None
-        self.service = policy.service or target.deployment
-        self.route = policy.httproute or target.deployment
-
-    def renew(self, extra_s: float = 0.0, **update: Any) -> None:
-        assert self.state is not None
-        self.state = self.state.model_copy(update={"expires": time.time() + _lease_ttl(self.policy) + extra_s,
-                                                   **update})
-        self.cluster.save_state(self.state)
-
-    def begin(self, stable: dict[str, Any]) -> int:
-        """Take the lease; return the step index to start from (a resumed rollout continues)."""
-        t = self.target
-        fresh = RolloutState(holder=self.holder, expires=time.time() + _lease_ttl(self.policy), image=t.image,
-                             model_manifest_uri=t.model_manifest_uri, stable_replicas=stable["spec"].get("replicas", 1),
-                             traffic_mode=self.policy.traffic_mode, httproute=self.route, service=self.service)
-        self.state, stale = self.cluster.acquire(fresh, time.time())
-        if stale is None:
-            return 0
-        if (stale.image, stale.model_manifest_uri) == (t.image, t.model_manifest_uri) \
-                and stale.traffic_mode == self.policy.traffic_mode and stale.phase == "progressing":
-            self.log.info("resuming the rollout of %s at step %d (left by %s)", t.deployment, stale.step, stale.holder)
-            self.renew(step=stale.step)
-            return stale.step
-        self.log.warning("cleaning up an abandoned rollout of %s (holder %s, phase %s)", t.deployment,
-                         stale.holder, stale.phase)
-        rollback(self.cluster, stale, clear=False, timeout_s=self.policy.readiness_timeout_s)
-        return 0
-
-    def run_step(self, index: int, plan: planner.StepPlan, stable: dict[str, Any], new: dict[str, Any]) -> Verdict:
-        p, c = self.policy, self.cluster
-        self.log.info("step %d/%d: canary weight %d%% (stable %d, baseline %d, canary %d replicas; ~%.1f%% to canary)",
-                      index + 1, len(p.steps), plan.weight, plan.stable_replicas, plan.baseline_replicas,
-                      plan.canary_replicas, plan.effective_canary_percent)
-        c.apply_deployment(planner.track_deployment(stable, new, Track.canary, plan.canary_replicas, p, self.holder))
-        c.apply_deployment(planner.track_deployment(stable, stable["spec"]["template"], Track.baseline,
-                                                    plan.baseline_replicas, p, self.holder))
-        for track in planner.TRACKS:
-            c.wait_ready(planner.track_name(self.target.deployment, track), p.readiness_timeout_s)
-        if p.traffic_mode == "gateway-api":
-            svc = c.read_service(self.service)
-            for track in planner.TRACKS:
-                c.apply_service(planner.track_service(svc, self.target.deployment, track))
-            c.set_route(self.route, self.service, plan)
-        else:
-            c.scale_stable(plan.stable_replicas)
-        self.renew(step=index)
-        return self.analyse_step(plan.weight)
-
-    def analyse_step(self, weight: int) -> Verdict:
-        p = self.policy
-        tracker, history, n = StepTracker(p), StepSamples(), 0
-        while True:
-            time.sleep(p.interval_s)
-            n += 1
-            r = analyse_interval(self.target, p, history, weight, n)
-            row = _row(r)
-            self.rows.append(row)
-            self.log.info("interval %d%% #%d: %s (%s) %s", weight, n, r.verdict, r.reason,
-                          ", ".join(f"{m.metric}: canary={_fmt(m.canary)} baseline={_fmt(m.baseline)} "
-                                    f"{m.classification}" for m in r.metrics))
-            outcome = tracker.add(r)
-            self.renew()
-            if outcome is not None:
-                artifacts.table(f"canary-{self.target.deployment}-intervals", self.rows,
-                                description=f"Canary analysis of {self.target.namespace}/{self.target.deployment}")
-                return outcome
-
-    def ask(self, question: str) -> tuple[bool, str]:
-        """Pause for a human (UI form); returns (approved, why)."""
+    def ask(question: str, rows: list[dict[str, Any]]) -> tuple[bool, str]:
         from prefect.exceptions import FlowPauseTimeout
         from prefect.flow_runs import pause_flow_run
 
-        p = self.policy
-        body = summary_markdown(self.target, "awaiting approval", question, self.rows, time.time() - self.started)
-        artifacts.markdown(f"canary-{self.target.deployment}-approval", body, description=question)
-        self.renew(extra_s=p.approval_timeout_s)
+        body = summary_markdown(target, "awaiting approval", question, rows, time.time() - started)
+        artifacts.markdown(f"canary-{target.deployment}-approval", body, description=question)
         try:
             answer = pause_flow_run(wait_for_input=Approval.with_initial_data(description=body),
-                                    timeout=p.approval_timeout_s, poll_interval=2)
+                                    timeout=policy.approval_timeout_s, poll_interval=2)
         except FlowPauseTimeout:
-            return False, f"no approval within {p.approval_timeout_s}s"
-        self.renew()
+            return False, f"no approval within {policy.approval_timeout_s}s"
         who = f" ({answer.comment})" if answer.comment else ""
         return bool(answer.approve), ("approved" if answer.approve else "rejected") + who
 
-    def promote(self, stable: dict[str, Any], new: dict[str, Any]) -> None:
-        assert self.state is not None
-        c = self.cluster
-        self.renew(phase="promoting")
-        c.set_stable_template(new, self.state.stable_replicas)
-        try:
-            c.wait_ready(self.target.deployment, self.policy.readiness_timeout_s)
-        except NotReady:
-            c.set_stable_template(stable["spec"]["template"], self.state.stable_replicas)
-            raise
-        if self.state.traffic_mode == "gateway-api":
-            c.set_route(self.route, self.service, None)
-        c.delete_tracks(service=self.service if self.state.traffic_mode == "gateway-api" else None)
-        c.clear_state(self.holder)
+    return ask
 
-    def finish(self, outcome: str, reason: str) -> dict[str, Any]:
-        t = self.target
-        seconds = time.time() - self.started
-        artifacts.table(f"canary-{t.deployment}-intervals", self.rows,
-                        description=f"Canary analysis of {t.namespace}/{t.deployment}")
-        artifacts.markdown(f"canary-{t.deployment}-summary", summary_markdown(t, outcome, reason, self.rows, seconds),
-                           description=f"canary {outcome}: {reason}")
-        event = EVENT_PROMOTED if outcome == "promoted" else EVENT_ROLLED_BACK
-        artifacts.emit(event, resource_id(t.namespace, t.deployment), {"namespace": t.namespace, "deployment": t.deployment,
-                                               "image": t.image, "model_manifest_uri": t.model_manifest_uri,
-                                               "reason": reason, "intervals": len(self.rows)})
-        self.log.info("canary %s: %s (%.1f s)", outcome, reason, seconds)
-        return {"outcome": outcome, "reason": reason, "namespace": t.namespace, "deployment": t.deployment,
-                "seconds": round(seconds, 1), "intervals": self.rows}
 
-    def roll_back(self, reason: str) -> dict[str, Any]:
-        rollback(self.cluster, self.state, timeout_s=self.policy.readiness_timeout_s)
-        return self.finish("rolled back", reason)
+def finish(target: Target, result: RolloutResult) -> dict[str, Any]:
+    """Artifacts, the event and the flow's return value for a finished rollout."""
+    t, rows = target, result.rows
+    artifacts.table(f"canary-{t.deployment}-intervals", rows,
+                    description=f"Canary analysis of {t.namespace}/{t.deployment}")
+    artifacts.markdown(f"canary-{t.deployment}-summary",
+                       summary_markdown(t, result.outcome, result.reason, rows, result.seconds),
+                       description=f"canary {result.outcome}: {result.reason}")
+    event = EVENT_PROMOTED if result.outcome == "promoted" else EVENT_ROLLED_BACK
+    artifacts.emit(event, resource_id(t.namespace, t.deployment), {
+        "namespace": t.namespace, "deployment": t.deployment, "image": t.image,
+        "model_manifest_uri": t.model_manifest_uri, "reason": result.reason, "intervals": len(rows)})
+    get_logger().info("canary %s: %s (%.1f s)", result.outcome, result.reason, result.seconds)
+    return {"outcome": result.outcome, "reason": result.reason, "namespace": t.namespace,
+            "deployment": t.deployment, "seconds": round(result.seconds, 1), "intervals": rows}
 
 
 def rollback_on_failure(flow: Any, flow_run: Any, state: Any) -> None:  # Prefect passes these by name
-    """State hook (failure, crash, cancellation): roll back if this run holds the lease."""
+    """State hook (failure, crash, cancellation; offline runs too): roll back if this run holds the lease."""
     log = get_logger()
     params = flow_run.parameters or {}
     try:
-        cluster = Cluster(from_settings(), params["namespace"], params["deployment"])
-        held = cluster.read_state()
-        if held is None or held.holder != str(flow_run.id):
-            return  # nothing in flight, or another run's rollout: not ours to touch
-        done = rollback(cluster, held, timeout_s=60)
+        cluster = Cluster(client_from_settings(), params["namespace"], params["deployment"])
+        done = rollback_if_held(cluster, str(flow_run.id), WallClock(), timeout_s=60)
     except Exception as exc:  # a hook must report, not raise
         log.error("rollback after %s failed: %s (run `inferops canary abort`)", state.name, exc)
         return
+    if done is None:
+        return  # nothing in flight, or another run's rollout: not ours to touch
     log.warning("rolled back %s/%s after the run ended %s: %s", params["namespace"], params["deployment"],
                 state.name, ", ".join(done) or "nothing left")
     artifacts.emit(EVENT_ROLLED_BACK, resource_id(params["namespace"], params["deployment"]),
@@ -279,60 +154,42 @@ def canary_rollout(
     require_approval: bool = False,
     dry_run: bool = False,
 ) -> dict[str, Any]:
-    """Roll a new image and/or model out to a Deployment as a judged canary; promote or roll back."""
+    """Roll a new image and/or model out to a Deployment as a judged canary; promote or roll back.
+
+    Args:
+        namespace: Kubernetes namespace of the target Deployment, e.g. inference.
+        deployment: The stable Deployment to roll out to; the canary and baseline Deployments are
+            named after it with the suffixes -canary and -baseline.
+        image: New container image for the container named in the policy (default: the first one).
+            Give an image, a model manifest URI, or both.
+        model_manifest_uri: Model manifest written by model-build (s3://, file:// or http(s)://),
+            passed to the pods as INFEROPS_MODEL_MANIFEST_URI.
+        policy: Steps, traffic mode and analysis (metrics, thresholds, limits) of the rollout.
+        require_approval: Pause for a human decision in the UI before promoting to 100 percent;
+            no answer within the approval timeout rolls back.
+        dry_run: Read the cluster and return the plan (objects and schedule); change nothing.
+    """
     target = make_target(namespace, deployment, image, model_manifest_uri)
-    queries(policy)  # custom PromQL is checked before anything changes
-    if require_approval and is_offline() and not dry_run:
+    if require_approval and not dry_run and not can_pause():
         raise BadInput("approval needs a Prefect API (set PREFECT_API_URL), or run without --approval")
-    cluster = Cluster(from_settings(), target.namespace, target.deployment)
-    stable = cluster.read_deployment()
+    cluster = Cluster(client_from_settings(), target.namespace, target.deployment)
+    stable = cluster.read_target()
     if dry_run:
         return dry_run_plan(target, policy, cluster, stable, require_approval)
-    rollout = Rollout(target, policy, cluster, _holder())
-    try:
-        return _run(rollout, stable, require_approval)
-    except BaseException:
-        if is_offline():  # no state hooks without an API: roll back here
-            rollback_offline(rollout)
-        raise
-
-
-def _run(rollout: Rollout, stable: dict[str, Any], require_approval: bool) -> dict[str, Any]:
-    policy, target = rollout.policy, rollout.target
-    first = rollout.begin(stable)
-    stable = rollout.cluster.read_deployment()  # after any clean-up
-    new = planner.new_template(stable, target, policy)
-    assert rollout.state is not None
-    for index in range(first, len(policy.steps)):
-        plan = planner.step_plan(policy, policy.steps[index], rollout.state.stable_replicas)
-        if plan.promote:
-            if require_approval:
-                ok, why = rollout.ask(f"Promote {target.deployment} to 100%?")
-                if not ok:
-                    rollout.roll_back(f"promotion {why}")
-                    raise GateFailed(f"canary of {target.namespace}/{target.deployment} rolled back: promotion {why}")
-            rollout.promote(stable, new)
-            return rollout.finish("promoted", f"passed {index} step(s) of analysis")
-        verdict = rollout.run_step(index, plan, stable, new)
-        if verdict is Verdict.inconclusive and policy.on_inconclusive == "pause" and not is_offline():
-            ok, why = rollout.ask(f"Step {plan.weight}% is inconclusive; continue anyway?")
-            verdict = Verdict.passed if ok else Verdict.inconclusive
-        if verdict is not Verdict.passed:
-            last = rollout.rows[-1]["reason"] if rollout.rows else ""
-            reason = f"step {plan.weight}% {verdict}: {last}"
-            rollout.roll_back(reason)
-            raise GateFailed(f"canary of {target.namespace}/{target.deployment} rolled back: {reason}")
-    raise AssertionError("steps end with 100")
-
-
-def rollback_offline(rollout: Rollout) -> None:
-    try:
-        held = rollout.cluster.read_state()
-        if held is not None and held.holder == rollout.holder:
-            rollback(rollout.cluster, held, timeout_s=60)
-            rollout.log.warning("rolled back after an error")
-    except Exception as exc:
-        rollout.log.error("rollback after an error failed: %s (run `inferops canary abort`)", exc)
+    check_queries(target, policy)
+    clock = WallClock()
+    rollout = Rollout(
+        target, policy, cluster, clock, holder=current_run_id(),
+        analyse=lambda weight, n, history, end: analyse_interval(target, policy, history, weight, n, end),
+        approve=approver(target, policy, clock.now()) if can_pause() else None,
+        on_step=lambda rows: artifacts.table(f"canary-{deployment}-intervals", rows,
+                                             description=f"Canary analysis of {namespace}/{deployment}"),
+        logger=get_logger())
+    result = rollout.run(require_approval)
+    out = finish(target, result)
+    if result.outcome != "promoted":
+        raise GateFailed(f"canary of {target.namespace}/{target.deployment} rolled back: {result.reason}")
+    return out
 
 
 def dry_run_plan(target: Target, policy: CanaryPolicy, cluster: Cluster, stable: dict[str, Any],
@@ -352,7 +209,6 @@ def canary_plan(namespace: str, deployment: str, image: str = "", model_manifest
                 require_approval: bool = False) -> dict[str, Any]:
     """The plan for a typical Deployment of ``replicas``, with no cluster: what ``make demo`` shows."""
     target = make_target(namespace, deployment, image, model_manifest_uri)
-    queries(policy)
     plan = planner.render_plan(target, policy, planner.sample_deployment(namespace, deployment, replicas),
                                require_approval=require_approval)
     artifacts.markdown(f"canary-{deployment}-plan", plan_markdown(target, plan))

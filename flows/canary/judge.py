@@ -1,10 +1,11 @@
-"""The canary judge: thresholds plus a Mann-Whitney comparison of canary against baseline.
+"""The canary judge: each metric spec's conditions, and a Mann-Whitney comparison against baseline.
 
 Per metric (Kayenta's NetflixACAJudge style): the canary and baseline samples are compared with a
 Mann-Whitney U test; the Hodges-Lehmann shift and its confidence interval classify the metric as
-Pass (within ``tolerance`` of the baseline), High or Low. Higher is worse for every metric here
-(error ratio, latency), so High fails and Low passes. Too few samples, NaN or no data classify as
-NoData, which makes the interval inconclusive: never a pass.
+Pass (within the tolerance of the baseline), High or Low. High fails a metric whose higher values
+are worse (error ratio, latency), Low one whose higher values are better. A ``threshold`` judge
+compares the interval's medians instead. Too few samples, NaN or no data classify as NoData, which
+makes the interval inconclusive: never a pass.
 """
 
 from __future__ import annotations
@@ -16,12 +17,16 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.stats import mannwhitneyu, norm
 
-from flows.canary.models import CanaryPolicy, Classification, IntervalResult, MetricResult, Verdict
+from flows.canary.models import (
+    CanaryPolicy,
+    Classification,
+    IntervalResult,
+    MetricResult,
+    MetricSpec,
+    Verdict,
+)
 
 MIN_SAMPLES = 3
-# the smallest baseline scale the tolerance applies to, so a zero baseline does not make any
-# difference "infinitely" large: 1 percentage point of errors, 10 ms of latency
-SCALE_FLOOR = {"error_rate": 0.01, "latency_s": 0.01}
 
 
 def finite(values: Sequence[float]) -> np.ndarray:
@@ -53,34 +58,63 @@ def classify(canary: Sequence[float], baseline: Sequence[float], *, tolerance: f
     return Classification.passed, p
 
 
-def judge_metric(metric: str, *, interval_canary: Sequence[float], interval_baseline: Sequence[float],
-                 step_canary: Sequence[float], step_baseline: Sequence[float], threshold: float,
-                 policy: CanaryPolicy, error: str | None = None) -> MetricResult:
-    """One metric for one interval: threshold on this interval's canary, U test over the step so far.
+def judge_metric(spec: MetricSpec, *, interval_canary: Sequence[float], interval_baseline: Sequence[float],
+                 step_canary: Sequence[float], step_baseline: Sequence[float], policy: CanaryPolicy,
+                 error: str | None = None) -> MetricResult:
+    """One metric for one interval: its failure and success conditions on this interval's canary
+    median, and the comparison against the baseline (a U test over the step so far, or medians).
 
-    The interval itself must have data for both tracks: earlier samples never stand in for it.
+    The interval itself must have data for the tracks it compares: earlier samples never stand in.
     """
     c_now, b_now = finite(interval_canary), finite(interval_baseline)
     canary = float(np.median(c_now)) if len(c_now) else None
     baseline = float(np.median(b_now)) if len(b_now) else None
+    sign = 1.0 if spec.higher_is == "worse" else -1.0  # >0: a is worse than b when sign * (a - b) > 0
+    worse_word = "higher" if sign > 0 else "lower"
+    tolerance = policy.tolerance if spec.tolerance is None else spec.tolerance
 
     def result(cls: Classification, p: float | None, verdict: Verdict, reason: str) -> MetricResult:
-        return MetricResult(metric=metric, canary=canary, baseline=baseline, threshold=threshold,
+        return MetricResult(metric=spec.name, canary=canary, baseline=baseline, threshold=spec.failure_threshold,
                             classification=cls, p_value=p, verdict=verdict, reason=reason)
+
+    def no_data(step: str = "") -> MetricResult:
+        return result(Classification.nodata, None, Verdict.inconclusive,
+                      f"no data (this interval: canary {len(c_now)}, baseline {len(b_now)} finite samples{step})")
 
     if error:
         return result(Classification.nodata, None, Verdict.inconclusive, error)
-    if canary is not None and canary > threshold:
-        return result(Classification.high, None, Verdict.failed, f"canary {canary:.4g} above threshold {threshold:g}")
-    cls, p = classify(step_canary, step_baseline, tolerance=policy.tolerance, confidence=policy.confidence,
-                      floor=SCALE_FLOOR.get(metric, 0.0))
-    if canary is None or baseline is None or cls is Classification.nodata:
-        return result(Classification.nodata, None, Verdict.inconclusive,
-                      f"no data (this interval: canary {len(c_now)}, baseline {len(b_now)} finite samples; "
-                      f"step: {len(finite(step_canary))}/{len(finite(step_baseline))})")
-    if cls is Classification.high:
-        return result(cls, p, Verdict.failed, f"canary higher than baseline beyond {policy.tolerance:.0%} (p={p:.3g})")
-    return result(cls, p, Verdict.passed, "within tolerance" if cls is Classification.passed else "canary lower")
+    f = spec.failure_threshold
+    if canary is not None and f is not None and sign * (canary - f) > 0:
+        return result(Classification.high if sign > 0 else Classification.low, None, Verdict.failed,
+                      f"canary {canary:.4g} {'above' if sign > 0 else 'below'} threshold {f:g}")
+    cls, p = Classification.passed, None
+    if spec.compare == "baseline" and spec.judge == "mann-whitney":
+        cls, p = classify(sign * finite(step_canary), sign * finite(step_baseline), tolerance=tolerance,
+                          confidence=policy.confidence, floor=spec.scale_floor)
+        if canary is None or baseline is None or cls is Classification.nodata:
+            return no_data(f"; step: {len(finite(step_canary))}/{len(finite(step_baseline))}")
+        if sign < 0:  # classes are about "worse", not "higher", on the flipped samples
+            cls = {Classification.high: Classification.low, Classification.low: Classification.high}.get(cls, cls)
+        if cls is (Classification.high if sign > 0 else Classification.low):
+            return result(cls, p, Verdict.failed,
+                          f"canary {worse_word} than baseline beyond {tolerance:.0%} (p={p:.3g})")
+    elif spec.compare == "baseline":  # threshold judge against the baseline's median
+        if canary is None or baseline is None:
+            return no_data()
+        allowed = tolerance * max(abs(baseline), spec.scale_floor)
+        if sign * (canary - baseline) > allowed:
+            return result(Classification.high if sign > 0 else Classification.low, None, Verdict.failed,
+                          f"canary {canary:.4g} {worse_word} than baseline {baseline:.4g} beyond {tolerance:.0%}")
+        if sign * (baseline - canary) > allowed:
+            cls = Classification.low if sign > 0 else Classification.high
+    elif canary is None:
+        return no_data()
+    s = spec.success_threshold
+    if s is not None and canary is not None and sign * (canary - s) > 0:
+        verdict = Verdict.inconclusive if f is not None else Verdict.failed
+        return result(cls, p, verdict, f"canary {canary:.4g} misses the success threshold {s:g}")
+    return result(cls, p, Verdict.passed, "within tolerance" if cls is Classification.passed
+                  else f"canary {'lower' if cls is Classification.low else 'higher'}")
 
 
 def judge_interval(step: int, interval: int, metrics: list[MetricResult]) -> IntervalResult:
@@ -97,20 +131,36 @@ def judge_interval(step: int, interval: int, metrics: list[MetricResult]) -> Int
 
 @dataclass
 class StepTracker:
-    """Counts a step's interval verdicts; ``outcome`` is None while the step should go on."""
+    """Counts a step's interval verdicts, overall and per metric; ``outcome`` is None while the step
+    should go on. The policy's limits count intervals (failed on any metric); a metric's own
+    ``failure_limit``/``inconclusive_limit`` count the intervals that metric failed or was unsure of."""
 
     policy: CanaryPolicy
     counts: dict[Verdict, int] = field(default_factory=lambda: dict.fromkeys(Verdict, 0))
+    per_metric: dict[tuple[str, Verdict], int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.specs = {m.name: m for m in self.policy.analysis()}
 
     def add(self, result: IntervalResult) -> Verdict | None:
         self.counts[result.verdict] += 1
+        for m in result.metrics:
+            self.per_metric[(m.metric, m.verdict)] = self.per_metric.get((m.metric, m.verdict), 0) + 1
         return self.outcome
+
+    def _metric_limit(self, verdict: Verdict) -> bool:
+        for name, spec in self.specs.items():
+            limit = spec.failure_limit if verdict is Verdict.failed else spec.inconclusive_limit
+            if limit is not None and self.per_metric.get((name, verdict), 0) >= limit:
+                return True
+        return False
 
     @property
     def outcome(self) -> Verdict | None:
-        if self.counts[Verdict.failed] >= self.policy.failure_limit:
+        if self.counts[Verdict.failed] >= self.policy.failure_limit or self._metric_limit(Verdict.failed):
             return Verdict.failed
-        if self.counts[Verdict.inconclusive] >= self.policy.inconclusive_limit:
+        if self.counts[Verdict.inconclusive] >= self.policy.inconclusive_limit or \
+                self._metric_limit(Verdict.inconclusive):
             return Verdict.inconclusive
         if self.counts[Verdict.passed] >= self.policy.intervals_per_step:
             return Verdict.passed

@@ -23,6 +23,7 @@ import logging
 import os
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -88,7 +89,7 @@ class OpsTask(Task):
             except Exception as exc:
                 retry_ok = attempt < attempts
                 if retry_ok and self.retry_condition_fn is not None:
-                    retry_ok = False  # Prefect-specific predicate needs a task run; fail fast
+                    retry_ok = offline_retry_ok(self, exc)
                 if not retry_ok:
                     raise
                 delay = delays[attempt - 1] if isinstance(delays, list | tuple) else (delays or 0)
@@ -155,5 +156,94 @@ def run_flow(flow_obj: Any, **params: Any) -> Any:
     if api_configured() and os.environ.get("INFEROPS_OFFLINE", "") not in ("1", "true"):
         return flow_obj(**params)
     _log_to_stderr()
-    with offline():
-        return flow_obj.fn(**params)
+    return run_offline(flow_obj, params)
+
+
+# ---- run identity, pausing, offline state hooks and retry predicates ----------------------------
+# Small and import-light (Prefect is imported inside functions only): pipelines ask these instead
+# of checking is_offline() themselves.
+
+_RUN_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("inferops_run_id", default=None)
+
+
+def current_run_id() -> str:
+    """The id of the run in progress: the Prefect flow run's id, else the offline run's own id
+    (``cli-<uuid>``, the same for the whole run and for its failure hooks)."""
+    if not is_offline():
+        from prefect.context import FlowRunContext
+
+        ctx = FlowRunContext.get()
+        if ctx and ctx.flow_run:
+            return str(ctx.flow_run.id)
+    run_id = _RUN_ID.get()
+    if run_id is None:  # a bare flow.fn() call outside run_flow: one id from now on in this context
+        run_id = f"cli-{uuid.uuid4()}"
+        _RUN_ID.set(run_id)
+    return run_id
+
+
+def can_pause() -> bool:
+    """True inside a recorded Prefect flow run, where ``pause_flow_run`` can wait for a human."""
+    if is_offline():
+        return False
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    return bool(ctx and ctx.flow_run)
+
+
+class OfflineState:
+    """What a state hook or a ``retry_condition_fn`` gets offline, in place of a Prefect ``State``."""
+
+    def __init__(self, name: str, exc: BaseException) -> None:
+        self.name, self.data, self.message = name, exc, f"{type(exc).__name__}: {exc}"
+
+    def is_failed(self) -> bool:
+        return self.name == "Failed"
+
+    def is_crashed(self) -> bool:
+        return self.name == "Crashed"
+
+    def result(self, raise_on_failure: bool = True) -> Any:
+        if raise_on_failure:
+            raise self.data
+        return self.data
+
+
+def offline_retry_ok(task: Any, exc: BaseException) -> bool:
+    """A task's ``retry_condition_fn`` asked offline the way Prefect asks it: (task, task_run, state)."""
+    try:
+        return bool(task.retry_condition_fn(task, None, OfflineState("Failed", exc)))
+    except Exception:  # like Prefect: a predicate that raises means "do not retry"
+        log.exception("retry_condition_fn of task %s raised; not retrying", task.name)
+        return False
+
+
+def run_offline(flow_obj: Any, params: dict[str, Any]) -> Any:
+    """Run a flow's function inline and, as a Prefect run would, call its ``on_failure`` hooks when it
+    raises and its ``on_crashed`` hooks when it is interrupted (Ctrl-C, SystemExit)."""
+    token = _RUN_ID.set(f"cli-{uuid.uuid4()}")
+    try:
+        with offline():
+            try:
+                return flow_obj.fn(**params)
+            except Exception as exc:
+                _call_hooks(flow_obj, getattr(flow_obj, "on_failure_hooks", []), params, "Failed", exc)
+                raise
+            except BaseException as exc:
+                _call_hooks(flow_obj, getattr(flow_obj, "on_crashed_hooks", []), params, "Crashed", exc)
+                raise
+    finally:
+        _RUN_ID.reset(token)
+
+
+def _call_hooks(flow_obj: Any, hooks: list[Callable[..., Any]], params: dict[str, Any], state_name: str,
+                exc: BaseException) -> None:
+    from types import SimpleNamespace
+
+    run = SimpleNamespace(id=current_run_id(), name=current_run_id(), parameters=dict(params))
+    for hook in hooks:
+        try:
+            hook(flow_obj, run, OfflineState(state_name, exc))
+        except Exception:  # a hook reports; it never hides the run's own error
+            log.exception("state hook %s failed", getattr(hook, "__name__", hook))

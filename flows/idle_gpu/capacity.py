@@ -17,42 +17,48 @@ from flows.idle_gpu.models import NodeCapacity
 PRODUCT_LABEL = "nvidia.com/gpu.product"  # set by NVIDIA GPU feature discovery
 
 
-def _gpus(resources: Any, field: str) -> int:
-    values = getattr(resources, field, None) or {}
+def _gpus(resources: dict[str, Any] | None, field: str) -> int:
+    values = (resources or {}).get(field) or {}
     return int(str(values.get(GPU, "0")) or 0)
 
 
-def pod_gpu_request(pod: Any) -> int:
+def pod_gpu_request(pod: dict[str, Any]) -> int:
     """Effective GPU request: max(sum over containers, largest init container); limits if no request."""
-    def one(c: Any) -> int:
-        return _gpus(c.resources, "requests") or _gpus(c.resources, "limits")
+    def one(c: dict[str, Any]) -> int:
+        return _gpus(c.get("resources"), "requests") or _gpus(c.get("resources"), "limits")
 
-    main = sum(one(c) for c in pod.spec.containers or [])
-    init = max((one(c) for c in pod.spec.init_containers or []), default=0)
+    spec = pod.get("spec") or {}
+    main = sum(one(c) for c in spec.get("containers") or [])
+    init = max((one(c) for c in spec.get("initContainers") or []), default=0)
     return max(main, init)
 
 
-def kube_nodes(core: Any, product_label: str = PRODUCT_LABEL) -> tuple[list[NodeCapacity], list[str]]:
-    """GPU nodes with allocatable, requested and free GPUs (free = allocatable - requested)."""
+def kube_nodes(pods: Iterable[dict[str, Any]], nodes: Iterable[dict[str, Any]],
+               product_label: str = PRODUCT_LABEL) -> tuple[list[NodeCapacity], list[str]]:
+    """GPU nodes with allocatable, requested and free GPUs (free = allocatable - requested), from the
+    cluster's Pods (all namespaces) and Nodes as the API returns them."""
     notes: list[str] = []
     requested: dict[str, int] = {}
-    for pod in core.list_pod_for_all_namespaces().items:
-        if pod.spec.node_name and (pod.status.phase or "Pending") not in ("Succeeded", "Failed"):
-            requested[pod.spec.node_name] = requested.get(pod.spec.node_name, 0) + pod_gpu_request(pod)
-    nodes = []
-    for n in core.list_node().items:
-        alloc = int(str((n.status.allocatable or {}).get(GPU, "0")))
+    for pod in pods:
+        node = (pod.get("spec") or {}).get("nodeName")
+        if node and ((pod.get("status") or {}).get("phase") or "Pending") not in ("Succeeded", "Failed"):
+            requested[node] = requested.get(node, 0) + pod_gpu_request(pod)
+    out = []
+    for n in nodes:
+        status, meta = n.get("status") or {}, n["metadata"]
+        alloc = int(str((status.get("allocatable") or {}).get(GPU, "0")))
         if alloc <= 0:
             continue
-        name = n.metadata.name
-        ready = any(c.type == "Ready" and c.status == "True" for c in n.status.conditions or [])
-        if n.spec.unschedulable or not ready:
-            notes.append(f"node {name}: {'cordoned' if n.spec.unschedulable else 'not Ready'}, not used")
+        name = meta["name"]
+        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+        cordoned = bool((n.get("spec") or {}).get("unschedulable"))
+        if cordoned or not ready:
+            notes.append(f"node {name}: {'cordoned' if cordoned else 'not Ready'}, not used")
             continue
         req = min(alloc, requested.get(name, 0))
-        nodes.append(NodeCapacity(name=name, product=(n.metadata.labels or {}).get(product_label, "unknown"),
-                                  allocatable=alloc, requested=req, idle=alloc - req))
-    return nodes, notes
+        out.append(NodeCapacity(name=name, product=(meta.get("labels") or {}).get(product_label, "unknown"),
+                                allocatable=alloc, requested=req, idle=alloc - req))
+    return out, notes
 
 
 def dcgm_idle_gpus(prom: PrometheusClient, *, lookback: str = "15m", util_below: float = 10.0,

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
-from flows.common.errors import BadInput
+from flows.common.errors import BadInput, bad_input_from
 from flows.idle_gpu.models import PlanPolicy
 
 app = typer.Typer(help="Nightly preemptible jobs on idle GPUs", no_args_is_help=True)
@@ -30,8 +30,7 @@ def _policy(**fields: Any) -> PlanPolicy:
     try:
         return PlanPolicy(**fields)
     except ValidationError as exc:
-        e = exc.errors()[0]
-        raise BadInput(f"{'.'.join(map(str, e['loc']))}: {e['msg']}") from None
+        raise bad_input_from(exc, "policy") from None
 
 
 def _print(report: dict, json_out: bool, title: str, rows: list[dict], columns: list[str]) -> None:
@@ -124,12 +123,12 @@ def stop(
     json_out: JsonOut = False,
 ) -> None:
     """Stop every running idle-GPU Job now (suspend: SIGTERM and the pods' grace period)."""
-    from flows.common.kube import from_settings
+    from flows.common.kube import client_from_settings
     from flows.idle_gpu.cluster import Cluster
     from flows.idle_gpu.models import check_names
 
     check_names(namespace)
-    cluster = Cluster(from_settings(), namespace)
+    cluster = Cluster(client_from_settings(), namespace)
     active = [v.k8s_name for v in cluster.views(window) if v.state == "active"]
     stopped = [name for name in active if cluster.suspend(name)]
     _print({"namespace": namespace, "stopped": stopped}, json_out, f"{len(stopped)} jobs stopped",

@@ -1,94 +1,56 @@
-"""This room's Kubernetes operations, over the official client: read Jobs/pods, submit, suspend, delete."""
+"""The idle-GPU room's Kubernetes side, over the shared adapter (:mod:`flows.common.kube`), on dicts.
+
+It implements :class:`~flows.idle_gpu.controller.NightCluster`: GPU capacity, this room's Jobs and
+their pods as :class:`~flows.idle_gpu.tracker.JobView`, and submit (create or adopt), suspend (a
+merge patch of ``spec.suspend``) and delete (already gone is success).
+"""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from flows.common.errors import BackendUnavailable, InferopsError
-from flows.common.kube import is_not_found, retry_on_conflict
+from flows.common.kube import JOBS, NODES, PODS, Kube, NotFound
+from flows.idle_gpu.capacity import PRODUCT_LABEL, kube_nodes
 from flows.idle_gpu.manifest import JOB_LABEL, SELECTOR, WINDOW_LABEL
+from flows.idle_gpu.models import NodeCapacity
 from flows.idle_gpu.tracker import JobView, PodView
 
-
-@contextmanager
-def _api_errors(what: str) -> Iterator[None]:
-    """Any API failure the caller did not handle becomes one line naming what was being done."""
-    import urllib3
-    from kubernetes.client.exceptions import ApiException
-
-    try:
-        yield
-    except urllib3.exceptions.HTTPError as exc:
-        raise BackendUnavailable(f"Kubernetes API unreachable ({what}): {exc}") from None
-    except ApiException as exc:
-        try:
-            detail = json.loads(exc.body or "{}").get("message", "")
-        except ValueError:
-            detail = ""
-        raise InferopsError(f"Kubernetes refused to {what}: HTTP {exc.status} {exc.reason} {detail}") from None
+CONTROLLER_UID = "batch.kubernetes.io/controller-uid"
 
 
 class Cluster:
-    def __init__(self, api_client: Any, namespace: str) -> None:
-        from kubernetes import client
+    def __init__(self, kube: Kube, namespace: str, product_label: str = PRODUCT_LABEL) -> None:
+        self.kube, self.namespace, self.product_label = kube, namespace, product_label
 
-        self.core = client.CoreV1Api(api_client)
-        self.batch = client.BatchV1Api(api_client)
-        self.namespace = namespace
+    def nodes(self) -> tuple[list[NodeCapacity], list[str]]:
+        """GPU nodes as Kubernetes sees them (free = allocatable - requested), and notes."""
+        return kube_nodes(self.kube.list(PODS), self.kube.list(NODES), self.product_label)
 
-    def submit(self, manifest: dict) -> bool:
+    def submit(self, manifest: dict[str, Any]) -> bool:
         """Create the Job; False if it already exists (a re-run adopts it: idempotent)."""
-        from kubernetes.client.exceptions import ApiException
-
-        with _api_errors(f"create job {manifest['metadata']['name']}"):
-            try:
-                self.batch.create_namespaced_job(self.namespace, manifest)
-                return True
-            except ApiException as exc:
-                if exc.status == 409:
-                    return False
-                raise
+        return self.kube.create_or_adopt(JOBS, manifest, self.namespace)[1]
 
     def views(self, window_tag: str | None = None) -> list[JobView]:
         selector = SELECTOR + (f",{WINDOW_LABEL}={window_tag}" if window_tag else "")
-        with _api_errors(f"list jobs in {self.namespace}"):
-            jobs = self.batch.list_namespaced_job(self.namespace, label_selector=selector).items
-            pods = self.core.list_namespaced_pod(self.namespace, label_selector=selector).items
-        by_uid: dict[str, list[Any]] = {}
+        jobs = self.kube.list(JOBS, self.namespace, labels=selector)
+        pods = self.kube.list(PODS, self.namespace, labels=selector)
+        by_uid: dict[str, list[dict[str, Any]]] = {}
         for p in pods:
-            uid = (p.metadata.labels or {}).get("batch.kubernetes.io/controller-uid", "")
-            by_uid.setdefault(uid, []).append(p)
-        return [_view(j, by_uid.get(j.metadata.uid, [])) for j in jobs]
+            by_uid.setdefault((p["metadata"].get("labels") or {}).get(CONTROLLER_UID, ""), []).append(p)
+        return [_view(j, by_uid.get(j["metadata"].get("uid", ""), [])) for j in jobs]
 
     def suspend(self, name: str) -> bool:
         """Stop a Job gracefully: its pods get SIGTERM and their grace period. False if it is gone."""
-        def op() -> bool:
-            try:
-                self.batch.patch_namespaced_job(name, self.namespace, {"spec": {"suspend": True}})
-                return True
-            except Exception as exc:
-                if is_not_found(exc):
-                    return False
-                raise
-
-        with _api_errors(f"suspend job {name}"):
-            return retry_on_conflict(op)
+        try:
+            self.kube.merge_patch(JOBS, self.namespace, name, {"spec": {"suspend": True}})
+            return True
+        except NotFound:
+            return False
 
     def delete(self, name: str, grace_period_s: int) -> None:
         """Delete a Job and its pods; already gone is success."""
-        from kubernetes import client
-
-        with _api_errors(f"delete job {name}"):
-            try:
-                self.batch.delete_namespaced_job(name, self.namespace, body=client.V1DeleteOptions(
-                    propagation_policy="Background", grace_period_seconds=grace_period_s))
-            except Exception as exc:
-                if not is_not_found(exc):
-                    raise
+        self.kube.delete(JOBS, self.namespace, name, grace_period_s=grace_period_s, propagation="Background")
 
 
 def _when(v: Any) -> datetime | None:
@@ -97,32 +59,35 @@ def _when(v: Any) -> datetime | None:
     return datetime.fromisoformat(str(v).replace("Z", "+00:00"))
 
 
-def _view(job: Any, pods: list[Any]) -> JobView:
-    conds = {c.type: c for c in job.status.conditions or [] if c.status == "True"}
+def _view(job: dict[str, Any], pods: list[dict[str, Any]]) -> JobView:
+    meta, spec, status = job["metadata"], job.get("spec") or {}, job.get("status") or {}
+    conds = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
     if "Complete" in conds:
         state, reason = "complete", ""
     elif "Failed" in conds:
-        state, reason = "failed", conds["Failed"].reason or "Failed"
-    elif job.spec.suspend:
+        state, reason = "failed", conds["Failed"].get("reason") or "Failed"
+    elif spec.get("suspend"):
         state, reason = "suspended", ""
     else:
         state, reason = "active", ""
     return JobView(
-        k8s_name=job.metadata.name,
-        job=(job.metadata.labels or {}).get(JOB_LABEL, ""),
+        k8s_name=meta["name"],
+        job=(meta.get("labels") or {}).get(JOB_LABEL, ""),
         state=state,
         reason=reason,
-        node=(job.metadata.annotations or {}).get("inferops.io/planned-node", ""),
+        node=(meta.get("annotations") or {}).get("inferops.io/planned-node", ""),
         pods=tuple(_pod(p) for p in pods),
     )
 
 
-def _pod(p: Any) -> PodView:
+def _pod(p: dict[str, Any]) -> PodView:
+    status = p.get("status") or {}
     finished = None
-    for cs in p.status.container_statuses or []:
-        term = cs.state.terminated if cs.state else None
-        if term and term.finished_at:
-            finished = max(filter(None, [finished, _when(term.finished_at)]))
-    disrupted = any(c.type == "DisruptionTarget" and c.status == "True" for c in p.status.conditions or [])
-    return PodView(uid=p.metadata.uid, phase=p.status.phase or "Pending", started=_when(p.status.start_time),
-                   finished=finished, disrupted=disrupted)
+    for cs in status.get("containerStatuses") or []:
+        term = (cs.get("state") or {}).get("terminated") or {}
+        if term.get("finishedAt"):
+            finished = max(filter(None, [finished, _when(term["finishedAt"])]))
+    disrupted = any(c.get("type") == "DisruptionTarget" and c.get("status") == "True"
+                    for c in status.get("conditions") or [])
+    return PodView(uid=p["metadata"]["uid"], phase=status.get("phase") or "Pending",
+                   started=_when(status.get("startTime")), finished=finished, disrupted=disrupted)

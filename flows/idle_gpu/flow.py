@@ -1,37 +1,48 @@
 """Nightly offline jobs on idle GPUs: discover, pack, submit preemptible Jobs, watch, stop, report.
 
-``idle_gpu_nightly`` is the deployment ``idle-gpu-nightly``; ``idle_gpu_plan`` is the cluster-free
-planner behind ``inferops idle-gpu plan`` and the demo.
+``idle_gpu_nightly`` is the deployment ``idle-gpu-nightly``: a short sequence of tasks around the
+night-window controller (:class:`~flows.idle_gpu.controller.NightWindow`), which the benchmark also
+drives, with a simulated clock and fleet. ``idle_gpu_plan`` is the cluster-free planner behind
+``inferops idle-gpu plan`` and the demo.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import asdict
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from prefect import flow
 from prefect.cache_policies import NO_CACHE
 
 from flows.common import artifacts
-from flows.common.errors import BackendUnavailable, BadInput
+from flows.common.clock import Clock, WallClock, utcnow
+from flows.common.errors import BackendUnavailable, BadInput, bad_input_from
 from flows.common.metrics import publish, pushgateway_url
+from flows.common.prom import client_from_settings as prometheus
 from flows.common.runtime import get_logger, ops_task
-from flows.idle_gpu.capacity import combine, dcgm_idle_gpus, demand_history, demand_query, kube_nodes
+from flows.idle_gpu.capacity import combine, dcgm_idle_gpus, demand_history, demand_query
 from flows.idle_gpu.cluster import Cluster
+from flows.idle_gpu.controller import JobSettings, NightWindow
 from flows.idle_gpu.forecast import forecast_demand
-from flows.idle_gpu.manifest import job_manifest, window_tag
 from flows.idle_gpu.models import CapacitySnapshot, Discovery, PlanPolicy, check_names
-from flows.idle_gpu.packer import Busy, Plan, pack
+from flows.idle_gpu.packer import Plan, pack
 from flows.idle_gpu.queue import JobQueue, load_queue
 from flows.idle_gpu.tracker import Tracker
 from flows.idle_gpu.window import resolve_window
 
+CLOCK: Clock = WallClock()
+
 
 def _utcnow() -> datetime:
-    return datetime.now(UTC)
+    return utcnow(CLOCK)
+
+
+def _cluster(namespace: str, discovery: Discovery) -> Cluster:
+    from flows.common.kube import client_from_settings
+
+    return Cluster(client_from_settings(), namespace, discovery.product_label)
 
 
 # ---- tasks -------------------------------------------------------------------------------------------
@@ -61,18 +72,14 @@ def discover(cluster: Cluster, window_start: datetime, window_end: datetime, dis
     Also returns, per node, GPUs Kubernetes calls free but DCGM calls busy: the run loop keeps
     them out of later (Kubernetes-only) re-plans.
     """
-    from flows.common.prom import PrometheusClient
-    from flows.common.settings import get_settings
-
-    nodes, notes = kube_nodes(cluster.core, discovery.product_label)
-    prom = get_settings().prometheus
+    nodes, notes = cluster.nodes()
+    client = prometheus(required=False)
     forecast: list[float] = []
-    if not prom.url:
+    if client is None:
         notes.append("Prometheus not configured: idle = free in Kubernetes; no demand forecast")
         combined = nodes
     else:
-        token = prom.bearer_token.get_secret_value() if prom.bearer_token else None
-        with PrometheusClient(prom.url, timeout_s=prom.timeout_s, bearer_token=token) as client:
+        with client:
             dcgm = dcgm_idle_gpus(client, lookback=discovery.lookback, util_below=discovery.util_below,
                                   fb_used_below_mib=discovery.fb_used_below_mib, node_label=discovery.node_label)
             combined, more = combine(nodes, dcgm)
@@ -94,106 +101,27 @@ def discover(cluster: Cluster, window_start: datetime, window_end: datetime, dis
 
 
 @ops_task(name="run-window", cache_policy=NO_CACHE)
-def run_window(cluster: Cluster, tracker: Tracker, snap: CapacitySnapshot, excluded: dict[str, int],
-               window_start: datetime, window_end: datetime, policy: PlanPolicy, discovery: Discovery,
-               priority_class: str, kueue_queue: str | None, poll_seconds: float,
-               metrics_textfile: str | None) -> tuple[float, Plan | None]:
-    """Re-plan every tick from the live cluster, submit what starts now, react to preemptions.
+def run_window(window: NightWindow, metrics_textfile: str | None) -> tuple[float, Plan | None]:
+    """The night: re-plan every tick from the live cluster, submit what starts now, react to
+    preemptions (the controller's run loop). Returns the window's idle GPU-hours and the first plan."""
+    w = window
+    progress = artifacts.Progress("idle-gpu window", (w.stop_at - _utcnow()).total_seconds())
 
-    Returns the idle GPU-hours of the window (GPUs idle or running our jobs, summed tick by tick;
-    extrapolated at the last level if all jobs ended early) and the first plan.
-    """
-    log = get_logger()
-    tag = window_tag(window_start)
-    stop_at = window_end - timedelta(seconds=policy.grace_period_s)
-    progress = artifacts.Progress("idle-gpu window", (stop_at - _utcnow()).total_seconds())
-    idle_gpu_s, first_plan, last = 0.0, None, None
-    while True:
-        now = _utcnow()
-        if now >= stop_at:
-            break
-        try:
-            views = cluster.views(tag)
-            for name in tracker.observe(views, now):
-                log.warning("job %s was preempted: deleting it", name)
-                cluster.delete(name, policy.grace_period_s)
-            nodes, _ = kube_nodes(cluster.core, discovery.product_label)
-        except BackendUnavailable as exc:  # a blip must not end the night; the Jobs' deadlines still hold
-            tracker.api_errors += 1
-            log.warning("tick skipped: %s", exc)
-            time.sleep(max(0.0, min(poll_seconds, (stop_at - _utcnow()).total_seconds())))
-            continue
-        current = {r.k8s_name for r in tracker.active()}  # not the preempted attempts being deleted
-        running = {v.k8s_name: v for v in views
-                   if v.k8s_name in current and any(p.phase == "Running" for p in v.pods)}
-        _write_metrics(metrics_textfile, cluster.namespace, len(running), window_end)
-        if not tracker.pending() and not tracker.active():
-            break
-        nodes = [n.model_copy(update={"idle": max(0, n.idle - excluded.get(n.name, 0))}) for n in nodes]
-        ours = sum(tracker.records[v.job].job.gpus for v in running.values() if v.job in tracker.records)
-        if last is not None:
-            idle_gpu_s += (sum(n.idle for n in nodes) + ours) * (now - last).total_seconds()
-            progress.advance((now - last).total_seconds())
-        last = now
-        plan = pack(tracker.pending(), snap.model_copy(update={"nodes": nodes, "taken_at": now}), window_start,
-                    window_end, policy, now, busy=_busy(tracker, running.values(), policy, now),
-                    remaining_hours=tracker.remaining_hours())
-        first_plan = first_plan or plan
-        for u in plan.unplaced:
-            tracker.skip(u.job, u.reason)
-        for p in plan.starting_now(now):
-            record = tracker.records[p.job]
-            manifest = job_manifest(record.job, node=p.node, namespace=cluster.namespace, window_start=window_start,
-                                    window_end=window_end,
-                                    active_deadline_s=int((stop_at - now).total_seconds()),
-                                    priority_class=priority_class, grace_period_s=policy.grace_period_s,
-                                    kueue_queue=kueue_queue, attempt=record.attempt)
-            created = cluster.submit(manifest)
-            tracker.submitted(p.job, manifest["metadata"]["name"], p.node, now, p.partial)
-            log.info("job %s %s on %s (%d GPUs) until %s%s", p.job, "submitted" if created else "adopted",
-                     p.node, p.gpus, p.end.isoformat(), " (tail segment)" if p.partial else "")
-        time.sleep(max(0.0, min(poll_seconds, (stop_at - _utcnow()).total_seconds())))
-    if last is not None:
-        # to the window's end: when every job ended early, the rest of the window still counts as
-        # idle capacity (at the last observed level), so the fill ratio is not flattered
-        idle_gpu_s += (sum(n.idle for n in nodes) + ours) * max(0.0, (stop_at - last).total_seconds())
-    progress.finish()
-    return idle_gpu_s / 3600, first_plan
+    def tick(running: int, elapsed_s: float) -> None:
+        _write_metrics(metrics_textfile, w.cluster.namespace, running, w.window_end)
+        progress.advance(elapsed_s)
 
-
-def _busy(tracker: Tracker, running, policy: PlanPolicy, now: datetime) -> list[Busy]:
-    """Our running jobs hold their GPUs until their estimated end (never before the next slot)."""
-    out = []
-    for v in running:
-        r = tracker.records.get(v.job)
-        if r is None:
-            continue
-        started = min((p.started for p in v.pods if p.phase == "Running" and p.started), default=now)
-        hours = r.job.estimated_hours if r.remaining_hours is None else r.remaining_hours
-        until = started + timedelta(hours=hours * policy.runtime_margin)
-        out.append(Busy(v.node, r.job.gpus, max(until, now + timedelta(seconds=policy.slot_seconds))))
-    return out
+    w.on_tick = tick
+    try:
+        return w.run()
+    finally:
+        progress.finish()
 
 
 @ops_task(name="stop-window", cache_policy=NO_CACHE)
-def stop_window(cluster: Cluster, tracker: Tracker, window_start: datetime, grace_period_s: int) -> int:
+def stop_window(window: NightWindow) -> int:
     """Suspend what still runs (SIGTERM, then the grace period), wait for it, and book the outcomes."""
-    tag = window_tag(window_start)
-    views = cluster.views(tag)
-    active = [v for v in views if v.state == "active"]
-    for v in active:
-        cluster.suspend(v.k8s_name)
-    tracker.stopped({v.k8s_name for v in active if any(p.phase == "Running" for p in v.pods)})
-    deadline = _utcnow() + timedelta(seconds=grace_period_s + 5)
-    while True:
-        views = cluster.views(tag)
-        tracker.observe(views, _utcnow())
-        if _utcnow() >= deadline or not any(p.phase == "Running" for v in views for p in v.pods):
-            break
-        time.sleep(1.0)
-    if active:
-        get_logger().info("window end: %d jobs suspended", len(active))
-    return len(active)
+    return window.stop()
 
 
 def _write_metrics(path: str | None, namespace: str, running: int, window_end: datetime) -> None:
@@ -250,12 +178,25 @@ def idle_gpu_nightly(
 ) -> dict:
     """Fill tonight's idle GPUs with the queue's offline jobs, preemptible by inference at any time.
 
-    `queue` is a YAML/JSON file or s3:// object. The window is `window_start`-`window_end` in
-    `timezone` (times of day, or ISO datetimes for a one-off window); a run started up to
-    `max_wait_minutes` early waits for it. `dry_run` plans and stops.
+    Args:
+        queue: The job queue, a YAML or JSON file or an s3://bucket/key object: a list of jobs
+            (name, image, command, gpus, estimated_hours, priority, checkpointable, deadline...).
+        window_start: Start of the night window: a time of day (HH:MM) in the timezone, or an ISO
+            datetime for a one-off window.
+        window_end: End of the night window, in the same form as window_start.
+        timezone: IANA timezone of the window times (e.g. Europe/Paris), or local.
+        namespace: Namespace of the batch Jobs.
+        priority_class: Low PriorityClass of the Jobs, so that inference preempts them.
+        kueue_queue: Kueue LocalQueue for the Jobs (label kueue.x-k8s.io/queue-name); empty: none.
+        policy: How to pack: slot length, headroom, grace period, runtime margin, tail segments.
+        discovery: Where idle capacity and the demand forecast come from (DCGM metrics in Prometheus).
+        poll_seconds: Seconds between two looks at the cluster during the window.
+        dry_run: Discover and plan, submit nothing.
+        report_path: Also write the report JSON to this path.
+        metrics_textfile: node_exporter textfile for the jobs-running and window-end gauges.
+        max_wait_minutes: A run started up to this many minutes before the window waits for it;
+            earlier is an error.
     """
-    from flows.common.kube import from_settings
-
     check_names(namespace, priority_class, kueue_queue)
     pushgateway_url()  # a malformed URL is bad input now, not a warning every tick
     now = _utcnow()
@@ -267,15 +208,17 @@ def idle_gpu_nightly(
     q = load_jobs(queue)
     if ws > now and not dry_run:
         get_logger().info("waiting for the window to open at %s", ws.isoformat())
-        time.sleep((ws - now).total_seconds())
-    cluster = Cluster(from_settings(), namespace)
+        CLOCK.sleep((ws - now).total_seconds())
+    cluster = _cluster(namespace, discovery)
     snap, excluded = discover(cluster, ws, we, discovery, _utcnow())
     if dry_run:
         return _plan_report(pack(q.jobs, snap, ws, we, policy, _utcnow()), snap, q)
     tracker = Tracker(q.jobs)
-    idle_gpu_hours, first_plan = run_window(cluster, tracker, snap, excluded, ws, we, policy, discovery,
-                                            priority_class, kueue_queue, poll_seconds, metrics_textfile)
-    stop_window(cluster, tracker, ws, policy.grace_period_s)
+    window = NightWindow(cluster, tracker, snap, window_start=ws, window_end=we, policy=policy, clock=CLOCK,
+                         poll_seconds=poll_seconds, excluded=excluded,
+                         jobs=JobSettings(priority_class, kueue_queue), logger=get_logger())
+    idle_gpu_hours, first_plan = run_window(window, metrics_textfile)
+    stop_window(window)
     _write_metrics(metrics_textfile, namespace, 0, we)
     report = tracker.report(ws, we, idle_gpu_hours)
     report["rejected"] = [asdict(r) for r in q.rejected]
@@ -328,18 +271,14 @@ def read_snapshot(path: str) -> CapacitySnapshot:
     try:
         return CapacitySnapshot.model_validate_json(p.read_text())
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(x) for x in err["loc"]) or "document"
-        raise BadInput(f"capacity snapshot {path}: {where}: {err['msg']}") from None
+        raise bad_input_from(exc, f"capacity snapshot {path}") from None
 
 
 def take_snapshot(namespace: str, window_start: str, window_end: str, timezone: str,
                   discovery: Discovery) -> CapacitySnapshot:
     """What `inferops idle-gpu snapshot` writes: capacity and forecast for the next window, now."""
-    from flows.common.kube import from_settings
-
     now = _utcnow()
     ws, we = resolve_window(window_start, window_end, timezone, now)
-    snap, _ = discover.fn(Cluster(from_settings(), namespace), ws, we, discovery, now)
+    snap, _ = discover.fn(_cluster(namespace, discovery), ws, we, discovery, now)
     return snap
 

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from flows.common.errors import BackendUnavailable, BadInput
+from flows.common.errors import BackendUnavailable, BadInput, bad_input_from
 from flows.idle_gpu.models import OfflineJob
 
 
@@ -81,9 +81,7 @@ def parse_queue(text: str, source: str = "queue") -> JobQueue:
         try:
             job = OfflineJob.model_validate(raw)
         except ValidationError as exc:
-            err = exc.errors()[0]
-            where = ".".join(str(p) for p in err["loc"]) or "job"
-            rejected.append(Rejected(i, name, f"{where}: {err['msg']}"))
+            rejected.append(Rejected(i, name, str(bad_input_from(exc, ""))))
             continue
         if job.name in seen:
             rejected.append(Rejected(i, name, "duplicate name"))

@@ -12,7 +12,7 @@ from kubernetes import client, watch
 from urllib3.exceptions import ProtocolError
 
 from flows.canary import planner
-from flows.canary.actuator import RolloutBusy
+from flows.canary.controller import RolloutBusy
 from flows.canary.flow import canary_rollout
 from flows.canary.models import CanaryPolicy, RolloutState
 from flows.common.errors import GateFailed, InferopsError
@@ -268,9 +268,9 @@ def test_abort_and_status_cli(env, run_cli):
 
 def test_conflict_rereads_and_retries(env):
     """A write that lands between our read and our replace gives a real 409; we re-read and retry."""
-    from flows.canary.actuator import Cluster
+    from flows.common.kube import DEPLOYMENTS, Kube
 
-    cluster = Cluster(env.api, NS, DEP)
+    kube = Kube(env.api)
     calls = []
 
     def change(dep):
@@ -282,7 +282,7 @@ def test_conflict_rereads_and_retries(env):
         dep["spec"]["replicas"] = 3
         return dep
 
-    cluster._modify_target(change)
+    kube.modify(DEPLOYMENTS, NS, DEP, change)
     assert len(calls) == 2 and calls[0] != calls[1]
     dep = env.dep()
     assert dep["spec"]["replicas"] == 3 and dep["metadata"]["labels"]["touched-by"] == "someone-else"

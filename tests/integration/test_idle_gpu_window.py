@@ -153,6 +153,7 @@ def test_a_night_in_the_emulator(cluster, tmp_path):
 
 def test_stop_command_suspends_running_jobs(cluster, run_cli, tmp_path):
     kube, api = cluster
+    from flows.common.kube import Kube
     from flows.idle_gpu.cluster import Cluster
     from flows.idle_gpu.manifest import job_manifest
     from flows.idle_gpu.models import OfflineJob
@@ -161,7 +162,7 @@ def test_stop_command_suspends_running_jobs(cluster, run_cli, tmp_path):
     j = OfflineJob(**job("embed", 2, 60, 0, 999))
     m = job_manifest(j, node="gpu-a", namespace=NS, window_start=ws, window_end=ws + timedelta(hours=1),
                      active_deadline_s=3600, priority_class="offline-batch", grace_period_s=5)
-    c = Cluster(api, NS)
+    c = Cluster(Kube(api), NS)
     assert c.submit(m) is True and c.submit(m) is False  # the second submit adopts it
     wait(lambda: running_pods(api, "embed"), "batch pod running")
     env = {"INFEROPS_KUBE__KUBECONFIG": kube.kubeconfig}

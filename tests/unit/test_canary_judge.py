@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from flows.canary.judge import StepTracker, classify, judge_interval, judge_metric
-from flows.canary.models import CanaryPolicy, Classification, Verdict
+from flows.canary.models import CanaryPolicy, Classification, MetricSpec, Verdict
 
 P = CanaryPolicy(failure_limit=2, inconclusive_limit=2, intervals_per_step=3)
 rng = np.random.default_rng(7)
@@ -42,10 +42,15 @@ def test_zero_baseline_uses_the_floor():
     assert classify([0.05] * 5, [0.0] * 5, **kw())[0] is Classification.high
 
 
-def metric(c_now, b_now, c_all=None, b_all=None, threshold=0.05, error=None):
-    return judge_metric("error_rate", interval_canary=c_now, interval_baseline=b_now,
+def spec(**k):
+    return MetricSpec(**({"name": "error_rate", "query": "x{track={{track}}}", "failure_threshold": 0.05,
+                          "scale_floor": 0.01} | k))
+
+
+def metric(c_now, b_now, c_all=None, b_all=None, threshold=0.05, error=None, **k):
+    return judge_metric(spec(failure_threshold=threshold, **k), interval_canary=c_now, interval_baseline=b_now,
                         step_canary=c_now if c_all is None else c_all,
-                        step_baseline=b_now if b_all is None else b_all, threshold=threshold, policy=P, error=error)
+                        step_baseline=b_now if b_all is None else b_all, policy=P, error=error)
 
 
 def test_threshold_breach_fails_even_without_baseline():
@@ -80,3 +85,39 @@ def test_step_tracker_limits():
     assert [t.add(r) for r in (bad, ok, bad)] == [None, None, Verdict.failed]
     t = StepTracker(P)
     assert [t.add(r) for r in (unsure, unsure)] == [None, Verdict.inconclusive]
+
+
+def test_higher_is_better_flips_the_failing_class():
+    base = list(rng.normal(100, 1, 10))
+    slow = metric([50.0] * 10, base, threshold=None, higher_is="better")
+    assert slow.verdict is Verdict.failed and slow.classification is Classification.low and "lower" in slow.reason
+    fast = metric([150.0] * 10, base, threshold=None, higher_is="better")
+    assert fast.verdict is Verdict.passed and fast.classification is Classification.high
+    assert metric([40.0] * 5, [], threshold=60, higher_is="better").reason == "canary 40 below threshold 60"
+
+
+def test_threshold_judge_against_baseline_and_absolute():
+    worse = metric([0.3] * 5, [0.1] * 5, threshold=None, judge="threshold", tolerance=0.5)
+    assert worse.verdict is Verdict.failed and "higher than baseline" in worse.reason and worse.p_value is None
+    assert metric([0.14] * 5, [0.1] * 5, threshold=None, judge="threshold", tolerance=0.5).verdict is Verdict.passed
+    assert metric([0.14] * 5, [], threshold=None, judge="threshold").verdict is Verdict.inconclusive
+    # absolute: the baseline is not needed; success and failure conditions (Argo: neither holds = inconclusive)
+    absolute = dict(judge="threshold", compare="absolute", success_threshold=0.02)
+    assert metric([0.01] * 5, [], **absolute).verdict is Verdict.passed
+    assert metric([0.03] * 5, [], **absolute).verdict is Verdict.inconclusive
+    assert metric([0.06] * 5, [], **absolute).verdict is Verdict.failed
+    assert metric([0.03] * 5, [], threshold=None, **absolute).verdict is Verdict.failed  # success only: unmet fails
+
+
+def test_per_metric_limits_add_to_the_policy_limits():
+    from flows.canary.models import preset_metrics
+
+    strict = [m.model_copy(update={"failure_limit": 1}) if m.name == "latency_s" else m
+              for m in preset_metrics("triton")]
+    p = CanaryPolicy(metrics=strict, failure_limit=3, intervals_per_step=5)
+    lat_bad = judge_interval(5, 1, [metric([0.0] * 5, [0.0] * 5), metric([2.0] * 5, [0.0] * 5, threshold=1.0,
+                                                                          name="latency_s")])
+    err_bad = judge_interval(5, 1, [metric([0.2] * 5, [0.0] * 5)])
+    t = StepTracker(p)
+    assert t.add(err_bad) is None and t.add(err_bad) is None  # error_rate: only the policy's limit of 3
+    assert StepTracker(p).add(lat_bad) is Verdict.failed  # latency_s: its own limit of 1

@@ -1,4 +1,4 @@
-"""Policy validation, PromQL templating, the planner's objects (schema-valid) and schedule."""
+"""Policy validation, analysis specs and PromQL templating, the planner's objects (schema-valid) and schedule."""
 
 import json
 
@@ -7,8 +7,16 @@ import pytest
 from pydantic import ValidationError
 
 from flows.canary import planner
-from flows.canary.models import CanaryPolicy, MetricsPreset, Target, Track
-from flows.canary.promql import PRESETS, check_template, queries, rate_window, render
+from flows.canary.models import (
+    CanaryPolicy,
+    MetricSpec,
+    MetricsPreset,
+    Target,
+    Track,
+    load_metrics,
+    preset_metrics,
+)
+from flows.canary.promql import check_template, rate_window, render
 from flows.common.errors import BadInput
 
 T = Target(namespace="inference", deployment="llm", image="registry.example/llm:2",
@@ -52,15 +60,70 @@ def test_placeholders_are_quoted_and_validated():
 def test_custom_query_must_select_track():
     with pytest.raises(BadInput, match="track"):
         check_template("sum(rate(errors{namespace={{namespace}}}[{{interval}}]))", "error_rate")
+    with pytest.raises(ValidationError, match="error_rate_query.*track"):  # checked when the policy is built
+        CanaryPolicy(error_rate_query="sum(rate(errors{namespace={{namespace}}}[{{interval}}]))")
     p = CanaryPolicy(latency_query="max(lat{track={{track}}})")
-    assert [q.template for q in queries(p)][1] == "max(lat{track={{track}}})"
+    assert [m.query for m in p.analysis()][1] == "max(lat{track={{track}}})"
 
 
 @pytest.mark.parametrize("preset", list(MetricsPreset))
 def test_presets_render_per_track(preset):
-    for template in PRESETS[preset].values():
-        q = render(template, namespace="ns", deployment="d", track=Track.baseline, interval="30s")
+    metrics = preset_metrics(preset)
+    assert [m.name for m in metrics] == ["error_rate", "latency_s"]  # what the shorthand fields refer to
+    for m in metrics:
+        q = render(m.query, namespace="ns", deployment="d", track=Track.baseline, interval="30s", args=m.args)
         assert 'track="baseline"' in q and "{{" not in q and "[30s]" in q
+
+
+def test_shorthand_expands_to_the_metrics_list():
+    p = CanaryPolicy(metrics_preset="http", max_error_rate=0.05, max_latency_s=0.3, tolerance=0.5)
+    err, lat = p.analysis()
+    assert (err.name, err.failure_threshold, lat.name, lat.failure_threshold) == ("error_rate", 0.05, "latency_s", 0.3)
+    assert "http_requests_total" in err.query and err.judge == "mann-whitney" and err.tolerance is None
+    assert CanaryPolicy().analysis() == preset_metrics("triton")
+
+
+def test_any_number_of_metrics_and_named_args():
+    spec = {"name": "tokens_per_s", "query": "sum(rate(tokens{track={{track}}, model={{args.model}}}[{{interval}}]))",
+            "args": {"model": 'llama"3'}, "judge": "threshold", "compare": "absolute", "higher_is": "better",
+            "failure_threshold": 100, "success_threshold": 200}
+    metrics = [*preset_metrics("vllm"), MetricSpec(**spec)]
+    p = CanaryPolicy(metrics=metrics)
+    assert [m.name for m in p.analysis()] == ["error_rate", "latency_s", "tokens_per_s"]
+    q = render(p.analysis()[2].query, namespace="n", deployment="d", track="canary", interval="1m", args=spec["args"])
+    assert q == 'sum(rate(tokens{track="canary", model="llama\\"3"}[1m]))'
+
+
+@pytest.mark.parametrize("change,msg", [
+    ({"name": "Error-Rate"}, "snake_case"),
+    ({"query": "sum(x{track={{track}}, m={{args.model}}})"}, "unknown placeholder"),
+    ({"query": "sum(rate(x{track={{track}}}[{{interval}}])"}, "malformed PromQL"),
+    ({"query": "x{track={{track}}}", "args": {"unused": "v"}}, "not used"),
+    ({"judge": "mann-whitney", "compare": "absolute"}, "compares against the baseline"),
+    ({"judge": "threshold", "compare": "absolute"}, "needs a failure_threshold"),
+    ({"failure_threshold": 0.1, "success_threshold": 0.2}, "worse than failure_threshold"),
+    ({"extra": 1}, "Extra inputs"),
+])
+def test_metric_specs_are_validated_when_loaded(change, msg):
+    base = {"name": "error_rate", "query": "x{track={{track}}}"}
+    with pytest.raises(ValidationError, match=msg):
+        MetricSpec(**(base | change))
+
+
+def test_analysis_files_load_or_fail_in_one_line(tmp_path):
+    from flows.canary.models import PRESETS_DIR
+
+    for path in PRESETS_DIR.glob("*.yaml"):  # the shipped files are what users copy
+        assert load_metrics(path.read_text(), path.name)
+    with pytest.raises(BadInput, match="metrics"):
+        load_metrics("metrics: []", "a.yaml")
+    with pytest.raises(BadInput, match=r"^analysis b.yaml, metric lat: the query must use .*track") as err:
+        load_metrics("metrics:\n  - name: lat\n    query: max(lat)\n", "b.yaml")
+    assert "\n" not in str(err.value)
+    with pytest.raises(ValidationError, match="unique"):
+        CanaryPolicy(metrics=preset_metrics("triton") * 2)
+    with pytest.raises(ValidationError, match="not both"):
+        CanaryPolicy(metrics=preset_metrics("triton"), max_error_rate=0.2)
 
 
 def test_rate_window_spans_at_least_four_scrapes():

@@ -1,0 +1,60 @@
+"""Time for long-running controllers: the wall clock in flows, a simulated one in benchmarks and tests.
+
+A controller (a canary rollout, a night window) never calls ``time.time()`` or ``time.sleep()``; it
+asks its :class:`Clock`. The flow passes :class:`WallClock`; a benchmark or a unit test passes a
+:class:`SimClock` whose ``sleep`` moves time forward at once (and may drive a simulation).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Protocol
+
+
+class Clock(Protocol):
+    def now(self) -> float:
+        """Seconds since the Unix epoch."""
+
+    def sleep(self, seconds: float) -> None:
+        """Let ``seconds`` pass."""
+
+
+def utcnow(clock: Clock) -> datetime:
+    """The clock's time as an aware UTC datetime."""
+    return datetime.fromtimestamp(clock.now(), UTC)
+
+
+class WallClock:
+    """Real time."""
+
+    def now(self) -> float:
+        return time.time()
+
+    def sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            time.sleep(seconds)
+
+
+class SimClock:
+    """Simulated time: ``sleep`` returns at once, having moved ``now`` forward.
+
+    ``on_advance(old, new)``, if given, runs the world from ``old`` to ``new`` (a simulator's step).
+    """
+
+    def __init__(self, start: float = 0.0, on_advance: Callable[[float, float], None] | None = None) -> None:
+        self.t = float(start)
+        self.on_advance = on_advance
+        self.slept = 0.0
+
+    def now(self) -> float:
+        return self.t
+
+    def sleep(self, seconds: float) -> None:
+        if seconds <= 0:
+            return
+        old, self.t = self.t, self.t + seconds
+        self.slept += seconds
+        if self.on_advance is not None:
+            self.on_advance(old, self.t)

@@ -1,0 +1,179 @@
+"""The night window as a controller: the run loop, busy accounting, and the stop at the window's end.
+
+No Prefect and no Kubernetes client here. A :class:`NightWindow` drives a narrow
+:class:`NightCluster` (the Kubernetes adapter in ``cluster.py``; a simulated fleet in
+``benchmarks/idle_gpu_fill.py``; in-memory fakes in the unit tests) with a
+:class:`~flows.common.clock.Clock`. Every tick it reads the cluster, lets the
+:class:`~flows.idle_gpu.tracker.Tracker` book what happened (and delete preempted Jobs), re-plans
+the pending jobs from the live capacity with :func:`~flows.idle_gpu.packer.pack`, and submits what
+starts now. At the window's end :meth:`NightWindow.stop` suspends what still runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from flows.common.clock import Clock, utcnow
+from flows.common.errors import BackendUnavailable
+from flows.idle_gpu.manifest import job_manifest, window_tag
+from flows.idle_gpu.models import CapacitySnapshot, NodeCapacity, PlanPolicy
+from flows.idle_gpu.packer import Busy, Plan, pack
+from flows.idle_gpu.tracker import JobView, Tracker
+
+log = logging.getLogger("inferops")
+
+
+class NightCluster(Protocol):
+    """What a night window needs from the cluster. Failures to reach it are ``BackendUnavailable``."""
+
+    namespace: str
+
+    def nodes(self) -> tuple[list[NodeCapacity], list[str]]:
+        """GPU nodes as the scheduler sees them (free = allocatable - requested), and notes."""
+
+    def views(self, window_tag: str | None = None) -> list[JobView]:
+        """This room's Jobs (of one window, if given) and their pods."""
+
+    def submit(self, manifest: dict[str, Any]) -> bool:
+        """Create the Job; False if it already existed (adopted)."""
+
+    def suspend(self, name: str) -> bool:
+        """Stop the Job gracefully; False if it is gone."""
+
+    def delete(self, name: str, grace_period_s: int) -> None:
+        """Delete the Job and its pods; already gone is success."""
+
+
+@dataclass
+class JobSettings:
+    """How this room's Jobs are submitted (the flow's parameters)."""
+
+    priority_class: str = "offline-batch"
+    kueue_queue: str | None = None
+
+
+def busy(tracker: Tracker, running: Iterable[JobView], policy: PlanPolicy, now: datetime) -> list[Busy]:
+    """Our running jobs hold their GPUs until their estimated end (never before the next slot)."""
+    out = []
+    for v in running:
+        r = tracker.records.get(v.job)
+        if r is None:
+            continue
+        started = min((p.started for p in v.pods if p.phase == "Running" and p.started), default=now)
+        hours = r.job.estimated_hours if r.remaining_hours is None else r.remaining_hours
+        until = started + timedelta(hours=hours * policy.runtime_margin)
+        out.append(Busy(v.node, r.job.gpus, max(until, now + timedelta(seconds=policy.slot_seconds))))
+    return out
+
+
+class NightWindow:
+    """One night: re-plan every tick from the live cluster, submit what starts now, react to preemptions.
+
+    ``excluded``: per node, GPUs Kubernetes calls free but DCGM saw busy at discovery; they stay
+    out of every re-plan. ``on_tick(running, elapsed_s)`` runs after each tick that reached the
+    cluster (the flow's gauges and progress artifact).
+    """
+
+    def __init__(self, cluster: NightCluster, tracker: Tracker, snapshot: CapacitySnapshot, *,
+                 window_start: datetime, window_end: datetime, policy: PlanPolicy, clock: Clock,
+                 poll_seconds: float = 30.0, excluded: dict[str, int] | None = None,
+                 jobs: JobSettings | None = None, on_tick: Callable[[int, float], None] | None = None,
+                 logger: logging.Logger | logging.LoggerAdapter | None = None) -> None:
+        self.cluster, self.tracker, self.snapshot = cluster, tracker, snapshot
+        self.window_start, self.window_end, self.policy, self.clock = window_start, window_end, policy, clock
+        self.poll_seconds, self.excluded = poll_seconds, excluded or {}
+        self.jobs, self.on_tick, self.log = jobs or JobSettings(), on_tick, logger or log
+        self.tag = window_tag(window_start)
+        self.stop_at = window_end - timedelta(seconds=policy.grace_period_s)
+
+    def _sleep(self) -> None:
+        self.clock.sleep(max(0.0, min(self.poll_seconds, (self.stop_at - utcnow(self.clock)).total_seconds())))
+
+    def run(self) -> tuple[float, Plan | None]:
+        """Until the stop time, or until no job is pending or running. Returns the idle GPU-hours
+        of the window (GPUs idle or running our jobs, summed tick by tick; extrapolated at the last
+        level to the stop time) and the first plan."""
+        c, tracker, policy = self.cluster, self.tracker, self.policy
+        idle_gpu_s, first_plan = 0.0, None
+        last: datetime | None = None
+        level = 0
+        while True:
+            now = utcnow(self.clock)
+            if now >= self.stop_at:
+                break
+            try:
+                views = c.views(self.tag)
+                for name in tracker.observe(views, now):
+                    self.log.warning("job %s was preempted: deleting it", name)
+                    c.delete(name, policy.grace_period_s)
+                nodes, _ = c.nodes()
+            except BackendUnavailable as exc:  # a blip must not end the night; the Jobs' deadlines still hold
+                tracker.api_errors += 1
+                self.log.warning("tick skipped: %s", exc)
+                self._sleep()
+                continue
+            current = {r.k8s_name for r in tracker.active()}  # not the preempted attempts being deleted
+            running = {v.k8s_name: v for v in views
+                       if v.k8s_name in current and any(p.phase == "Running" for p in v.pods)}
+            elapsed = (now - last).total_seconds() if last is not None else 0.0
+            if self.on_tick is not None:
+                self.on_tick(len(running), elapsed)
+            if not tracker.pending() and not tracker.active():
+                break
+            nodes = [n.model_copy(update={"idle": max(0, n.idle - self.excluded.get(n.name, 0))}) for n in nodes]
+            ours = sum(tracker.records[v.job].job.gpus for v in running.values() if v.job in tracker.records)
+            level = sum(n.idle for n in nodes) + ours
+            idle_gpu_s += level * elapsed
+            last = now
+            plan = pack(tracker.pending(), self.snapshot.model_copy(update={"nodes": nodes, "taken_at": now}),
+                        self.window_start, self.window_end, policy, now,
+                        busy=busy(tracker, running.values(), policy, now), remaining_hours=tracker.remaining_hours())
+            first_plan = first_plan or plan
+            for u in plan.unplaced:
+                tracker.skip(u.job, u.reason)
+            for p in plan.starting_now(now):
+                self._submit(p, now)
+            self._sleep()
+        if last is not None:
+            # to the stop time: when every job ended early, the rest of the window still counts as idle
+            # capacity (at the last observed level), so the fill ratio is not flattered
+            idle_gpu_s += level * max(0.0, (self.stop_at - last).total_seconds())
+        return idle_gpu_s / 3600, first_plan
+
+    def _submit(self, p: Any, now: datetime) -> None:
+        record = self.tracker.records[p.job]
+        manifest = job_manifest(record.job, node=p.node, namespace=self.cluster.namespace,
+                                window_start=self.window_start, window_end=self.window_end,
+                                active_deadline_s=int((self.stop_at - now).total_seconds()),
+                                priority_class=self.jobs.priority_class, grace_period_s=self.policy.grace_period_s,
+                                kueue_queue=self.jobs.kueue_queue, attempt=record.attempt)
+        created = self.cluster.submit(manifest)
+        self.tracker.submitted(p.job, manifest["metadata"]["name"], p.node, now, p.partial)
+        self.log.info("job %s %s on %s (%d GPUs) until %s%s", p.job, "submitted" if created else "adopted",
+                      p.node, p.gpus, p.end.isoformat(), " (tail segment)" if p.partial else "")
+
+    def stop(self) -> int:
+        """Suspend what still runs (SIGTERM, then the grace period), wait for it, book the outcomes.
+
+        Returns how many Jobs were suspended.
+        """
+        c, tracker = self.cluster, self.tracker
+        views = c.views(self.tag)
+        active = [v for v in views if v.state == "active"]
+        for v in active:
+            c.suspend(v.k8s_name)
+        tracker.stopped({v.k8s_name for v in active if any(p.phase == "Running" for p in v.pods)})
+        deadline = utcnow(self.clock) + timedelta(seconds=self.policy.grace_period_s + 5)
+        while True:
+            views = c.views(self.tag)
+            tracker.observe(views, utcnow(self.clock))
+            if utcnow(self.clock) >= deadline or not any(p.phase == "Running" for v in views for p in v.pods):
+                break
+            self.clock.sleep(1.0)
+        if active:
+            self.log.info("window end: %d jobs suspended", len(active))
+        return len(active)

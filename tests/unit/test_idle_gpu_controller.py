@@ -1,0 +1,136 @@
+"""The night-window controller against an in-memory cluster and a simulated clock: submit, preemption
+(delete, requeue from the checkpoint), an API blip, the stop at the window's end and the accounting."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from flows.common.clock import SimClock
+from flows.common.errors import BackendUnavailable
+from flows.idle_gpu.controller import JobSettings, NightWindow
+from flows.idle_gpu.manifest import HOSTNAME, JOB_LABEL
+from flows.idle_gpu.models import CapacitySnapshot, NodeCapacity, OfflineJob, PlanPolicy
+from flows.idle_gpu.tracker import JobView, PodView, Tracker
+
+WS = datetime(2026, 11, 28, 1, tzinfo=UTC)
+POLICY = PlanPolicy(slot_seconds=300, grace_period_s=20, runtime_margin=1.0)
+
+
+class FakeCluster:
+    """NightCluster in memory: one node, pods start when submitted and finish after ``run_s``."""
+
+    namespace = "offline-batch"
+
+    def __init__(self, clock: SimClock, gpus: int = 8, run_s: dict[str, float] | None = None) -> None:
+        self.clock, self.gpus, self.run_s = clock, gpus, run_s or {}
+        self.jobs: dict[str, dict] = {}  # k8s name -> {job, node, state, pod: PodView, ends}
+        self.submitted: list[str] = []
+        self.deleted: list[str] = []
+        self.suspended: list[str] = []
+        self.blips = 0
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self.clock.now(), UTC)
+
+    def _tick(self) -> None:
+        for j in self.jobs.values():
+            p = j["pod"]
+            if j["state"] == "active" and p.phase == "Running" and self._now() >= j["ends"]:
+                j["state"], j["pod"] = "complete", PodView(p.uid, "Succeeded", p.started, j["ends"], False)
+
+    def nodes(self):
+        self._tick()
+        used = sum(j["gpus"] for j in self.jobs.values() if j["pod"].phase == "Running")
+        return [NodeCapacity(name="n1", allocatable=self.gpus, requested=used, idle=self.gpus - used)], []
+
+    def views(self, window_tag=None):
+        if self.blips:
+            self.blips -= 1
+            raise BackendUnavailable("Kubernetes API unreachable (list jobs): connection refused")
+        self._tick()
+        return [JobView(n, j["job"], j["state"], "", j["node"], (j["pod"],)) for n, j in self.jobs.items()]
+
+    def submit(self, manifest):
+        name = manifest["metadata"]["name"]
+        if name in self.jobs:
+            return False
+        job = manifest["metadata"]["labels"][JOB_LABEL]
+        gpus = int(manifest["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["nvidia.com/gpu"])
+        self.jobs[name] = {"job": job, "gpus": gpus, "state": "active",
+                           "node": manifest["spec"]["template"]["spec"]["nodeSelector"][HOSTNAME],
+                           "pod": PodView(f"{name}-0", "Running", self._now(), None, False),
+                           "ends": self._now() + timedelta(seconds=self.run_s.get(job, 3600))}
+        self.submitted.append(name)
+        return True
+
+    def preempt(self, job: str) -> None:
+        for j in self.jobs.values():
+            p = j["pod"]
+            if j["job"] == job and p.phase == "Running":
+                j["pod"] = PodView(p.uid, "Failed", p.started, self._now(), True)
+
+    def suspend(self, name):
+        j = self.jobs.get(name)
+        if j is None:
+            return False
+        p = j["pod"]
+        j["state"], j["pod"] = "suspended", PodView(p.uid, "Failed", p.started, self._now(), False)
+        self.suspended.append(name)
+        return True
+
+    def delete(self, name, grace_period_s):
+        self.jobs.pop(name, None)
+        self.deleted.append(name)
+
+
+def job(name, hours, gpus=4, **kw):
+    return OfflineJob(name=name, image="registry.local/batch:1", command=["run"], gpus=gpus,
+                      estimated_hours=hours, **kw)
+
+
+def night(cluster, clock, jobs, hours=3.0):
+    tracker = Tracker(jobs)
+    snap = CapacitySnapshot(taken_at=WS, nodes=cluster.nodes()[0])
+    window = NightWindow(cluster, tracker, snap, window_start=WS, window_end=WS + timedelta(hours=hours),
+                         policy=POLICY, clock=clock, poll_seconds=60, jobs=JobSettings("offline-batch"))
+    return window, tracker
+
+
+def test_preempted_jobs_are_deleted_and_checkpointable_ones_resume():
+    events = {WS.timestamp() + 1800: lambda: (fake.preempt("ckpt"), fake.preempt("plain"))}
+
+    def world(old, new):
+        for t in [t for t in events if old < t <= new]:
+            events.pop(t)()
+
+    clock = SimClock(WS.timestamp(), on_advance=world)
+    fake = FakeCluster(clock, run_s={"ckpt": 3600, "plain": 3600})
+    window, tracker = night(fake, clock, [job("ckpt", 1.0, checkpointable=True), job("plain", 1.0)])
+    idle_hours, first = window.run()
+    assert window.stop() == 0  # everything ended before the window did
+    tag = "20261128t0100"
+    assert fake.submitted == [f"idle-ckpt-{tag}", f"idle-plain-{tag}", f"idle-ckpt-{tag}-r1"]
+    assert sorted(fake.deleted) == [f"idle-ckpt-{tag}", f"idle-plain-{tag}"]
+    report = tracker.report(WS, WS + timedelta(hours=3), idle_hours)
+    by = {j["job"]: j for j in report["jobs"]}
+    assert by["ckpt"]["outcome"] == "done" and by["ckpt"]["attempts"] == 2 and by["ckpt"]["preemptions"] == 1
+    assert by["plain"]["outcome"] == "preempted"
+    assert tracker.remaining_hours() == {"ckpt": pytest.approx(0.5)}  # resumed with what was left
+    assert [p.job for p in first.placements] == ["ckpt", "plain"]
+    # the loop ended once nothing was pending or running; idle capacity counts to the stop time
+    assert clock.now() < (WS + timedelta(hours=2)).timestamp()
+    assert idle_hours == pytest.approx(8 * (3 - 20 / 3600), rel=0.02)
+
+
+def test_an_api_blip_skips_a_tick_and_the_stop_suspends_what_still_runs():
+    clock = SimClock(WS.timestamp())
+    fake = FakeCluster(clock, run_s={"long": 7200})
+    fake.blips = 1
+    window, tracker = night(fake, clock, [job("long", 0.5, checkpointable=True)], hours=1.0)
+    window.run()
+    assert tracker.api_errors == 1 and clock.now() == pytest.approx(window.stop_at.timestamp())
+    assert window.stop() == 1 and fake.suspended == ["idle-long-20261128t0100"]
+    out = tracker.report(WS, WS + timedelta(hours=1), 1.0)["jobs"][0]
+    assert out["outcome"] == "stopped" and out["gpu_hours"] == pytest.approx(4 * (3600 - 60 - 20) / 3600, rel=0.01)
