@@ -477,3 +477,16 @@ def test_shared_adapter_and_kubectl_use_the_generated_kubeconfig(kube_clean):
     out = subprocess.run(["kubectl", "--kubeconfig", kube_clean.kubeconfig, "get", "ns"],
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0 and "kube-system" in out.stdout
+
+
+def test_newer_server_fields_are_kept_only_when_declared(apis, kube_clean):
+    apps, *_ = apis
+    body = deployment()
+    body["spec"]["rolloutHints"] = {"surgeProfile": "gentle"}
+    r = httpx.post(f"{kube_clean.url}/apis/apps/v1/namespaces/{NS}/deployments", json=body)
+    assert r.status_code == 201 and "rolloutHints" not in r.json()["spec"]  # 1.33 does not know it: dropped
+    kube_clean.store.warnings.clear()
+    kube_clean.serve_newer_fields("apps", "Deployment", "spec.rolloutHints")
+    body["metadata"]["name"] = "newer"
+    r = httpx.post(f"{kube_clean.url}/apis/apps/v1/namespaces/{NS}/deployments", json=body)
+    assert r.json()["spec"]["rolloutHints"] == {"surgeProfile": "gentle"} and not r.headers.get_list("warning")

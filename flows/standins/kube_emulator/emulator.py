@@ -110,6 +110,12 @@ class KubeEmulator:
             self.create_namespace(ns)
 
     # ---- helpers for tests ----
+    def serve_newer_fields(self, group: str, kind: str, *paths: str) -> None:
+        """Act as a newer API server that knows these fields of ``kind`` (``spec.rolloutHints``,
+        ``spec.template.spec.containers[].futureProbe``): they are stored, not dropped, until ``reset``."""
+        key = (group, kind)
+        self.store.newer_fields[key] = self.store.newer_fields.get(key, frozenset()) | frozenset(paths)
+
     def install_crds(self, *names: str, directory: Path | None = None) -> list[str]:
         """Apply upstream CRDs (``httproutes.gateway.networking.k8s.io``, or a group such as
         ``monitoring.coreos.com``; none: all) from ``INFEROPS_K8S_CRDS`` / ``../shared/k8s-crds``."""

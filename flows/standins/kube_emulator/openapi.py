@@ -56,10 +56,17 @@ def definition(version: str, group: str, api_version: str, kind: str) -> str | N
     return _gvk(version).get((group, api_version, kind))
 
 
-def check(version: str, def_name: str, obj: dict[str, Any], findings: Findings, prune: bool = True) -> None:
-    """Walk ``obj`` (in place: unknown fields removed when ``prune``) against its definition."""
+def check(version: str, def_name: str, obj: dict[str, Any], findings: Findings, prune: bool = True,
+          extra: frozenset[str] = frozenset()) -> None:
+    """Walk ``obj`` (in place: unknown fields removed when ``prune``) against its definition.
+
+    ``extra``: field paths (list indices written ``[]``) a newer server would know; kept as they are.
+    """
     defs = _defs(version)
-    _walk(defs, {"$ref": f"#/$defs/{def_name}"}, obj, "", def_name.rsplit(".", 1)[-1], findings, prune)
+    _walk(defs, {"$ref": f"#/$defs/{def_name}"}, obj, "", def_name.rsplit(".", 1)[-1], findings, prune, extra)
+
+
+_INDEX = re.compile(r"\[\d+\]")
 
 
 def _resolve(defs: dict, schema: dict) -> tuple[dict, str | None]:
@@ -125,8 +132,10 @@ def canonical_quantity(value: Any) -> str:
     raise ValueError
 
 
-def _walk(defs: dict, schema: dict, value: Any, path: str, owner: str, f: Findings, prune: bool) -> Any:
+def _walk(defs: dict, schema: dict, value: Any, path: str, owner: str, f: Findings, prune: bool,
+          extra: frozenset[str] = frozenset()) -> Any:
     """Returns the value to store (quantities canonicalised); records problems in ``f``."""
+    newer = extra
     s, name = _resolve(defs, schema)
     if value is None:
         return None
@@ -166,9 +175,11 @@ def _walk(defs: dict, schema: dict, value: Any, path: str, owner: str, f: Findin
         for key in list(value):
             sub = f"{path}.{key}" if path else key
             if props is not None and key in props:
-                value[key] = _walk(defs, props[key], value[key], sub, owner, f, prune)
+                value[key] = _walk(defs, props[key], value[key], sub, owner, f, prune, newer)
             elif isinstance(extra, dict):
-                value[key] = _walk(defs, extra, value[key], sub, owner, f, prune)
+                value[key] = _walk(defs, extra, value[key], sub, owner, f, prune, newer)
+            elif newer and _INDEX.sub("[]", sub) in newer:
+                continue
             elif props is not None and extra is False:
                 f.unknown.append(sub)
                 if prune:
@@ -178,5 +189,5 @@ def _walk(defs: dict, schema: dict, value: Any, path: str, owner: str, f: Findin
                 f.required.append(f"{path}.{req}" if path else req)
     elif isinstance(value, list) and s.get("items"):
         for i, item in enumerate(value):
-            value[i] = _walk(defs, s["items"], item, f"{path}[{i}]", owner, f, prune)
+            value[i] = _walk(defs, s["items"], item, f"{path}[{i}]", owner, f, prune, newer)
     return value

@@ -70,6 +70,7 @@ class Store:
         self.registry = Registry()
         self.changes = 0  # bumped on every write: controllers skip idle ticks
         self.warnings: list[tuple[str, str | None, str, str]] = []  # (kind, namespace, name, Warning) served
+        self.newer_fields: dict[tuple[str, str], frozenset[str]] = {}  # (group, kind) → paths a newer server knows
         self._objects: dict[tuple[str, str], dict[tuple[str, str], Obj]] = defaultdict(dict)
         self._rv = 0
         self._history: deque[Event] = deque()
@@ -134,7 +135,8 @@ class Store:
             if not isinstance(obj, dict):
                 raise bad_request(f"the body of the request is not a {res.kind} object")
             if not internal:
-                decode(res, obj, self.version, field_validation, warnings if warnings is not None else [])
+                decode(res, obj, self.version, field_validation, warnings if warnings is not None else [],
+                       newer=self._newer(res))
             obj["apiVersion"], obj["kind"] = res.api_version, res.kind
             meta = obj.setdefault("metadata", {})
             if res.namespaced:
@@ -157,7 +159,7 @@ class Store:
                 self._admit_priority(obj)
                 self._admit_service_account(obj)
             if not internal:
-                validate(res, obj, None, self.version)
+                validate(res, obj, None, self.version, self._newer(res))
             if res.kind == "Pod":
                 self._admit_pod_security(obj, warnings)
             elif not internal and admission.pod_template(obj) is not None and warnings is not None:
@@ -199,7 +201,7 @@ class Store:
             if not internal:
                 obj = copy.deepcopy(obj)
                 decode(res, obj, self.version, field_validation, warnings if warnings is not None else [],
-                       status_only=subresource == "status")
+                       status_only=subresource == "status", newer=self._newer(res))
             return self._commit(res, current, obj, subresource, manager, "Update", internal=internal)
 
     def patch(self, res: Resource, namespace: str | None, name: str, content_type: str, body: Any, *,
@@ -238,7 +240,8 @@ class Store:
             if rv != current["metadata"]["resourceVersion"]:
                 raise conflict(res, name)
             if not internal:
-                decode(res, patched, self.version, field_validation, warnings, status_only=subresource == "status")
+                decode(res, patched, self.version, field_validation, warnings, status_only=subresource == "status",
+                       newer=self._newer(res))
             return self._commit(res, current, patched, subresource, manager, "Update", internal=internal), False
 
     def delete(self, res: Resource, namespace: str | None, name: str, *, propagation: str | None = None,
@@ -261,6 +264,9 @@ class Store:
                 return self._mark_deleted(res, current, 0, propagation)
             self._remove(res, current, propagation)
             return current
+
+    def _newer(self, res: Resource) -> frozenset[str]:
+        return self.newer_fields.get((res.group, res.kind), frozenset())
 
     def _pod_grace(self, pod: Obj, requested: int | None) -> int:
         """Graceful for a pod a kubelet runs; immediate for an unbound or finished one (or grace 0)."""
@@ -293,6 +299,7 @@ class Store:
                 objs.clear()
             self.registry.clear()
             self.warnings.clear()
+            self.newer_fields.clear()
             self._history.clear()
             self._compacted = self._rv
             for w in self._watchers:
@@ -373,7 +380,7 @@ class Store:
                     merged.pop("status", None)
             self._default(res, merged, creating=False)
             if not internal:
-                validate(res, merged, current, self.version)
+                validate(res, merged, current, self.version, self._newer(res))
             if res.generation and _spec_part(merged) != _spec_part(current):
                 merged["metadata"]["generation"] = current["metadata"].get("generation", 1) + 1
         merged["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
@@ -413,7 +420,7 @@ class Store:
 
             Validator((res.schemas or {}).get(res.version) or {}).prune(body)
         else:
-            decode(res, body, self.version, field_validation, warnings)
+            decode(res, body, self.version, field_validation, warnings, newer=self._newer(res))
         applied = set(P.leaf_paths(body))
         rv = (body.get("metadata") or {}).get("resourceVersion")
         if rv and rv != current["metadata"]["resourceVersion"]:

@@ -665,7 +665,7 @@ KIND_RULES = {"Deployment": _workload, "ReplicaSet": _workload, "Job": _job, "Po
 # ---- the pipeline ----
 
 def decode(res: Resource, obj: Obj, version: str, field_validation: str, warnings: list[str],
-           status_only: bool = False) -> None:
+           status_only: bool = False, newer: frozenset[str] = frozenset()) -> None:
     """Schema step, in place: 400 for undecodable values, unknown fields dropped (Warn/Ignore) or 400 (Strict)."""
     if obj.get("kind") not in (None, res.kind) or obj.get("apiVersion") not in (None, *[
             f"{res.group}/{v}" if res.group else v for v in res.served()]):
@@ -679,7 +679,7 @@ def decode(res: Resource, obj: Obj, version: str, field_validation: str, warning
         def_name = openapi.definition(version, res.group, res.version, res.kind)
         if def_name:
             findings = openapi.Findings()
-            openapi.check(version, def_name, obj, findings)
+            openapi.check(version, def_name, obj, findings, extra=newer)
             if findings.decode:
                 raise bad_request(f'{res.kind} in version "{res.version}" cannot be handled as a {res.kind}: '
                                   f"{findings.decode[0]}")
@@ -696,7 +696,7 @@ def decode(res: Resource, obj: Obj, version: str, field_validation: str, warning
         warnings.extend(f'unknown field "{u}"' for u in unknown)
 
 
-def validate(res: Resource, obj: Obj, old: Obj | None, version: str) -> None:
+def validate(res: Resource, obj: Obj, old: Obj | None, version: str, newer: frozenset[str] = frozenset()) -> None:
     """422 Invalid with every cause, as the apiserver aggregates them."""
     meta = obj.get("metadata") or {}
     causes: list[Cause] = metadata_causes(res, meta)
@@ -709,7 +709,7 @@ def validate(res: Resource, obj: Obj, old: Obj | None, version: str) -> None:
         def_name = openapi.definition(version, res.group, res.version, res.kind)
         if def_name:
             findings = openapi.Findings()
-            openapi.check(version, def_name, obj, findings, prune=False)
+            openapi.check(version, def_name, obj, findings, prune=False, extra=newer)
             causes += [req(p) for p in findings.required if not p.startswith("status")]
         rule = KIND_RULES.get(res.kind)
         if rule:
