@@ -279,7 +279,7 @@ def test_job_backoff_limit_deadline_and_pod_failure_policy(apis, kube_clean):
                         {"action": "FailJob", "onExitCodes": {"operator": "In", "values": [42]}}]}
     batch.create_namespaced_job(NS, job("ckpt", annotations={"emulator.inferops.dev/run-seconds": "3"},
                                         podFailurePolicy=policy))
-    wait_until(lambda: (batch.read_namespaced_job_status("ckpt", NS).status.ready or 0) == 1)
+    wait_until(lambda: (s := batch.read_namespaced_job_status("ckpt", NS).status) and s.ready == 1)
     kube_clean.jobs.preempt(NS, "ckpt")
     done = wait_job(batch, "ckpt", "Complete")
     assert (done.status.succeeded, done.status.failed) == (1, 0)  # a replacement pod finished the work
