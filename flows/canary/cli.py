@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
 from pydantic import ValidationError
 
 from flows.canary.models import CanaryPolicy, MetricsPreset
@@ -88,12 +87,9 @@ def make_policy(**fields: Any) -> CanaryPolicy:
 
 def read_analysis(path: Path) -> list[Any]:
     from flows.canary.models import load_metrics
+    from flows.common.documents import read_text
 
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise BadInput(f"cannot read analysis {path}: {' '.join(str(exc).split())}") from None
-    return load_metrics(text, str(path))
+    return load_metrics(read_text(path, "analysis"), str(path))
 
 
 def policy_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -165,13 +161,9 @@ def run(
 def _load_manifest(path: Path | None, what: str) -> dict[str, Any] | None:
     if path is None:
         return None
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise BadInput(f"cannot read {what} {path}: {' '.join(str(exc).split())}") from None
-    if not isinstance(doc, dict) or "spec" not in doc or "metadata" not in doc:
-        raise BadInput(f"{what} {path} is not a Kubernetes object (metadata + spec)")
-    return doc
+    from flows.common.documents import load_document, require_mapping
+
+    return require_mapping(load_document(path, what), f"{what} {path} (a Kubernetes object)", "metadata", "spec")
 
 
 @app.command()
@@ -193,7 +185,7 @@ def plan(
     try:
         out = render_plan(target, policy, stable, _load_manifest(service_manifest, "service manifest"),
                           _load_manifest(route_manifest, "route manifest"), require_approval=approval)
-    except (KeyError, ValueError) as exc:
+    except (KeyError, ValueError, TypeError, AttributeError, IndexError) as exc:  # a manifest of the wrong shape
         raise BadInput(f"cannot plan: {exc}") from None
     if stable_manifest is None:
         out["stable_source"] = f"sample Deployment with {replicas} replicas (pass --stable-manifest for yours)"

@@ -14,10 +14,7 @@ worker loads it from its entrypoint, and string annotations would not resolve th
 
 from typing import Any
 
-from prefect import flow
-from prefect.cache_policies import NO_CACHE
-from prefect.input import RunInput
-from pydantic import Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from flows.canary import planner
 from flows.canary.actuator import Cluster
@@ -36,10 +33,18 @@ from flows.common.clock import WallClock
 from flows.common.errors import BadInput, GateFailed, bad_input_from
 from flows.common.kube import client_from_settings
 from flows.common.prom import client_from_settings as prometheus
-from flows.common.runtime import can_pause, current_run_id, get_logger, ops_task
+from flows.common.runtime import (
+    NO_CACHE,
+    can_pause,
+    current_run_id,
+    flow,
+    get_logger,
+    ops_task,
+    pause_for_input,
+)
 
 
-class Approval(RunInput):
+class Approval(BaseModel):  # the UI form (runtime.pause_for_input makes it a RunInput)
     """The approve/reject form shown in the UI before a step that needs a human."""
 
     approve: bool = Field(False, description="Tick to go on; leave unticked to roll back")
@@ -91,15 +96,10 @@ def approver(target: Target, policy: CanaryPolicy, started: float) -> Approve:
     import time
 
     def ask(question: str, rows: list[dict[str, Any]]) -> tuple[bool, str]:
-        from prefect.exceptions import FlowPauseTimeout
-        from prefect.flow_runs import pause_flow_run
-
         body = summary_markdown(target, "awaiting approval", question, rows, time.time() - started)
         artifacts.markdown(f"canary-{target.deployment}-approval", body, description=question)
-        try:
-            answer = pause_flow_run(wait_for_input=Approval.with_initial_data(description=body),
-                                    timeout=policy.approval_timeout_s, poll_interval=2)
-        except FlowPauseTimeout:
+        answer = pause_for_input(Approval, description=body, timeout_s=policy.approval_timeout_s, poll_interval_s=2)
+        if answer is None:
             return False, f"no approval within {policy.approval_timeout_s}s"
         who = f" ({answer.comment})" if answer.comment else ""
         return bool(answer.approve), ("approved" if answer.approve else "rejected") + who

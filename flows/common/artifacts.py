@@ -1,6 +1,9 @@
 """Artifacts, progress and events: visible in the Prefect UI inside a run, logged locally offline.
 
-Never put secrets in what you pass here: artifacts are readable by everyone with UI access.
+Never put secrets in what you pass here: artifacts are readable by everyone with UI access. As a
+last line of defence every string (markdown, table cells, descriptions, event payloads) goes through
+:func:`flows.common.redact.redact`, which masks the userinfo of any URL. Offline, nothing here
+imports Prefect.
 """
 
 from __future__ import annotations
@@ -10,13 +13,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
-from prefect.context import FlowRunContext, TaskRunContext
-
-from flows.common.runtime import api_configured, get_logger, is_offline
+from flows.common.redact import redact, redact_obj
+from flows.common.runtime import api_configured, get_logger, in_prefect_run, is_offline
 
 
 def _in_run() -> bool:
-    return not is_offline() and bool(FlowRunContext.get() or TaskRunContext.get())
+    return in_prefect_run()
 
 
 def _key(key: str) -> str:
@@ -25,6 +27,7 @@ def _key(key: str) -> str:
 
 
 def markdown(key: str, body: str, description: str | None = None) -> None:
+    body, description = redact(body), _redact_opt(description)
     if _in_run():
         from prefect.artifacts import create_markdown_artifact
 
@@ -35,6 +38,7 @@ def markdown(key: str, body: str, description: str | None = None) -> None:
 
 def table(key: str, rows: Sequence[Mapping[str, Any]], description: str | None = None) -> None:
     rows = [{k: _cell(v) for k, v in r.items()} for r in rows]
+    description = _redact_opt(description)
     if _in_run():
         from prefect.artifacts import create_table_artifact
 
@@ -44,9 +48,15 @@ def table(key: str, rows: Sequence[Mapping[str, Any]], description: str | None =
 
 
 def _cell(v: Any) -> Any:
-    if v is None or isinstance(v, str | int | float | bool):
+    if isinstance(v, str):
+        return redact(v)
+    if v is None or isinstance(v, int | float | bool):
         return v
-    return json.dumps(v, default=str)
+    return redact(json.dumps(v, default=str))
+
+
+def _redact_opt(text: str | None) -> str | None:
+    return None if text is None else redact(text)
 
 
 class Progress:
@@ -60,7 +70,7 @@ class Progress:
         if _in_run():
             from prefect.artifacts import create_progress_artifact
 
-            self._id = create_progress_artifact(progress=0.0, description=description)
+            self._id = create_progress_artifact(progress=0.0, description=redact(description))
 
     def advance(self, amount: float = 1.0) -> None:
         self.done += amount
@@ -82,10 +92,10 @@ class Progress:
 def emit(event: str, resource_id: str, payload: Mapping[str, Any] | None = None,
          **resource_labels: str) -> None:
     """Emit a Prefect event (e.g. ``inferops.model.built``); offline it is only logged."""
-    resource = {"prefect.resource.id": resource_id, **resource_labels}
+    resource = redact_obj({"prefect.resource.id": resource_id, **resource_labels})
     if is_offline() or not api_configured():  # never start Prefect's temporary server just to emit
-        get_logger().info("event %s for %s (not sent: no Prefect API)", event, resource_id)
+        get_logger().debug("event %s for %s (not sent: no Prefect API)", event, resource_id)
         return
     from prefect.events import emit_event
 
-    emit_event(event=event, resource=resource, payload=dict(payload or {}))
+    emit_event(event=event, resource=resource, payload=redact_obj(dict(payload or {})))

@@ -16,7 +16,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from flows.common.errors import BadInput
-from flows.common.prom import redact_url
+from flows.common.redact import redact
 
 log = logging.getLogger("inferops.metrics")
 
@@ -24,7 +24,7 @@ log = logging.getLogger("inferops.metrics")
 def check_pushgateway(url: str | None) -> str | None:
     """The Pushgateway URL, validated: http(s) only (it goes into an HTTP request, nothing else)."""
     if url and not url.startswith(("http://", "https://")):
-        raise BadInput(f"pushgateway {redact_url(url)!r} must be an http(s) URL")
+        raise BadInput(f"pushgateway {redact(url)!r} must be an http(s) URL")
     return url or None
 
 
@@ -66,5 +66,5 @@ def publish(registry: CollectorRegistry, *, job: str, textfile: str | Path | Non
             out["pushgateway"] = "pushed"
         except OSError as exc:  # urllib errors are OSErrors
             out["pushgateway"] = f"failed: {' '.join(str(exc).split())[:200]}"
-            log.warning("pushgateway %s: %s", redact_url(pushgateway), out["pushgateway"])
+            log.warning("pushgateway %s: %s", redact(pushgateway), out["pushgateway"])
     return out

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 from flows.common.errors import BackendUnavailable, BadInput
+from flows.common.redact import redact
 
 _NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 _DURATION = re.compile(r"^(\d+(ms|s|m|h|d|w|y))+$")
@@ -32,15 +33,9 @@ def validate_duration(d: str) -> str:
 
 
 def redact_url(url: str) -> str:
-    """``url`` without user:password, safe for logs, artifacts and error messages."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    """``url`` without user:password, safe for logs, artifacts and error messages (any scheme, any port,
+    valid or not: :func:`flows.common.redact.redact`)."""
+    return redact(url)
 
 
 def quote_label_value(value: str) -> str:

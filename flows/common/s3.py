@@ -39,6 +39,8 @@ def parse_s3_uri(uri: str) -> S3Uri:
         raise BadInput(f"malformed S3 URI {uri!r} (expected s3://BUCKET[/PREFIX])")
     rest = uri[5:]
     bucket, _, prefix = rest.partition("/")
+    if "@" in bucket:  # never echo credentials pasted into the URI (the message shows it redacted)
+        raise BadInput(f"malformed S3 URI {uri!r}: credentials do not belong in an S3 URI (use AWS_PROFILE)")
     if not _BUCKET.match(bucket) or ".." in bucket:
         raise BadInput(f"malformed S3 URI {uri!r}: bad bucket name {bucket!r}")
     return S3Uri(bucket=bucket, prefix=prefix.strip("/"))

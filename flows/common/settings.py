@@ -21,6 +21,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -96,9 +97,42 @@ class InferopsSettings(BaseSettings):
         return self.model_dump(mode="json")
 
 
+def load_settings() -> InferopsSettings:
+    """:class:`InferopsSettings` from the environment and the config file; a bad value or an unreadable
+    file is a :class:`~flows.common.errors.BadInput` naming the setting (``INFEROPS_SSH__PORT`` and its
+    key in the file) or the file, never a traceback. The value itself is not echoed (it may be secret)."""
+    from pydantic import ValidationError
+
+    from flows.common.errors import BadInput
+
+    config = os.environ.get("INFEROPS_CONFIG", "inferops.toml")
+    try:
+        return InferopsSettings()
+    except ValidationError as exc:
+        errs = exc.errors(include_url=False, include_input=False)
+        parts = []
+        for err in errs[:3]:
+            loc = [str(x) for x in err.get("loc", ())]
+            env = "INFEROPS_" + "__".join(loc).upper()
+            parts.append(f"{env} (or {'.'.join(loc)} in {config}): {err.get('msg', '')}")
+        more = f" (+{len(errs) - 3} more)" if len(errs) > 3 else ""
+        raise BadInput("bad setting " + "; ".join(parts) + more) from None
+    except SettingsError as exc:  # e.g. INFEROPS_PROMETHEUS='{' (a nested setting given as bad JSON)
+        import re
+
+        field = re.search(r'field "([^"]+)"', str(exc))
+        if field and "EnvSettingsSource" in str(exc):
+            raise BadInput(f"bad setting INFEROPS_{field.group(1).upper()}: not valid JSON for a group of settings "
+                           f"(set its fields instead, e.g. INFEROPS_{field.group(1).upper()}__URL)") from None
+        raise BadInput(f"config file {config} (INFEROPS_CONFIG): {' '.join(str(exc).split())[:160]}") from None
+    except (OSError, ValueError) as exc:  # the TOML file: unreadable, not UTF-8, not TOML
+        why = " ".join(str(exc).split())[:160]
+        raise BadInput(f"config file {config} (INFEROPS_CONFIG): {why}") from None
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> InferopsSettings:
-    return InferopsSettings()
+    return load_settings()
 
 
 def reload_settings() -> InferopsSettings:

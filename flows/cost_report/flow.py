@@ -6,12 +6,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from prefect import flow
-from prefect.cache_policies import NO_CACHE
-
 from flows.common import artifacts
 from flows.common.errors import BadInput
-from flows.common.runtime import get_logger, ops_task
+from flows.common.runtime import NO_CACHE, flow, get_logger, ops_task
 from flows.common.settings import get_settings
 from flows.cost_report import measures
 from flows.cost_report.idle import EMPTY_DAILY, idle_cost

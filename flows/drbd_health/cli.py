@@ -1,4 +1,8 @@
-"""``inferops drbd check``: a Nagios-style DRBD check (exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN)."""
+"""``inferops drbd check``: a Nagios-style DRBD check (exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN).
+
+Every failure (bad input, usage errors, an unreadable inventory, a bug) is UNKNOWN: the CLI's error
+boundary applies the Nagios contract to this whole group (``flows.common.cli.CONTRACTS``).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import sys
 
 import typer
 
-from flows.common.errors import InferopsError
+from flows.common.errors import BadInput
 from flows.common.runtime import run_flow
 
 app = typer.Typer(help="DRBD health checks (Nagios exit codes)", no_args_is_help=True)
@@ -28,16 +32,12 @@ def check(
 ) -> None:
     """Check DRBD on every host of GROUP over SSH, or check saved captures with --input FILE ..."""
     if more and not inputs:
-        raise InferopsError(f"unexpected argument {more[0]!r} (captures go after --input)", exit_code=3)
+        raise BadInput(f"unexpected argument {more[0]!r} (captures go after --input)")
     if inputs and inventory:
-        raise InferopsError("--input reads captures instead of SSH: give --inventory or --input, not both",
-                            exit_code=3)
+        raise BadInput("--input reads captures instead of SSH: give --inventory or --input, not both")
     from flows.drbd_health.flow import drbd_health
 
-    try:
-        report = run_flow(drbd_health, inventory=inventory, group=group, inputs=[*inputs, *(more or [])] or None)
-    except InferopsError as exc:  # Nagios: a check that cannot run is UNKNOWN
-        raise InferopsError(f"drbd: {exc}", exit_code=3) from None
+    report = run_flow(drbd_health, inventory=inventory, group=group, inputs=[*inputs, *(more or [])] or None)
     if json_out:
         print(json.dumps({"severity": report["severity"], "resources": report["resources"]}))
     else:

@@ -8,14 +8,11 @@ import os
 import tempfile
 from pathlib import Path
 
-from prefect import flow
-from prefect.cache_policies import NO_CACHE
-
 from flows.common.artifacts import emit, markdown, table
 from flows.common.errors import BadInput
 from flows.common.inventory import load_hosts
 from flows.common.metrics import publish, pushgateway_url
-from flows.common.runtime import get_logger, ops_task
+from flows.common.runtime import NO_CACHE, flow, get_logger, ops_task
 from flows.common.settings import get_settings
 from flows.drbd_health.collect import HostOutput, judge, probe_hosts, read_capture
 from flows.drbd_health.metrics import JOB, build_registry

@@ -61,13 +61,19 @@ def parse(text: str, fmt: str | None = None) -> tuple[str, list[Resource]]:
 
 
 # ------------------------------------------------------------------ helpers shared by the parsers
+_INT_LIMIT = 2**64  # DRBD's counters are 64-bit; anything longer is not DRBD output
+
+
 def _int(v: Any, what: str) -> int:
-    if isinstance(v, bool):
-        raise ParseError(f"{what}: expected a number, got {v!r}")
+    if isinstance(v, bool) or isinstance(v, str) and len(v) > 24:  # before int(): no 4300-digit parses
+        raise ParseError(f"{what}: expected a number, got {str(v)[:40]!r}")
     try:
-        return int(v)
+        n = int(v)
     except (TypeError, ValueError, OverflowError):
         raise ParseError(f"{what}: expected a number, got {str(v)[:40]!r}") from None
+    if not -_INT_LIMIT < n < _INT_LIMIT:
+        raise ParseError(f"{what}: number out of range: {str(v)[:40]!r}")
+    return n
 
 
 def _opt_int(v: Any, what: str) -> int | None:
@@ -105,7 +111,7 @@ def _suspended_list(v: str | None) -> list[str]:
 def parse_json(text: str) -> list[Resource]:
     try:
         data = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, the int-string limit, nesting
         raise ParseError(f"invalid JSON: {' '.join(str(exc).split())[:120]}") from None
     if isinstance(data, dict):
         data = [data]
@@ -260,7 +266,7 @@ def parse_proc(text: str) -> list[Resource]:
         else:
             pd = current.connections[0].peer_devices[0]
             if (o := _PROC_OOS.search(line)) is not None:
-                pd.out_of_sync_kib = int(o.group(1))
+                pd.out_of_sync_kib = _int(o.group(1), f"line {lineno} oos")
             if (s := _PROC_SYNC.search(line)) is not None:
                 pd.done = _float(s.group(1), f"line {lineno} sync'ed")
     if not resources and not saw_header:
@@ -269,7 +275,7 @@ def parse_proc(text: str) -> list[Resource]:
 
 
 def _proc_resource(m: re.Match, lineno: int) -> Resource | None:
-    minor, cs = int(m.group("minor")), m.group("cs")
+    minor, cs = _int(m.group("minor"), f"line {lineno} minor"), m.group("cs")
     if cs == "Unconfigured":  # a gap between configured minors, not a resource
         return None
     if m.group("ro") is None:

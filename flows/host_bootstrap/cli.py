@@ -6,11 +6,10 @@ import logging
 from pathlib import Path
 
 import typer
-import yaml
 from rich.console import Console
 from rich.table import Table
 
-from flows.common.errors import BadInput
+from flows.common.documents import load_document
 from flows.common.inventory import resolve_inventory
 from flows.common.runtime import run_flow
 from flows.host_bootstrap.models import (
@@ -27,13 +26,7 @@ app = typer.Typer(help="Bootstrap GPU/storage hosts with Ansible", no_args_is_he
 def _load_extra_vars(path: Path | None):
     if path is None:
         return None
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise BadInput(f"--extra-vars {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise BadInput(f"--extra-vars {path}: not YAML/JSON ({' '.join(str(exc).split())[:120]})") from None
-    return parse_extra_vars(data, source=f"--extra-vars {path}")
+    return parse_extra_vars(load_document(path, "--extra-vars"), source=f"--extra-vars {path}")
 
 
 def _show(report: BootstrapReport) -> None:
@@ -59,9 +52,11 @@ def run_cmd(
     from flows.host_bootstrap.flow import gpu_host_bootstrap
 
     logging.getLogger("inferops").setLevel(logging.INFO)  # stream Ansible's output to stderr
-    resolve_inventory(inventory)  # bad input fails here, before any run starts
+    # bad input fails here, before any run starts: the files first, then the inventory and the flags
+    loaded_vars = _load_extra_vars(extra_vars)
+    resolve_inventory(inventory)
     params = dict(inventory=inventory, limit=validate_limit(limit), tags=parse_tags(tags), check_mode=check,
-                  extra_vars=_load_extra_vars(extra_vars))
+                  extra_vars=loaded_vars)
     try:
         report = BootstrapReport(**run_flow(gpu_host_bootstrap, **params))
     except BootstrapFailed as exc:

@@ -6,10 +6,8 @@ each failed or unreachable host and its task once every other host has finished.
 
 from __future__ import annotations
 
-from prefect import flow
-
 from flows.common.artifacts import table
-from flows.common.runtime import get_logger, ops_task
+from flows.common.runtime import flow, get_logger, ops_task
 from flows.common.settings import get_settings
 from flows.host_bootstrap.models import (
     BootstrapFailed,

@@ -144,11 +144,10 @@ def snapshot(
     timezone: Zone = "local",
 ) -> None:
     """Write the cluster's idle capacity and demand forecast for the next window (input of `plan`)."""
-    from pathlib import Path
-
+    from flows.common.documents import write_text
     from flows.idle_gpu.flow import take_snapshot
     from flows.idle_gpu.models import Discovery
 
     snap = take_snapshot(namespace, window_start, window_end, timezone, Discovery())
-    Path(out).write_text(snap.model_dump_json(indent=2) + "\n")
+    write_text(out, snap.model_dump_json(indent=2) + "\n", "--out")
     print(f"{out}: {len(snap.nodes)} GPU nodes, {sum(n.idle for n in snap.nodes)} idle GPUs")

@@ -13,15 +13,13 @@ from dataclasses import asdict
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from prefect import flow
-from prefect.cache_policies import NO_CACHE
-
 from flows.common import artifacts
 from flows.common.clock import Clock, WallClock, utcnow
+from flows.common.documents import read_text, write_text
 from flows.common.errors import BackendUnavailable, BadInput, bad_input_from
 from flows.common.metrics import publish, pushgateway_url
 from flows.common.prom import client_from_settings as prometheus
-from flows.common.runtime import get_logger, ops_task
+from flows.common.runtime import NO_CACHE, flow, get_logger, ops_task
 from flows.idle_gpu.capacity import combine, dcgm_idle_gpus, demand_history, demand_query
 from flows.idle_gpu.cluster import Cluster
 from flows.idle_gpu.controller import JobSettings, NightWindow
@@ -153,8 +151,7 @@ def _publish(report: dict, report_path: str | None) -> None:
     ]), description="GPU-hours used vs idle, and each job's outcome")
     artifacts.table("idle-gpu-jobs", report["jobs"], description="Offline jobs of the window")
     if report_path:
-        Path(report_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(report_path).write_text(json.dumps(report, indent=2) + "\n")
+        write_text(report_path, json.dumps(report, indent=2) + "\n", "--report")
 
 
 # ---- flows -------------------------------------------------------------------------------------------
@@ -257,8 +254,7 @@ def idle_gpu_plan(queue: str, capacity: str, window_start: str = "01:00", window
     plan = pack(q.jobs, snap, ws, we, policy, at)
     report = _plan_report(plan, snap, q)
     if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(report, indent=2) + "\n")
+        write_text(out, json.dumps(report, indent=2) + "\n", "--out")
     return report
 
 
@@ -269,7 +265,7 @@ def read_snapshot(path: str) -> CapacitySnapshot:
     if not p.is_file():
         raise BadInput(f"capacity snapshot {path} not found")
     try:
-        return CapacitySnapshot.model_validate_json(p.read_text())
+        return CapacitySnapshot.model_validate_json(read_text(p, "capacity snapshot"))
     except ValidationError as exc:
         raise bad_input_from(exc, f"capacity snapshot {path}") from None
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from enum import StrEnum
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -87,14 +88,19 @@ class OfflineJob(BaseModel):
         return self.gpus * self.estimated_hours
 
 
+MAX_NODE_GPUS = 1024  # far above any node; below what overflows
+MAX_FLEET_GPUS = 1_000_000
+
+
 class NodeCapacity(BaseModel):
     """A GPU node as seen now: allocatable GPUs, those requested by pods, and those idle."""
 
     name: str
     product: str = "unknown"
-    allocatable: int = Field(ge=0)
-    requested: int = Field(0, ge=0, description="GPUs requested by running/bound pods")
-    idle: int = Field(ge=0, description="free in Kubernetes and low utilisation in DCGM")
+    # bounded: a snapshot is user input, and 10**30 GPUs would overflow the planner's int64 arrays
+    allocatable: int = Field(ge=0, le=MAX_NODE_GPUS)
+    requested: int = Field(0, ge=0, le=MAX_NODE_GPUS, description="GPUs requested by running/bound pods")
+    idle: int = Field(ge=0, le=MAX_NODE_GPUS, description="free in Kubernetes and low utilisation in DCGM")
 
 
 class CapacitySnapshot(BaseModel):
@@ -102,10 +108,10 @@ class CapacitySnapshot(BaseModel):
 
     taken_at: datetime
     nodes: list[NodeCapacity]
-    demand_forecast: list[float] = Field(
+    demand_forecast: list[Annotated[float, Field(ge=0, le=MAX_FLEET_GPUS, allow_inf_nan=False)]] = Field(
         default_factory=list,
         description="forecast GPUs busy with inference, per slot from the window start (empty: no history)")
-    forecast_slot_seconds: int = Field(3600, ge=1)
+    forecast_slot_seconds: int = Field(3600, ge=1, le=86400)
     notes: list[str] = Field(default_factory=list, description="what discovery could not see")
 
     @property

@@ -6,14 +6,13 @@ queue still runs (the rejections are reported, never dropped silently).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
+from flows.common.documents import parse_document, read_text
 from flows.common.errors import BackendUnavailable, BadInput, bad_input_from
 from flows.idle_gpu.models import OfflineJob
 
@@ -38,7 +37,7 @@ def read_source(source: str) -> str:
     path = Path(source)
     if not path.is_file():
         raise BadInput(f"job queue {source} not found")
-    return path.read_text()
+    return read_text(path, "job queue")
 
 
 def _read_s3(uri: str) -> str:
@@ -65,10 +64,7 @@ def _read_s3(uri: str) -> str:
 
 
 def parse_queue(text: str, source: str = "queue") -> JobQueue:
-    try:
-        doc: Any = json.loads(text) if text.lstrip().startswith(("{", "[")) else yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as exc:
-        raise BadInput(f"job queue {source} is not valid YAML/JSON: {' '.join(str(exc).split())[:200]}") from None
+    doc: Any = parse_document(text, f"job queue {source}")
     if isinstance(doc, dict):
         doc = doc.get("jobs")
     if not isinstance(doc, list):

@@ -29,10 +29,23 @@ def _parse(value: str, tz: tzinfo) -> time | datetime:
     return dt if dt.tzinfo else dt.replace(tzinfo=tz)
 
 
+YEARS = (1970, 9000)  # plausible instants; near year 9999 date arithmetic overflows
+
+
+def _plausible(dt: datetime, what: str) -> datetime:
+    if not YEARS[0] <= dt.year <= YEARS[1]:
+        raise BadInput(f"{what} {dt.isoformat()} is outside the years {YEARS[0]}-{YEARS[1]}")
+    return dt
+
+
 def resolve_window(start: str, end: str, timezone: str, now: datetime) -> tuple[datetime, datetime]:
     """The window in progress at ``now``, else the next one. Times of day repeat nightly."""
     tz = zone(timezone)
+    _plausible(now, "now (--now, or the snapshot's taken_at)")
     s, e = _parse(start, tz), _parse(end, tz)
+    for v, what in ((s, "window start"), (e, "window end")):
+        if isinstance(v, datetime):
+            _plausible(v, what)
     if isinstance(s, datetime) != isinstance(e, datetime):
         raise BadInput("window start and end must both be times of day or both be datetimes")
     if isinstance(s, datetime) and isinstance(e, datetime):

@@ -7,21 +7,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from flows.common.errors import BadInput, InferopsError
 from flows.common.runtime import run_flow
-from flows.common.s3 import parse_s3_uri, validate_region
-from flows.common.settings import get_settings
-from flows.log_backup.engine import BackupFailed
-from flows.log_backup.models import BackupPolicy, BackupReport, RestoreReport
-from flows.log_backup.restore import RestoreFailed
 
 app = typer.Typer(help="Cross-region log backup to S3, and restore", no_args_is_help=True)
 
 
 def _show(title: str, counts: dict, errors: list[str]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
     console = Console()
     t = Table(title=title)
     t.add_column("measure")
@@ -46,7 +42,10 @@ def run_cmd(
     json_out: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
 ) -> None:
     """Back up SRC to s3://BUCKET/PREFIX: incremental, checksum-verified. Exit 0 OK, 1 failures, 2 bad input."""
+    from flows.common.settings import get_settings
+    from flows.log_backup.engine import BackupFailed
     from flows.log_backup.flow import log_backup
+    from flows.log_backup.models import BackupPolicy, BackupReport
 
     try:
         policy = BackupPolicy(source=source, dest=dest, dest_region=dest_region,
@@ -89,7 +88,11 @@ def restore_cmd(
     json_out: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
 ) -> None:
     """Restore a backup into DIR, verifying every file's checksum as it is written."""
+    from flows.common.s3 import parse_s3_uri, validate_region
+    from flows.common.settings import get_settings
     from flows.log_backup.flow import log_restore
+    from flows.log_backup.models import RestoreReport
+    from flows.log_backup.restore import RestoreFailed
 
     try:
         parse_s3_uri(from_)

@@ -5,12 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
-from prefect import flow
-
 from flows.common.artifacts import Progress, emit, markdown, table
 from flows.common.errors import InferopsError
 from flows.common.metrics import publish, pushgateway_url
-from flows.common.runtime import get_logger, ops_task
+from flows.common.runtime import flow, get_logger, ops_task
 from flows.common.s3 import parse_s3_uri, s3_client
 from flows.log_backup.engine import BackupEngine, BackupFailed
 from flows.log_backup.models import BackupPolicy, BackupReport, RestoreReport

@@ -4,16 +4,17 @@ met, 2 bad input)."""
 from __future__ import annotations
 
 import json
+from typing import Literal
 
 import typer
-from pydantic import ValidationError
-from rich.console import Console
-from rich.table import Table
 
 from flows.common.errors import BadInput
 from flows.common.runtime import run_flow
-from model_build.build import BuildSpec, Precision
-from model_build.evaluate import Metric
+
+# model_build.build.Precision / model_build.evaluate.Metric, spelled out so that `--help` does not
+# import onnx and numpy (tests/unit/test_cli_startup.py keeps them equal)
+Precision = Literal["fp16", "int8"]
+Metric = Literal["fidelity", "accuracy"]
 
 app = typer.Typer(help="Build FP16/INT8 models with an accuracy gate", no_args_is_help=True)
 
@@ -32,10 +33,16 @@ def build_cmd(
     out: str = typer.Option(..., "--out", help="artifact folder (manifest.json, config.pbtxt, 1/model.onnx)"),
     tolerance: float | None = typer.Option(
         None, "--tolerance", help="fidelity: min mean cosine (default 0.999); accuracy: max relative loss (0.01)"),
-    metric: Metric = typer.Option(Metric.fidelity, "--metric", help="fidelity (vs FP32) or accuracy (top-1)"),
+    metric: Metric = typer.Option("fidelity", "--metric", help="fidelity (vs FP32) or accuracy (top-1)"),
     labels: str | None = typer.Option(None, "--labels", help=".npy integer labels for --metric accuracy"),
 ) -> None:
     """Build SRC at --precision; write DIR/manifest.json and the model; exit 3 if the tolerance is not met."""
+    from pydantic import ValidationError
+    from rich.console import Console
+    from rich.table import Table
+
+    from model_build.build import BuildSpec
+
     try:
         spec = BuildSpec(source=src, calib=calib, eval=eval_, precision=precision, tolerance=tolerance,
                          metric=metric, labels=labels, out=out)

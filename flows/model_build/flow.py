@@ -13,12 +13,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from prefect import flow
-from prefect.cache_policies import NO_CACHE
-
 from flows.common.artifacts import Progress, emit, markdown
 from flows.common.errors import BackendUnavailable, GateFailed
-from flows.common.runtime import get_logger, ops_task
+from flows.common.runtime import NO_CACHE, flow, get_logger, ops_task
 from flows.common.settings import get_settings
 from model_build import benchmark, evaluate, package, prepare, tensorrt
 from model_build.build import BuildSpec, Candidate, Judge, Precision, Target, build_fp16, build_int8, manifest

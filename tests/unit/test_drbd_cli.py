@@ -78,7 +78,9 @@ def test_missing_input_file_is_unknown(drbd_inproc, tmp_path):
 def test_missing_inventory_is_unknown_not_a_traceback(drbd, tmp_path):
     r = drbd("--inventory", str(tmp_path / "missing.yml"))
     assert r.returncode == 3
-    assert r.stderr.strip().splitlines() == [f"inferops: drbd: inventory {str(tmp_path / 'missing.yml')!r} not found"]
+    line = f"inventory {str(tmp_path / 'missing.yml')!r} not found"
+    assert r.stderr.strip().splitlines() == [f"inferops: {line}"]
+    assert r.stdout.splitlines() == [f"DRBD UNKNOWN - {line}"]  # Nagios shows stdout's first line
 
 
 def test_stray_argument_without_input_is_unknown(drbd_inproc, capsys):

@@ -1,0 +1,238 @@
+"""One error boundary for every command (flows.common.cli): typed one-line errors and exit codes, the
+Nagios contract of ``drbd``, JSON on stdout with ``--json``; plus the issue-16 regressions in this scope."""
+
+from __future__ import annotations
+
+import errno
+import json
+from pathlib import Path
+
+import pytest
+import typer
+
+from flows.common import cli
+from flows.common.errors import BadInput
+
+DEMO = Path(cli.__file__).parents[1] / "idle_gpu" / "demo_data"
+DATA = Path(__file__).parents[1] / "data" / "drbd"
+BINARY = bytes(range(256)) * 4
+
+# ------------------------------------------------------------------ a group that fails on purpose
+app = typer.Typer(no_args_is_help=True)
+
+
+@app.command("bug")
+def _bug(json_out: bool = typer.Option(False, "--json")) -> None:
+    raise RuntimeError("a genuine bug\nover two lines")
+
+
+@app.command("validation")
+def _validation() -> None:
+    from pydantic import BaseModel, Field
+
+    class Policy(BaseModel):
+        retention_days: int = Field(le=36500)
+
+    Policy(retention_days=99999999)
+
+
+@app.command("notdir")
+def _notdir() -> None:
+    Path(__file__).joinpath("under-a-file.json").write_text("x")
+
+
+@app.command("nospace")
+def _nospace() -> None:
+    raise OSError(errno.ENOSPC, "No space left on device", "/var/tmp/report.json")
+
+
+@app.command("partial")
+def _partial(json_out: bool = typer.Option(False, "--json")) -> None:
+    print(json.dumps({"ok": False, "errors": ["mine"]}))
+    raise BadInput("already reported")
+
+
+@pytest.fixture
+def boom(monkeypatch):
+    monkeypatch.setitem(cli.GROUPS, "boom", (__name__, "failures on purpose"))
+    return "boom"
+
+
+@pytest.fixture
+def run(capsys, tmp_path, monkeypatch):
+    from flows.common.settings import reload_settings
+
+    monkeypatch.setenv("INFEROPS_OFFLINE", "1")
+    monkeypatch.setenv("INFEROPS_STATE_DIR", str(tmp_path / "state"))
+    reload_settings()
+
+    def go(*argv: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as done:
+            cli.main(list(argv))
+        out, err = capsys.readouterr()
+        return done.value.code, out, err
+
+    yield go
+    monkeypatch.undo()
+    reload_settings()
+
+
+def _error_lines(err: str) -> list[str]:
+    assert "Traceback" not in err
+    return [line for line in err.splitlines() if line.startswith("inferops:")]
+
+
+# ------------------------------------------------------------------ the boundary itself
+def test_usage_errors_are_bad_input_exit_2_with_json(run):
+    code, out, err = run("backup", "run", "--bogus", "--json")
+    assert code == 2
+    assert _error_lines(err) == ["inferops: backup run: No such option: --bogus (see inferops backup run --help)"]
+    assert json.loads(out) == {"error": "backup run: No such option: --bogus (see inferops backup run --help)",
+                               "exit_code": 2}
+    code, out, err = run("idle-gpu", "plan", "--queue", "q.yaml", "--grace-period", "soon")
+    assert code == 2 and len(_error_lines(err)) == 1 and "--grace-period" in err and out == ""
+    code, _, err = run("no-such-command")
+    assert code == 2 and "No such command" in _error_lines(err)[0]
+    code, _, err = run()
+    assert code == 2 and "drbd" in err  # the help, as a usage error
+
+
+@pytest.mark.parametrize("argv", [["drbd", "check", "--bogus"], ["drbd", "chek"], ["drbd"],
+                                  ["drbd", "check", "--input"]])
+def test_drbd_usage_errors_are_nagios_unknown(run, argv):
+    code, out, err = run(*argv)
+    assert code == 3
+    if argv != ["drbd"]:
+        (line,) = _error_lines(err)
+        assert out.splitlines() == ["DRBD UNKNOWN - " + line.removeprefix("inferops: ")]
+    if argv[1:2] == ["check"]:
+        code, out, _ = run(*argv[:2], "--json", *argv[2:])
+        assert code == 3 and json.loads(out)["severity"] == "unknown" and "--help" in json.loads(out)["error"]
+
+
+def test_a_bug_is_an_internal_error_in_one_line(run, boom):
+    code, out, err = run(boom, "bug", "--json")
+    assert code == 1
+    assert _error_lines(err) == ["inferops: internal error: RuntimeError: a genuine bug over two lines "
+                                 "(INFEROPS_DEBUG=1 for a traceback)"]
+    assert json.loads(out)["exit_code"] == 1
+
+
+def test_a_bug_in_a_nagios_group_is_unknown(run, boom, monkeypatch):
+    monkeypatch.setitem(cli.CONTRACTS, boom, cli.NAGIOS)
+    code, out, _ = run(boom, "bug")
+    assert code == 3 and out.startswith("DRBD UNKNOWN - internal error: RuntimeError")
+
+
+def test_debug_shows_the_traceback(run, boom, monkeypatch):
+    monkeypatch.setenv("INFEROPS_DEBUG", "1")
+    with pytest.raises(RuntimeError, match="genuine bug"):
+        cli.run([boom, "bug"])
+
+
+def test_stray_validation_and_path_errors_are_bad_input(run, boom):
+    code, _, err = run(boom, "validation")
+    assert code == 2
+    assert _error_lines(err) == ["inferops: boom validation: retention_days: Input should be less than or equal "
+                                 "to 36500"]
+    code, _, err = run(boom, "notdir")
+    assert code == 2 and _error_lines(err)[0].endswith("under-a-file.json: Not a directory")
+    code, _, err = run(boom, "nospace")  # the machine's trouble, not the user's input, and not a bug
+    assert code == 1 and _error_lines(err) == ["inferops: /var/tmp/report.json: No space left on device"]
+
+
+def test_a_command_that_printed_its_json_keeps_it(run, boom):
+    code, out, err = run(boom, "partial", "--json")
+    assert code == 2 and out.splitlines() == ['{"ok": false, "errors": ["mine"]}']
+    assert _error_lines(err) == ["inferops: already reported"]
+
+
+def test_bad_settings_name_the_setting(run, monkeypatch, tmp_path):
+    from flows.common.settings import get_settings, load_settings
+
+    monkeypatch.setenv("INFEROPS_SSH__PORT", "twenty-two")
+    with pytest.raises(BadInput, match=r"INFEROPS_SSH__PORT \(or ssh.port in inferops.toml\): Input should be"):
+        load_settings()
+    get_settings.cache_clear()
+    code, out, err = run("drbd", "check", "--input", str(DATA / "json_resync.json"))
+    assert code == 3 and "INFEROPS_SSH__PORT" in _error_lines(err)[0] and "twenty-two" not in err
+    monkeypatch.delenv("INFEROPS_SSH__PORT")
+    for garbage in (b"[[[ not toml", BINARY):
+        cfg = tmp_path / "inferops.toml"
+        cfg.write_bytes(garbage)
+        monkeypatch.setenv("INFEROPS_CONFIG", str(cfg))
+        with pytest.raises(BadInput, match=f"config file {cfg} \\(INFEROPS_CONFIG\\): "):
+            load_settings()
+
+
+# ------------------------------------------------------------------ issue 16, the cases in this scope
+def test_drbd_proc_numbers_beyond_the_int_string_limit_are_unknown(run, tmp_path):
+    proc = tmp_path / "proc_drbd.txt"
+    proc.write_text("version: 8.4.11\n 0: cs:Connected ro:Primary/Secondary ds:UpToDate/UpToDate C r-----\n"
+                    f"    ns:0 nr:0 dw:0 dr:0 al:0 bm:0 lo:0 pe:0 ua:0 ap:0 ep:1 wo:f oos:{'9' * 5000}\n")
+    big_json = tmp_path / "status.json"
+    big_json.write_text('[{"name": "r0", "role": "Primary", "devices": [{"volume": ' + "7" * 5000 + "}]}]")
+    for f in (proc, big_json):
+        code, out, err = run("drbd", "check", "--input", str(f))
+        assert code == 3 and out.startswith("DRBD UNKNOWN - ") and "unparseable" in out
+        assert not _error_lines(err)  # a check that ran and said UNKNOWN, not a crash
+
+
+@pytest.mark.parametrize("flag", ["--queue", "--capacity"])
+def test_idle_gpu_binary_files_are_bad_input(run, tmp_path, flag):
+    bad = tmp_path / "binary.yaml"
+    bad.write_bytes(BINARY)
+    files = {"--queue": str(DEMO / "queue.yaml"), "--capacity": str(DEMO / "capacity.json"), flag: str(bad)}
+    code, out, err = run("idle-gpu", "plan", *[x for kv in files.items() for x in kv], "--timezone", "UTC", "--json")
+    (line,) = _error_lines(err)
+    assert code == 2 and str(bad) in line and "not UTF-8" in line
+    assert json.loads(out)["error"] == line.removeprefix("inferops: ")
+
+
+def test_idle_gpu_capacities_of_ten_to_the_thirty(run, tmp_path):
+    snap = json.loads((DEMO / "capacity.json").read_text())
+    snap["nodes"][0].update(allocatable=10**30, idle=10**30)
+    cap = tmp_path / "capacity.json"
+    cap.write_text(json.dumps(snap))
+    code, _, err = run("idle-gpu", "plan", "--queue", str(DEMO / "queue.yaml"), "--capacity", str(cap),
+                       "--timezone", "UTC")
+    assert code == 2 and "nodes.0.allocatable: Input should be less than or equal to 1024" in _error_lines(err)[0]
+
+
+def test_out_under_a_regular_file_is_bad_input(run, tmp_path):
+    (tmp_path / "file").write_text("x")
+    code, _, err = run("idle-gpu", "plan", "--queue", str(DEMO / "queue.yaml"), "--capacity",
+                       str(DEMO / "capacity.json"), "--timezone", "UTC", "--out", str(tmp_path / "file" / "plan.json"))
+    assert code == 2
+    assert _error_lines(err) == [f"inferops: --out {tmp_path / 'file' / 'plan.json'}: cannot write: "
+                                 f"{tmp_path / 'file'} is a file, not a directory"]
+
+
+@pytest.mark.parametrize("doc, needle", [
+    (BINARY, "not UTF-8 text"),
+    (b"apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: llm}\nspec: null\n", "'spec' must be a mapping, got null"),
+    (b"apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: llm}\nspec: hello\n", "'spec' must be a mapping, got str"),
+    (b"- just\n- a list\n", "expected a mapping, got list"),
+])
+def test_canary_manifests_of_the_wrong_shape(run, tmp_path, doc, needle):
+    m = tmp_path / "stable.yaml"
+    m.write_bytes(doc)
+    code, out, err = run("canary", "plan", "-n", "inference", "-d", "llm", "--image", "r.example/llm:2",
+                         "--stable-manifest", str(m))
+    (line,) = _error_lines(err)
+    assert code == 2 and str(m) in line and needle in line and out == ""
+
+
+@pytest.mark.parametrize("doc, needle", [
+    (BINARY, "not UTF-8 text"),
+    (b'{"nvidia_driver_branch": ' + b"9" * 5000 + b"}", "is not valid YAML/JSON"),
+    (b"[" * 50000, "nested too deeply"),
+    (b"nvidia_driver_branch: .nan\n", "not a finite number"),
+])
+def test_bootstrap_extra_vars_hostile_files(run, tmp_path, doc, needle):
+    ev = tmp_path / "vars.yml"
+    ev.write_bytes(doc)
+    code, _, err = run("bootstrap", "run", "--inventory", "staging", "--extra-vars", str(ev))
+    (line,) = _error_lines(err)
+    assert code == 2 and f"--extra-vars {ev}" in line and needle in line
