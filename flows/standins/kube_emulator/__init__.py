@@ -7,7 +7,9 @@ what it models, the documentation page of each behaviour, and what it does not m
 * ``validation.py`` + ``openapi.py``: built-in kinds against the official OpenAPI (kubernetes-validate), then
   the apiserver's 422 rules; ``crd.py``: custom resources against their CRD's structural schema.
 * ``patch.py``: merge, strategic merge, JSON patch, server-side apply. ``selectors.py``: selectors.
-* ``controllers.py``: Deployment/ReplicaSet, scheduler + kubelet, Job + TTL, HPA, PDB, events.
+* ``controllers.py``: the loop ticking ``deployments.py`` (Deployment/ReplicaSet), ``pods.py`` (scheduler +
+  kubelet), ``jobs.py`` (Job + TTL), ``autoscaling.py`` (HPA, PDB); ``objects.py``: what they share, Events.
+* ``admission.py``: ServiceAccount and Pod Security admission.
 * ``clock.py``: the emulated clock every timer and timestamp reads.
 
 Why not KMock (``kmock`` 0.8, evaluated first): no resourceVersion, selectors, strategic merge,

@@ -180,7 +180,7 @@ def _is_extended(resource: str) -> bool:
 
 
 def _quantity(v: Any) -> float:
-    from flows.standins.kube_emulator.controllers import quantity
+    from flows.standins.kube_emulator.objects import quantity
 
     return quantity(v)
 
