@@ -5,25 +5,8 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
+from flows.standins.kube_emulator import objects as k
 from flows.standins.kube_emulator.errors import ApiError
-from flows.standins.kube_emulator.objects import (
-    _NEVER,
-    DEPLOYMENTS,
-    HPAS,
-    PDBS,
-    PODS,
-    REPLICASETS,
-    Events,
-    _copy,
-    _percent,
-    _ready,
-    _terminal,
-    _terminating,
-    owner,
-    quantity,
-    set_condition,
-    write_status,
-)
 from flows.standins.kube_emulator.store import Obj, Store
 from flows.standins.kube_emulator.validation import selector_matches
 
@@ -39,9 +22,9 @@ class HPAController:
     """autoscaling/v2 (https://kubernetes.io/docs/tasks/run-application/horizontal-pod-autoscale/),
     on metric values set by the test: ``set_metric(ns, hpa, metric, value)``. The value is what the
     metrics API would answer: the per-pod average for Pods and AverageValue targets, the average
-    utilization (percent) for Utilization targets, the object's value for Value targets."""
+    utilization (k.percent) for Utilization targets, the object's value for Value targets."""
 
-    def __init__(self, store: Store, events: Events) -> None:
+    def __init__(self, store: Store, events: k.Events) -> None:
         self.store, self.events = store, events
         self.reset()
 
@@ -60,8 +43,8 @@ class HPAController:
             self.store.changes += 1
 
     def tick(self, t: float) -> float:
-        due = _NEVER
-        for hpa in self.store.peek(HPAS):
+        due = k.NEVER
+        for hpa in self.store.peek(k.HPAS):
             uid = hpa["metadata"]["uid"]
             if t >= self._next.get(uid, 0):
                 self._next[uid] = t + self.sync_period_s
@@ -73,21 +56,21 @@ class HPAController:
         meta, spec = hpa["metadata"], hpa["spec"]
         ns, uid = meta["namespace"], meta["uid"]
         ref = spec["scaleTargetRef"]
-        res = {"Deployment": DEPLOYMENTS, "ReplicaSet": REPLICASETS}.get(ref.get("kind"))
-        status = _copy(hpa.get("status") or {})
+        res = {"Deployment": k.DEPLOYMENTS, "ReplicaSet": k.REPLICASETS}.get(ref.get("kind"))
+        status = k.copy_json(hpa.get("status") or {})
         now = self.store.clock.iso(t)
         target = self.store.find(res, ns, ref["name"]) if res else None
         if target is None:
-            set_condition(status, "AbleToScale", "False", "FailedGetScale", f"the HPA controller was unable to get "
+            k.set_condition(status, "AbleToScale", "False", "FailedGetScale", f"the HPA controller was unable to get "
                           f"the target's current scale: {ref.get('kind', '').lower()}s \"{ref['name']}\" not found",
                           now)
-            write_status(self.store, HPAS, hpa, status)
+            k.write_status(self.store, k.HPAS, hpa, status)
             return
         current = target["spec"].get("replicas", 1)
         if current == 0:
-            set_condition(status, "ScalingActive", "False", "ScalingDisabled", "scaling is disabled since the "
+            k.set_condition(status, "ScalingActive", "False", "ScalingDisabled", "scaling is disabled since the "
                           "replica count of the target is zero", now)
-            write_status(self.store, HPAS, hpa, status)
+            k.write_status(self.store, k.HPAS, hpa, status)
             return
         values = self._metrics.get((ns, meta["name"]), {})
         proposals, current_metrics, missing, reason = [], [], [], ""
@@ -105,10 +88,10 @@ class HPAController:
                 goal = float(tgt["averageUtilization"])
                 cur = {"averageUtilization": int(v)}
             elif tgt.get("type") == "AverageValue":
-                goal = quantity(tgt["averageValue"])
+                goal = k.quantity(tgt["averageValue"])
                 cur = {"averageValue": _fmt(v)}
             else:
-                goal = quantity(tgt["value"])
+                goal = k.quantity(tgt["value"])
                 cur = {"value": _fmt(v)}
             ratio = v / goal if goal else 0.0
             desired = current if abs(ratio - 1) <= TOLERANCE else math.ceil(ratio * current)
@@ -120,12 +103,12 @@ class HPAController:
                      ({"metric": {"name": name}} if kind != "Resource" else {"name": name}) | {"current": cur}}
             current_metrics.append(entry)
         if not proposals:
-            set_condition(status, "ScalingActive", "False", "FailedGetPodsMetric", "the HPA was unable to compute "
+            k.set_condition(status, "ScalingActive", "False", "FailedGetPodsMetric", "the HPA was unable to compute "
                           f"the replica count: no metric value for {', '.join(missing)}", now)
             status.update(currentReplicas=current, desiredReplicas=current)
-            write_status(self.store, HPAS, hpa, status)
+            k.write_status(self.store, k.HPAS, hpa, status)
             return
-        set_condition(status, "ScalingActive", "True", "ValidMetricFound", "the HPA was able to successfully "
+        k.set_condition(status, "ScalingActive", "True", "ValidMetricFound", "the HPA was able to successfully "
                       "calculate a replica count from metrics", now)
         desired = max(proposals)
         if missing and desired < current:
@@ -147,35 +130,35 @@ class HPAController:
         mn, mx = spec.get("minReplicas", 1), spec["maxReplicas"]
         final = min(max(limited, mn), mx)
         if final == mx and limited > mx:
-            set_condition(status, "ScalingLimited", "True", "TooManyReplicas", "the desired replica count is more "
+            k.set_condition(status, "ScalingLimited", "True", "TooManyReplicas", "the desired replica count is more "
                           "than the maximum replica count", now)
         elif final == mn and limited < mn:
-            set_condition(status, "ScalingLimited", "True", "TooFewReplicas", "the desired replica count is less "
+            k.set_condition(status, "ScalingLimited", "True", "TooFewReplicas", "the desired replica count is less "
                           "than the minimum replica count", now)
         else:
-            set_condition(status, "ScalingLimited", "False", "DesiredWithinRange", "the desired count is within the "
+            k.set_condition(status, "ScalingLimited", "False", "DesiredWithinRange", "the desired count is within the "
                           "acceptable range", now)
         if final != current:
             try:
                 self.store.patch(res, ns, ref["name"], "application/merge-patch+json",
                                  {"spec": {"replicas": final}}, manager="kube-controller-manager", internal=True)
             except ApiError as exc:
-                set_condition(status, "AbleToScale", "False", "FailedUpdateScale", exc.message, now)
-                write_status(self.store, HPAS, hpa, status)
+                k.set_condition(status, "AbleToScale", "False", "FailedUpdateScale", exc.message, now)
+                k.write_status(self.store, k.HPAS, hpa, status)
                 return
             self._scales[uid].append((t, final - current))
             status["lastScaleTime"] = now
             self.events.record(hpa, "SuccessfulRescale", f"New size: {final}; reason: "
                                f"{reason if final > current else 'All metrics below target'}",
                                "horizontal-pod-autoscaler")
-            set_condition(status, "AbleToScale", "True", "SucceededRescale", f"the HPA controller was able to "
+            k.set_condition(status, "AbleToScale", "True", "SucceededRescale", f"the HPA controller was able to "
                           f"update the target scale to {final}", now)
         else:
-            set_condition(status, "AbleToScale", "True", "ReadyForNewScale", "recommended size matches current "
+            k.set_condition(status, "AbleToScale", "True", "ReadyForNewScale", "recommended size matches current "
                           "size", now)
         status.update(currentReplicas=current, desiredReplicas=final, currentMetrics=current_metrics,
                       observedGeneration=meta.get("generation", 1))
-        write_status(self.store, HPAS, hpa, status)
+        k.write_status(self.store, k.HPAS, hpa, status)
 
     def _limit(self, uid: str, current: int, desired: int, up: dict, down: dict, t: float) -> int:
         events = self._scales[uid]
@@ -219,24 +202,24 @@ class PDBController:
         self.enabled = True
 
     def tick(self, t: float) -> float:
-        for pdb in self.store.peek(PDBS):
+        for pdb in self.store.peek(k.PDBS):
             self._sync(pdb)
-        return _NEVER
+        return k.NEVER
 
     def _sync(self, pdb: Obj) -> None:
         ns, spec = pdb["metadata"]["namespace"], pdb["spec"]
         sel = spec.get("selector") or {}
-        pods = [p for p in self.store.peek(PODS, ns) if not _terminal(p)
+        pods = [p for p in self.store.peek(k.PODS, ns) if not k.is_terminal(p)
                 and selector_matches(sel, p["metadata"].get("labels") or {})]
-        healthy = sum(_ready(p) and not _terminating(p) for p in pods)
+        healthy = sum(k.is_ready(p) and not k.is_terminating(p) for p in pods)
         expected, seen = 0, set()
         for p in pods:
-            ref = owner(p)
+            ref = k.owner(p)
             scale = None
             if ref and ref.get("kind") == "ReplicaSet":
-                rs = self.store.find(REPLICASETS, ns, ref["name"])
-                dref = owner(rs, "Deployment") if rs else None
-                ctrl = self.store.find(DEPLOYMENTS, ns, dref["name"]) if dref else rs
+                rs = self.store.find(k.REPLICASETS, ns, ref["name"])
+                dref = k.owner(rs, "Deployment") if rs else None
+                ctrl = self.store.find(k.DEPLOYMENTS, ns, dref["name"]) if dref else rs
                 if ctrl is not None and ctrl["metadata"]["uid"] not in seen:
                     seen.add(ctrl["metadata"]["uid"])
                     scale = ctrl["spec"].get("replicas", 1)
@@ -244,18 +227,18 @@ class PDBController:
             elif not ref:
                 expected += 1
         if spec.get("maxUnavailable") is not None:
-            desired = max(0, expected - _percent(spec["maxUnavailable"], expected, True))
+            desired = max(0, expected - k.percent(spec["maxUnavailable"], expected, True))
         elif spec.get("minAvailable") is not None:
-            desired = _percent(spec["minAvailable"], expected, True)
+            desired = k.percent(spec["minAvailable"], expected, True)
         else:
             desired = expected
         allowed = max(0, healthy - desired)
-        status = _copy(pdb.get("status") or {})
+        status = k.copy_json(pdb.get("status") or {})
         status.update(observedGeneration=pdb["metadata"].get("generation", 1), currentHealthy=healthy,
                       desiredHealthy=desired, expectedPods=expected, disruptionsAllowed=allowed)
         status.setdefault("disruptedPods", {})
         if allowed > 0:
-            set_condition(status, "DisruptionAllowed", "True", "SufficientPods", "", self.store.now())
+            k.set_condition(status, "DisruptionAllowed", "True", "SufficientPods", "", self.store.now())
         else:
-            set_condition(status, "DisruptionAllowed", "False", "InsufficientPods", "", self.store.now())
-        write_status(self.store, PDBS, pdb, status)
+            k.set_condition(status, "DisruptionAllowed", "False", "InsufficientPods", "", self.store.now())
+        k.write_status(self.store, k.PDBS, pdb, status)

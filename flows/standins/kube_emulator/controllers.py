@@ -37,12 +37,12 @@ from flows.standins.kube_emulator.autoscaling import HPAController, PDBControlle
 from flows.standins.kube_emulator.deployments import DeploymentController
 from flows.standins.kube_emulator.jobs import JobController
 from flows.standins.kube_emulator.objects import (
-    _NEVER,
     DEPLOYMENTS,
     EVENTS,
     GPU,
     HPAS,
     JOBS,
+    NEVER,
     NODES,
     PDBS,
     PODS,
@@ -102,7 +102,7 @@ class Controllers:
                 if self.store.changes == self._seen_changes and t < self._due:
                     continue
                 self._seen_changes = self.store.changes
-                due = _NEVER
+                due = NEVER
                 for c in self.all():
                     if c.enabled:
                         try:

@@ -12,23 +12,23 @@ from typing import Any
 from flows.standins.kube_emulator.clock import parse_iso
 from flows.standins.kube_emulator.errors import ApiError
 from flows.standins.kube_emulator.objects import (
-    _NEVER,
     DEPLOYMENTS,
     HASH_LABEL,
+    NEVER,
     PODS,
     REPLICASETS,
     REVISION,
     SECONDS_PER_REPLICA,
     STALL,
     Events,
-    _copy,
-    _percent,
-    _ready,
-    _terminal,
-    _terminating,
     annotation,
+    copy_json,
     create_owned_pod,
+    is_ready,
+    is_terminal,
+    is_terminating,
     owner,
+    percent,
     set_condition,
     write_status,
 )
@@ -72,19 +72,19 @@ class DeploymentController:
         if deployment is not None:
             key = (deployment["metadata"]["namespace"], deployment["metadata"]["name"])
             if key in self._stalled or annotation(deployment, STALL) == "true":
-                return _NEVER
+                return NEVER
             if key in self._speed:
                 return self._speed[key]
             if annotation(deployment, SECONDS_PER_REPLICA) is not None:
                 return float(annotation(deployment, SECONDS_PER_REPLICA))
         if annotation(pod, STALL) == "true":
-            return _NEVER
+            return NEVER
         if annotation(pod, SECONDS_PER_REPLICA) is not None:
             return float(annotation(pod, SECONDS_PER_REPLICA))
         return self.seconds_per_replica
 
     def tick(self, t: float) -> float:
-        due = _NEVER
+        due = NEVER
         pods_by_rs: dict[str, list[Obj]] = defaultdict(list)
         for p in self.store.peek(PODS):
             ref = owner(p, "ReplicaSet")
@@ -105,7 +105,7 @@ class DeploymentController:
     # ---- ReplicaSet ----
     @staticmethod
     def _available(pod: Obj, min_ready: int, t: float) -> bool:
-        if not _ready(pod) or _terminating(pod):
+        if not is_ready(pod) or is_terminating(pod):
             return False
         if not min_ready:
             return True
@@ -115,7 +115,7 @@ class DeploymentController:
 
     def _sync_replicaset(self, rs: Obj, pods: list[Obj], t: float) -> None:
         meta, spec = rs["metadata"], rs["spec"]
-        active = [p for p in pods if not _terminal(p) and not _terminating(p)]
+        active = [p for p in pods if not is_terminal(p) and not is_terminating(p)]
         want = spec.get("replicas", 1) if not meta.get("deletionTimestamp") else 0
         if len(active) < want:
             for _ in range(want - len(active)):
@@ -124,22 +124,22 @@ class DeploymentController:
                     active.append(pod)
         elif len(active) > want:
             # the least useful first: unscheduled, then not ready, then the newest
-            order = sorted(active, key=lambda p: (bool(p["spec"].get("nodeName")), _ready(p),
+            order = sorted(active, key=lambda p: (bool(p["spec"].get("nodeName")), is_ready(p),
                                                   -parse_iso(p["metadata"]["creationTimestamp"])))
             for p in order[:len(active) - want]:
                 self._delete_pod(rs, p)
                 active.remove(p)
-        for p in [p for p in pods if _terminal(p) and not _terminating(p)]:
+        for p in [p for p in pods if is_terminal(p) and not is_terminating(p)]:
             self._delete_pod(rs, p, quiet=True)  # a failed pod of a ReplicaSet is replaced and cleaned up
         mr = spec.get("minReadySeconds", 0)
-        status = _copy(rs.get("status") or {})
+        status = copy_json(rs.get("status") or {})
         labels = (spec.get("template") or {}).get("metadata", {}).get("labels") or {}
         status.update(replicas=len(active), observedGeneration=meta.get("generation", 1),
                       fullyLabeledReplicas=sum(all((p["metadata"].get("labels") or {}).get(k) == v
                                                    for k, v in labels.items()) for p in active),
-                      readyReplicas=sum(_ready(p) for p in active),
+                      readyReplicas=sum(is_ready(p) for p in active),
                       availableReplicas=sum(self._available(p, mr, t) for p in active),
-                      terminatingReplicas=sum(_terminating(p) and not _terminal(p) for p in pods))
+                      terminatingReplicas=sum(is_terminating(p) and not is_terminal(p) for p in pods))
         for k in ("readyReplicas", "availableReplicas", "terminatingReplicas"):
             if not status[k]:
                 status.pop(k)
@@ -171,8 +171,8 @@ class DeploymentController:
         strategy = spec.get("strategy") or {}
         rolling = strategy.get("type", "RollingUpdate") == "RollingUpdate"
         ru = strategy.get("rollingUpdate") or {}
-        surge = _percent(ru.get("maxSurge", "25%"), desired, True) if rolling else 0
-        unavailable = _percent(ru.get("maxUnavailable", "25%"), desired, False) if rolling else 0
+        surge = percent(ru.get("maxSurge", "25%"), desired, True) if rolling else 0
+        unavailable = percent(ru.get("maxUnavailable", "25%"), desired, False) if rolling else 0
         if rolling and surge == 0 and unavailable == 0:
             unavailable = 1
         revision = max([int((rs["metadata"].get("annotations") or {}).get(REVISION, 0)) for rs in rss] or [0])
@@ -190,7 +190,7 @@ class DeploymentController:
                 (max(0, min(desired, desired + surge - total_old)) if rolling else 0)
             new = self._create_rs(d, template, h, start, revision + 1)
             if new is None:
-                return _NEVER
+                return NEVER
         if new is not None and not paused:
             if not rolling:  # Recreate: the old pods go first, entirely
                 if any(replicas(rs) for rs in olds):
@@ -245,9 +245,9 @@ class DeploymentController:
 
     def _create_rs(self, d: Obj, template: dict, h: str, replicas: int, revision: int) -> Obj | None:
         meta = d["metadata"]
-        tmpl = _copy(template)
+        tmpl = copy_json(template)
         tmpl.setdefault("metadata", {}).setdefault("labels", {})[HASH_LABEL] = h
-        sel = _copy(d["spec"]["selector"])
+        sel = copy_json(d["spec"]["selector"])
         sel.setdefault("matchLabels", {})[HASH_LABEL] = h
         rs = {"metadata": {"name": f"{meta['name']}-{h}", "namespace": meta["namespace"],
                            "labels": dict(tmpl["metadata"]["labels"]),
@@ -298,7 +298,7 @@ class DeploymentController:
 
         replicas = sum(st(rs, "replicas") for rs in rss)
         avail = sum(st(rs, "availableReplicas") for rs in rss)
-        status = _copy(d.get("status") or {})
+        status = copy_json(d.get("status") or {})
         status.update(observedGeneration=meta.get("generation", 1), replicas=replicas,
                       updatedReplicas=st(new, "replicas"), readyReplicas=sum(st(rs, "readyReplicas") for rs in rss),
                       availableReplicas=avail, unavailableReplicas=max(0, desired - avail))
@@ -328,7 +328,7 @@ class DeploymentController:
             progressed = True
         else:
             progressed = False
-        due = _NEVER
+        due = NEVER
         deadline = spec.get("progressDeadlineSeconds", 600)
         if spec.get("paused"):
             set_condition(status, "Progressing", "Unknown", "DeploymentPaused", "Deployment is paused", now, True)

@@ -27,7 +27,7 @@ HASH_LABEL = "pod-template-hash"
 REVISION = "deployment.kubernetes.io/revision"
 _UNITS = {"m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30,
           "Ti": 2**40, "Pi": 2**50}
-_NEVER = float("inf")
+NEVER = float("inf")
 
 
 def quantity(value: Any) -> float:
@@ -84,7 +84,7 @@ def set_condition(status: dict, type_: str, value: str, reason: str, message: st
         conds.append(new)
 
 
-def _copy(x: Any) -> Any:
+def copy_json(x: Any) -> Any:
     return json.loads(json.dumps(x))
 
 
@@ -100,7 +100,7 @@ def write_status(store: Store, res, obj: Obj, status: dict) -> bool:
 
 
 def add_condition(store: Store, pod: Obj, type_: str, reason: str, message: str) -> None:
-    status = _copy(pod.get("status") or {})
+    status = copy_json(pod.get("status") or {})
     set_condition(status, type_, "True", reason, message, store.now())
     write_status(store, PODS, pod, status)
 
@@ -112,19 +112,19 @@ def owner(obj: Obj, kind: str | None = None) -> dict | None:
     return None
 
 
-def _terminal(pod: Obj) -> bool:
+def is_terminal(pod: Obj) -> bool:
     return (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
 
 
-def _terminating(pod: Obj) -> bool:
+def is_terminating(pod: Obj) -> bool:
     return bool(pod["metadata"].get("deletionTimestamp"))
 
 
-def _ready(pod: Obj) -> bool:
+def is_ready(pod: Obj) -> bool:
     return condition(pod, "Ready") == "True"
 
 
-def _percent(value: Any, total: int, round_up: bool) -> int:
+def percent(value: Any, total: int, round_up: bool) -> int:
     if isinstance(value, str) and value.endswith("%"):
         x = total * int(value[:-1]) / 100
         return math.ceil(x) if round_up else math.floor(x)
@@ -177,7 +177,7 @@ def create_owned_pod(store: Store, events: Events, owner_obj: Obj, component: st
                         "ownerReferences": [{"apiVersion": owner_obj["apiVersion"], "kind": owner_obj["kind"],
                                              "name": meta["name"], "uid": meta["uid"], "controller": True,
                                              "blockOwnerDeletion": True}]},
-           "spec": _copy(tmpl.get("spec") or {})}
+           "spec": copy_json(tmpl.get("spec") or {})}
     if not finalizers:
         del pod["metadata"]["finalizers"]
     try:

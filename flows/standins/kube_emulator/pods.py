@@ -11,10 +11,10 @@ from flows.standins.kube_emulator.clock import parse_iso
 from flows.standins.kube_emulator.deployments import DeploymentController
 from flows.standins.kube_emulator.errors import ApiError
 from flows.standins.kube_emulator.objects import (
-    _NEVER,
     DEPLOYMENTS,
     EXIT_CODE,
     GPU,
+    NEVER,
     NODES,
     PODS,
     READY_AFTER,
@@ -23,12 +23,12 @@ from flows.standins.kube_emulator.objects import (
     SHUTDOWN_SECONDS,
     SIGTERM_EXIT,
     Events,
-    _copy,
-    _terminal,
-    _terminating,
     add_condition,
     annotation,
     condition,
+    copy_json,
+    is_terminal,
+    is_terminating,
     owner,
     pod_requests,
     quantity,
@@ -43,14 +43,14 @@ from flows.standins.kube_emulator.validation import selector_matches
 class _Run:
     """What the kubelet knows of one pod's containers (emulated times)."""
     created: float  # bound to the node
-    start: float  # containers running (``_NEVER`` while stalled)
+    start: float  # containers running (``NEVER`` while stalled)
     started: float  # startup probe passed
     ready: float  # readiness probe passed
     fail: float  # startup probe gave up: the container restarts
     exit: float  # the process ends by itself (run-seconds)
     exit_code: int = 0
     restarts: int = 0
-    stop: float = _NEVER  # terminated after deletion
+    stop: float = NEVER  # terminated after deletion
     stop_code: int = 143
     config_error: str = ""
     written: tuple = field(default_factory=tuple)
@@ -60,7 +60,7 @@ def _probe_times(probe: Obj | None, start: float, healthy: float, not_before: fl
     """(first success, give-up time) of a probe ticking every period from ``start``, whose results count
     from ``initialDelaySeconds`` and ``not_before`` on, for an application healthy from ``healthy``."""
     if not probe:
-        return max(not_before, start), _NEVER
+        return max(not_before, start), NEVER
     period = max(probe.get("periodSeconds", 10), 1)
     counted = max(start + probe.get("initialDelaySeconds", 0), not_before)
     first = math.ceil((counted - start) / period - 1e-9)  # the first tick whose result counts
@@ -68,8 +68,8 @@ def _probe_times(probe: Obj | None, start: float, healthy: float, not_before: fl
     failures = ok - first
     threshold = probe.get("failureThreshold", 3)
     if failures >= threshold:
-        return _NEVER, start + (first + threshold - 1) * period
-    return start + (ok + probe.get("successThreshold", 1) - 1) * period, _NEVER
+        return NEVER, start + (first + threshold - 1) * period
+    return start + (ok + probe.get("successThreshold", 1) - 1) * period, NEVER
 
 
 class PodController:
@@ -97,10 +97,10 @@ class PodController:
         pods = self.store.peek(PODS)
         due = self._schedule(nodes, pods, t)
         for pod in pods:
-            if pod["spec"].get("nodeName") and not _terminal(pod):
+            if pod["spec"].get("nodeName") and not is_terminal(pod):
                 due = min(due, self._kubelet(pod, t))
-            elif _terminating(pod) and not _terminal(pod):  # PodGC: an unscheduled pod being deleted fails
-                status = _copy(pod.get("status") or {})
+            elif is_terminating(pod) and not is_terminal(pod):  # PodGC: an unscheduled pod being deleted fails
+                status = copy_json(pod.get("status") or {})
                 status["phase"] = "Failed"
                 write_status(self.store, PODS, pod, status)
         live = {p["metadata"]["uid"] for p in pods}
@@ -178,15 +178,15 @@ class PodController:
         for p in pods:
             name = p["spec"].get("nodeName")
             if name:
-                if not _terminal(p) and name in used:
+                if not is_terminal(p) and name in used:
                     by_node[name].append(p)
                     for k, v in pod_requests(p).items():
                         used[name][k] = used[name].get(k, 0) + v
                     used[name]["pods"] = used[name].get("pods", 0) + 1
-            elif not _terminating(p) and not _terminal(p):
+            elif not is_terminating(p) and not is_terminal(p):
                 pending.append(p)
         if not pending:
-            return _NEVER
+            return NEVER
         pending.sort(key=lambda p: (-p["spec"].get("priority", 0), p["metadata"]["creationTimestamp"],
                                     p["metadata"]["name"]))
         nominated: dict[str, list[Obj]] = defaultdict(list)
@@ -241,7 +241,7 @@ class PodController:
                     f"{len(passing)} No preemption victims found for incoming pod." if passing else
                     f"{len(nodes)} Preemption is not helpful for scheduling.")
             self._unschedulable_status(pod, msg, node_name)
-        return _NEVER
+        return NEVER
 
     @staticmethod
     def _score(pod: Obj, node: Obj, on_node: list[Obj], used: dict[str, float]) -> tuple:
@@ -260,7 +260,7 @@ class PodController:
                                      "application/merge-patch+json", {"spec": {"nodeName": node}}, internal=True)[0]
         except ApiError:
             return False
-        status = _copy(bound.get("status") or {})
+        status = copy_json(bound.get("status") or {})
         status.pop("nominatedNodeName", None)
         set_condition(status, "PodScheduled", "True", "", "", self.store.now())
         status["conditions"][-1].pop("reason")
@@ -272,7 +272,7 @@ class PodController:
         return True
 
     def _unschedulable_status(self, pod: Obj, msg: str, nominated: str | None) -> None:
-        status = _copy(pod.get("status") or {})
+        status = copy_json(pod.get("status") or {})
         set_condition(status, "PodScheduled", "False", "Unschedulable", msg, self.store.now())
         if nominated:
             status["nominatedNodeName"] = nominated
@@ -288,14 +288,14 @@ class PodController:
         are deleted gracefully (https://kubernetes.io/docs/concepts/scheduling-eviction/pod-priority-preemption/)."""
         prio = pod["spec"].get("priority", 0)
         nominated = (pod.get("status") or {}).get("nominatedNodeName")
-        if nominated in nodes and any(_terminating(p) and p["spec"].get("priority", 0) < prio
+        if nominated in nodes and any(is_terminating(p) and p["spec"].get("priority", 0) < prio
                                       for p in by_node[nominated]):
             return nominated  # victims are still terminating: wait for them
         best = None
         for name in passing:
             node = nodes[name]
             alloc = self._allocatable(node)
-            lower = [p for p in by_node[name] if p["spec"].get("priority", 0) < prio and not _terminating(p)]
+            lower = [p for p in by_node[name] if p["spec"].get("priority", 0) < prio and not is_terminating(p)]
 
             def free_without(victims: list[Obj], name: str = name, alloc: dict = alloc) -> dict[str, float]:
                 free = {k: v - used[name].get(k, 0) for k, v in alloc.items()}
@@ -356,7 +356,7 @@ class PodController:
         ready_after = next((self._ready_after[n] for n in names if n in self._ready_after), None)
         if ready_after is None:
             ready_after = float(annotation(pod, READY_AFTER) or 0)
-        run = _Run(created=t, start=start, started=_NEVER, ready=_NEVER, fail=_NEVER, exit=_NEVER)
+        run = _Run(created=t, start=start, started=NEVER, ready=NEVER, fail=NEVER, exit=NEVER)
         spec = pod["spec"]
         psc = spec.get("securityContext") or {}
         for c in spec.get("containers") or []:
@@ -375,15 +375,15 @@ class PodController:
         run.start = start
         healthy = start + ready_after
         run.started, run.fail = _probe_times(c.get("startupProbe"), start, healthy, start)
-        if run.started == _NEVER:
-            run.ready = _NEVER
+        if run.started == NEVER:
+            run.ready = NEVER
         else:
             run.ready, fail_r = _probe_times(c.get("readinessProbe"), start, healthy, run.started)
-            if run.ready == _NEVER:  # readiness failures never restart a container
-                run.ready = _NEVER
+            if run.ready == NEVER:  # readiness failures never restart a container
+                run.ready = NEVER
         run.ready_after = ready_after  # type: ignore[attr-defined]
         secs = annotation(pod, RUN_SECONDS)
-        run.exit = start + float(secs) if secs is not None else _NEVER
+        run.exit = start + float(secs) if secs is not None else NEVER
         run.exit_code = int(annotation(pod, EXIT_CODE) or 0)
 
     def _kubelet(self, pod: Obj, t: float) -> float:
@@ -392,7 +392,7 @@ class PodController:
         if run is None:
             run = self._runs[uid] = self._new_run(pod, t)
         meta = pod["metadata"]
-        if meta.get("deletionTimestamp") and run.stop == _NEVER:
+        if meta.get("deletionTimestamp") and run.stop == NEVER:
             grace = meta.get("deletionGracePeriodSeconds", 0)
             deleted_at = parse_iso(meta["deletionTimestamp"]) - grace
             deleted_at = min(deleted_at, t)
@@ -414,7 +414,7 @@ class PodController:
                 self.store.delete(PODS, meta["namespace"], meta["name"], grace_period=0)
             except ApiError:
                 pass
-            return _NEVER
+            return NEVER
         if run.config_error:
             self._write(pod, run, "Pending", waiting=("CreateContainerConfigError", run.config_error))
             return run.stop
@@ -425,7 +425,7 @@ class PodController:
             policy = pod["spec"].get("restartPolicy", "Always")
             if policy == "Never" or (policy == "OnFailure" and run.exit_code == 0):
                 self._finish(pod, run.exit_code, "Completed" if run.exit_code == 0 else "Error", run)
-                return _NEVER
+                return NEVER
             self._restart(pod, run, run.exit)
         if t >= run.fail:
             self.events.record(pod, "Unhealthy", "Startup probe failed: HTTP probe failed with statuscode: 503",
@@ -434,7 +434,7 @@ class PodController:
         self._write(pod, run, "Running")
         return min(x for x in (run.started, run.ready, run.fail, run.exit, run.stop, run.start)
                    if x > t) if any(x > t for x in (run.started, run.ready, run.fail, run.exit, run.stop)) \
-            else _NEVER
+            else NEVER
 
     def _restart(self, pod: Obj, run: _Run, at: float) -> None:
         run.restarts += 1
@@ -463,7 +463,7 @@ class PodController:
         if run.written == key:
             return
         run.written = key
-        status = _copy(pod.get("status") or {})
+        status = copy_json(pod.get("status") or {})
         now = self.store.now()
         status.update(phase=phase, hostIP="10.0.0.1", podIP=f"10.244.{hash(pod['metadata']['uid']) % 250}."
                       f"{hash(pod['metadata']['name']) % 250 + 1}", startTime=status.get("startTime") or now,
@@ -486,7 +486,7 @@ class PodController:
 
     def _finish(self, pod: Obj, code: int, reason: str, run: _Run | None) -> None:
         terminate(self.store, pod, code, reason, restarts=run.restarts if run else 0,
-                  started=self.store.clock.iso(run.start) if run and run.start != _NEVER else None)
+                  started=self.store.clock.iso(run.start) if run and run.start != NEVER else None)
 
 
 def _qos(pod: Obj) -> str:
@@ -504,7 +504,7 @@ def terminate(store: Store, pod: Obj, exit_code: int, reason: str, condition_: d
               restarts: int = 0, started: str | None = None) -> None:
     """The kubelet's terminal status: phase from the exit code, containers terminated."""
     pod = store.find(PODS, pod["metadata"]["namespace"], pod["metadata"]["name"]) or pod
-    status = _copy(pod.get("status") or {})
+    status = copy_json(pod.get("status") or {})
     now = store.now()
     status["phase"] = "Succeeded" if exit_code == 0 else "Failed"
     for c in ("Ready", "ContainersReady"):
