@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
-from flows.standins.kube_emulator import objects as k
+from flows.standins.kube_emulator import objects as ko
 from flows.standins.kube_emulator.errors import ApiError
 from flows.standins.kube_emulator.store import Obj, Store
 from flows.standins.kube_emulator.validation import selector_matches
@@ -22,9 +22,9 @@ class HPAController:
     """autoscaling/v2 (https://kubernetes.io/docs/tasks/run-application/horizontal-pod-autoscale/),
     on metric values set by the test: ``set_metric(ns, hpa, metric, value)``. The value is what the
     metrics API would answer: the per-pod average for Pods and AverageValue targets, the average
-    utilization (k.percent) for Utilization targets, the object's value for Value targets."""
+    utilization (ko.percent) for Utilization targets, the object's value for Value targets."""
 
-    def __init__(self, store: Store, events: k.Events) -> None:
+    def __init__(self, store: Store, events: ko.Events) -> None:
         self.store, self.events = store, events
         self.reset()
 
@@ -43,8 +43,8 @@ class HPAController:
             self.store.changes += 1
 
     def tick(self, t: float) -> float:
-        due = k.NEVER
-        for hpa in self.store.peek(k.HPAS):
+        due = ko.NEVER
+        for hpa in self.store.peek(ko.HPAS):
             uid = hpa["metadata"]["uid"]
             if t >= self._next.get(uid, 0):
                 self._next[uid] = t + self.sync_period_s
@@ -56,21 +56,21 @@ class HPAController:
         meta, spec = hpa["metadata"], hpa["spec"]
         ns, uid = meta["namespace"], meta["uid"]
         ref = spec["scaleTargetRef"]
-        res = {"Deployment": k.DEPLOYMENTS, "ReplicaSet": k.REPLICASETS}.get(ref.get("kind"))
-        status = k.copy_json(hpa.get("status") or {})
+        res = {"Deployment": ko.DEPLOYMENTS, "ReplicaSet": ko.REPLICASETS}.get(ref.get("kind"))
+        status = ko.copy_json(hpa.get("status") or {})
         now = self.store.clock.iso(t)
         target = self.store.find(res, ns, ref["name"]) if res else None
         if target is None:
-            k.set_condition(status, "AbleToScale", "False", "FailedGetScale", f"the HPA controller was unable to get "
+            ko.set_condition(status, "AbleToScale", "False", "FailedGetScale", f"the HPA controller was unable to get "
                           f"the target's current scale: {ref.get('kind', '').lower()}s \"{ref['name']}\" not found",
                           now)
-            k.write_status(self.store, k.HPAS, hpa, status)
+            ko.write_status(self.store, ko.HPAS, hpa, status)
             return
         current = target["spec"].get("replicas", 1)
         if current == 0:
-            k.set_condition(status, "ScalingActive", "False", "ScalingDisabled", "scaling is disabled since the "
+            ko.set_condition(status, "ScalingActive", "False", "ScalingDisabled", "scaling is disabled since the "
                           "replica count of the target is zero", now)
-            k.write_status(self.store, k.HPAS, hpa, status)
+            ko.write_status(self.store, ko.HPAS, hpa, status)
             return
         values = self._metrics.get((ns, meta["name"]), {})
         proposals, current_metrics, missing, reason = [], [], [], ""
@@ -88,10 +88,10 @@ class HPAController:
                 goal = float(tgt["averageUtilization"])
                 cur = {"averageUtilization": int(v)}
             elif tgt.get("type") == "AverageValue":
-                goal = k.quantity(tgt["averageValue"])
+                goal = ko.quantity(tgt["averageValue"])
                 cur = {"averageValue": _fmt(v)}
             else:
-                goal = k.quantity(tgt["value"])
+                goal = ko.quantity(tgt["value"])
                 cur = {"value": _fmt(v)}
             ratio = v / goal if goal else 0.0
             desired = current if abs(ratio - 1) <= TOLERANCE else math.ceil(ratio * current)
@@ -103,12 +103,12 @@ class HPAController:
                      ({"metric": {"name": name}} if kind != "Resource" else {"name": name}) | {"current": cur}}
             current_metrics.append(entry)
         if not proposals:
-            k.set_condition(status, "ScalingActive", "False", "FailedGetPodsMetric", "the HPA was unable to compute "
+            ko.set_condition(status, "ScalingActive", "False", "FailedGetPodsMetric", "the HPA was unable to compute "
                           f"the replica count: no metric value for {', '.join(missing)}", now)
             status.update(currentReplicas=current, desiredReplicas=current)
-            k.write_status(self.store, k.HPAS, hpa, status)
+            ko.write_status(self.store, ko.HPAS, hpa, status)
             return
-        k.set_condition(status, "ScalingActive", "True", "ValidMetricFound", "the HPA was able to successfully "
+        ko.set_condition(status, "ScalingActive", "True", "ValidMetricFound", "the HPA was able to successfully "
                       "calculate a replica count from metrics", now)
         desired = max(proposals)
         if missing and desired < current:
@@ -130,35 +130,35 @@ class HPAController:
         mn, mx = spec.get("minReplicas", 1), spec["maxReplicas"]
         final = min(max(limited, mn), mx)
         if final == mx and limited > mx:
-            k.set_condition(status, "ScalingLimited", "True", "TooManyReplicas", "the desired replica count is more "
+            ko.set_condition(status, "ScalingLimited", "True", "TooManyReplicas", "the desired replica count is more "
                           "than the maximum replica count", now)
         elif final == mn and limited < mn:
-            k.set_condition(status, "ScalingLimited", "True", "TooFewReplicas", "the desired replica count is less "
+            ko.set_condition(status, "ScalingLimited", "True", "TooFewReplicas", "the desired replica count is less "
                           "than the minimum replica count", now)
         else:
-            k.set_condition(status, "ScalingLimited", "False", "DesiredWithinRange", "the desired count is within the "
+            ko.set_condition(status, "ScalingLimited", "False", "DesiredWithinRange", "the desired count is within the "
                           "acceptable range", now)
         if final != current:
             try:
                 self.store.patch(res, ns, ref["name"], "application/merge-patch+json",
                                  {"spec": {"replicas": final}}, manager="kube-controller-manager", internal=True)
             except ApiError as exc:
-                k.set_condition(status, "AbleToScale", "False", "FailedUpdateScale", exc.message, now)
-                k.write_status(self.store, k.HPAS, hpa, status)
+                ko.set_condition(status, "AbleToScale", "False", "FailedUpdateScale", exc.message, now)
+                ko.write_status(self.store, ko.HPAS, hpa, status)
                 return
             self._scales[uid].append((t, final - current))
             status["lastScaleTime"] = now
             self.events.record(hpa, "SuccessfulRescale", f"New size: {final}; reason: "
                                f"{reason if final > current else 'All metrics below target'}",
                                "horizontal-pod-autoscaler")
-            k.set_condition(status, "AbleToScale", "True", "SucceededRescale", f"the HPA controller was able to "
+            ko.set_condition(status, "AbleToScale", "True", "SucceededRescale", f"the HPA controller was able to "
                           f"update the target scale to {final}", now)
         else:
-            k.set_condition(status, "AbleToScale", "True", "ReadyForNewScale", "recommended size matches current "
+            ko.set_condition(status, "AbleToScale", "True", "ReadyForNewScale", "recommended size matches current "
                           "size", now)
         status.update(currentReplicas=current, desiredReplicas=final, currentMetrics=current_metrics,
                       observedGeneration=meta.get("generation", 1))
-        k.write_status(self.store, k.HPAS, hpa, status)
+        ko.write_status(self.store, ko.HPAS, hpa, status)
 
     def _limit(self, uid: str, current: int, desired: int, up: dict, down: dict, t: float) -> int:
         events = self._scales[uid]
@@ -202,24 +202,24 @@ class PDBController:
         self.enabled = True
 
     def tick(self, t: float) -> float:
-        for pdb in self.store.peek(k.PDBS):
+        for pdb in self.store.peek(ko.PDBS):
             self._sync(pdb)
-        return k.NEVER
+        return ko.NEVER
 
     def _sync(self, pdb: Obj) -> None:
         ns, spec = pdb["metadata"]["namespace"], pdb["spec"]
         sel = spec.get("selector") or {}
-        pods = [p for p in self.store.peek(k.PODS, ns) if not k.is_terminal(p)
+        pods = [p for p in self.store.peek(ko.PODS, ns) if not ko.is_terminal(p)
                 and selector_matches(sel, p["metadata"].get("labels") or {})]
-        healthy = sum(k.is_ready(p) and not k.is_terminating(p) for p in pods)
+        healthy = sum(ko.is_ready(p) and not ko.is_terminating(p) for p in pods)
         expected, seen = 0, set()
         for p in pods:
-            ref = k.owner(p)
+            ref = ko.owner(p)
             scale = None
             if ref and ref.get("kind") == "ReplicaSet":
-                rs = self.store.find(k.REPLICASETS, ns, ref["name"])
-                dref = k.owner(rs, "Deployment") if rs else None
-                ctrl = self.store.find(k.DEPLOYMENTS, ns, dref["name"]) if dref else rs
+                rs = self.store.find(ko.REPLICASETS, ns, ref["name"])
+                dref = ko.owner(rs, "Deployment") if rs else None
+                ctrl = self.store.find(ko.DEPLOYMENTS, ns, dref["name"]) if dref else rs
                 if ctrl is not None and ctrl["metadata"]["uid"] not in seen:
                     seen.add(ctrl["metadata"]["uid"])
                     scale = ctrl["spec"].get("replicas", 1)
@@ -227,18 +227,18 @@ class PDBController:
             elif not ref:
                 expected += 1
         if spec.get("maxUnavailable") is not None:
-            desired = max(0, expected - k.percent(spec["maxUnavailable"], expected, True))
+            desired = max(0, expected - ko.percent(spec["maxUnavailable"], expected, True))
         elif spec.get("minAvailable") is not None:
-            desired = k.percent(spec["minAvailable"], expected, True)
+            desired = ko.percent(spec["minAvailable"], expected, True)
         else:
             desired = expected
         allowed = max(0, healthy - desired)
-        status = k.copy_json(pdb.get("status") or {})
+        status = ko.copy_json(pdb.get("status") or {})
         status.update(observedGeneration=pdb["metadata"].get("generation", 1), currentHealthy=healthy,
                       desiredHealthy=desired, expectedPods=expected, disruptionsAllowed=allowed)
         status.setdefault("disruptedPods", {})
         if allowed > 0:
-            k.set_condition(status, "DisruptionAllowed", "True", "SufficientPods", "", self.store.now())
+            ko.set_condition(status, "DisruptionAllowed", "True", "SufficientPods", "", self.store.now())
         else:
-            k.set_condition(status, "DisruptionAllowed", "False", "InsufficientPods", "", self.store.now())
-        k.write_status(self.store, k.PDBS, pdb, status)
+            ko.set_condition(status, "DisruptionAllowed", "False", "InsufficientPods", "", self.store.now())
+        ko.write_status(self.store, ko.PDBS, pdb, status)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from flows.standins.kube_emulator import objects as k
+from flows.standins.kube_emulator import objects as ko
 from flows.standins.kube_emulator.clock import parse_iso
 from flows.standins.kube_emulator.errors import ApiError
 from flows.standins.kube_emulator.pods import PodController
@@ -17,7 +17,7 @@ class JobController:
     """batch/v1 Jobs (https://kubernetes.io/docs/concepts/workloads/controllers/job/) and their TTL
     (https://kubernetes.io/docs/concepts/workloads/controllers/ttlafterfinished/)."""
 
-    def __init__(self, store: Store, events: k.Events, pods: PodController) -> None:
+    def __init__(self, store: Store, events: ko.Events, pods: PodController) -> None:
         self.store, self.events, self.pod_controller = store, events, pods
         self.reset()
 
@@ -28,43 +28,43 @@ class JobController:
 
     def run_for(self, namespace: str, job_name: str, seconds: float, exit_code: int = 0) -> None:
         """How long the Job's next pods run and how they exit (wins over its annotations)."""
-        self._runs[(namespace, job_name)] = {k.RUN_SECONDS: str(seconds), k.EXIT_CODE: str(exit_code)}
+        self._runs[(namespace, job_name)] = {ko.RUN_SECONDS: str(seconds), ko.EXIT_CODE: str(exit_code)}
 
     def pods(self, namespace: str, job_name: str) -> list[Obj]:
-        job = self.store.get(k.JOBS, namespace, job_name)
+        job = self.store.get(ko.JOBS, namespace, job_name)
         uid = job["metadata"]["uid"]
-        return self.store.list(k.PODS, namespace, lambda p: (p["metadata"].get("labels") or {}).get(
+        return self.store.list(ko.PODS, namespace, lambda p: (p["metadata"].get("labels") or {}).get(
             "batch.kubernetes.io/controller-uid") == uid)
 
     def preempt(self, namespace: str, job_name: str, reason: str = "PreemptionByScheduler") -> str:
         """Preempt one running pod of the Job as the scheduler does (graceful deletion); → the pod's name."""
         running = [p for p in self.pods(namespace, job_name)
-                   if p["status"].get("phase") == "Running" and not k.is_terminating(p)]
+                   if p["status"].get("phase") == "Running" and not ko.is_terminating(p)]
         if not running:
             raise LookupError(f"job {namespace}/{job_name} has no running pod to preempt")
         victim = running[0]
         if reason == "PreemptionByScheduler":
             self.pod_controller.preempt_pod(victim, f"Preempted by a test on node {victim['spec'].get('nodeName')}")
         else:
-            k.add_condition(self.store, victim, "DisruptionTarget", reason, "Preempted in order to admit a higher "
+            ko.add_condition(self.store, victim, "DisruptionTarget", reason, "Preempted in order to admit a higher "
                           "priority pod")
-            self.store.delete(k.PODS, namespace, victim["metadata"]["name"])
+            self.store.delete(ko.PODS, namespace, victim["metadata"]["name"])
         return victim["metadata"]["name"]
 
     def tick(self, t: float) -> float:
-        due = k.NEVER
+        due = ko.NEVER
         by_job: dict[str, list[Obj]] = defaultdict(list)
-        for p in self.store.peek(k.PODS):
+        for p in self.store.peek(ko.PODS):
             uid = (p["metadata"].get("labels") or {}).get("batch.kubernetes.io/controller-uid")
             if uid:
                 by_job[uid].append(p)
-        jobs = self.store.peek(k.JOBS)
+        jobs = self.store.peek(ko.JOBS)
         for job in jobs:
             due = min(due, self._sync(job, by_job.get(job["metadata"]["uid"], []), t))
         live = {j["metadata"]["uid"] for j in jobs}
-        for p in self.store.peek(k.PODS):  # orphans (their Job deleted, or orphaned) lose the tracking finalizer
-            if k.JOB_FINALIZER in (p["metadata"].get("finalizers") or []) and \
-                    (k.owner(p, "Job") or {}).get("uid") not in live:
+        for p in self.store.peek(ko.PODS):  # orphans (their Job deleted, or orphaned) lose the tracking finalizer
+            if ko.JOB_FINALIZER in (p["metadata"].get("finalizers") or []) and \
+                    (ko.owner(p, "Job") or {}).get("uid") not in live:
                 self._release(p)
         return due
 
@@ -77,11 +77,11 @@ class JobController:
     def _sync(self, job: Obj, pods: list[Obj], t: float) -> float:
         meta, spec = job["metadata"], job["spec"]
         ns = meta["namespace"]
-        status = k.copy_json(job.get("status") or {})
+        status = ko.copy_json(job.get("status") or {})
         now = self.store.clock.iso(t)
         # account finished pods exactly once, then release their tracking finalizer
         for p in pods:
-            if k.is_terminal(p) and k.JOB_FINALIZER in (p["metadata"].get("finalizers") or []):
+            if ko.is_terminal(p) and ko.JOB_FINALIZER in (p["metadata"].get("finalizers") or []):
                 if p["status"]["phase"] == "Succeeded":
                     status["succeeded"] = status.get("succeeded", 0) + 1
                 else:
@@ -91,39 +91,39 @@ class JobController:
                     elif action == "FailJob" and not any(c["type"] == "FailureTarget" for c in
                                                          status.get("conditions") or []):
                         status["failed"] = status.get("failed", 0) + 1
-                        k.set_condition(status, "FailureTarget", "True", "PodFailurePolicy", why, now)
+                        ko.set_condition(status, "FailureTarget", "True", "PodFailurePolicy", why, now)
                 self._release(p)
         finished = self._finished(job)
         if finished is not None:
             ttl = spec.get("ttlSecondsAfterFinished")
             if ttl is None:
-                return k.NEVER
+                return ko.NEVER
             if t >= finished + ttl:
                 try:
-                    self.store.delete(k.JOBS, ns, meta["name"], propagation="Background")
+                    self.store.delete(ko.JOBS, ns, meta["name"], propagation="Background")
                 except ApiError:
                     pass
-                return k.NEVER
-            k.write_status(self.store, k.JOBS, job, status)
+                return ko.NEVER
+            ko.write_status(self.store, ko.JOBS, job, status)
             return finished + ttl
-        running = [p for p in pods if not k.is_terminal(p)]
-        active = [p for p in running if not k.is_terminating(p)]
-        terminating = [p for p in running if k.is_terminating(p)]
-        due = k.NEVER
+        running = [p for p in pods if not ko.is_terminal(p)]
+        active = [p for p in running if not ko.is_terminating(p)]
+        terminating = [p for p in running if ko.is_terminating(p)]
+        due = ko.NEVER
         failure = next((c for c in status.get("conditions") or [] if c["type"] == "FailureTarget"), None)
         success = next((c for c in status.get("conditions") or [] if c["type"] == "SuccessCriteriaMet"), None)
         if spec.get("suspend") and not failure and not success:
             for p in active:
                 self._delete(job, p)
-            if k.condition(job, "Suspended") != "True":
+            if ko.condition(job, "Suspended") != "True":
                 self.events.record(job, "Suspended", "Job suspended", "job-controller")
-            k.set_condition(status, "Suspended", "True", "JobSuspended", "Job suspended", now)
+            ko.set_condition(status, "Suspended", "True", "JobSuspended", "Job suspended", now)
             status.pop("startTime", None)
             status.update(active=0, ready=0, terminating=len(running))
-            k.write_status(self.store, k.JOBS, job, status)
-            return k.NEVER
-        if k.condition(job, "Suspended") == "True":
-            k.set_condition(status, "Suspended", "False", "JobResumed", "Job resumed", now)
+            ko.write_status(self.store, ko.JOBS, job, status)
+            return ko.NEVER
+        if ko.condition(job, "Suspended") == "True":
+            ko.set_condition(status, "Suspended", "False", "JobResumed", "Job resumed", now)
             self.events.record(job, "Resumed", "Job resumed", "job-controller")
         status.setdefault("startTime", now)
         started = parse_iso(status["startTime"])
@@ -135,11 +135,11 @@ class JobController:
             elif ads is not None and t - started >= ads:
                 outcome = ("DeadlineExceeded", "Job was active longer than specified deadline")
             elif status.get("succeeded", 0) >= spec.get("completions", 1):
-                k.set_condition(status, "SuccessCriteriaMet", "True", "CompletionsReached",
+                ko.set_condition(status, "SuccessCriteriaMet", "True", "CompletionsReached",
                               "Reached expected number of succeeded pods", now)
                 success = True
             if outcome:
-                k.set_condition(status, "FailureTarget", "True", *outcome, now)
+                ko.set_condition(status, "FailureTarget", "True", *outcome, now)
                 failure = True
             elif ads is not None and not success:
                 due = started + ads
@@ -149,10 +149,10 @@ class JobController:
             if not running:
                 if failure:
                     c = next(c for c in status["conditions"] if c["type"] == "FailureTarget")
-                    k.set_condition(status, "Failed", "True", c["reason"], c["message"], now)
+                    ko.set_condition(status, "Failed", "True", c["reason"], c["message"], now)
                     self.events.record(job, c["reason"], c["message"], "job-controller", "Warning")
                 else:
-                    k.set_condition(status, "Complete", "True", "CompletionsReached",
+                    ko.set_condition(status, "Complete", "True", "CompletionsReached",
                                   "Reached expected number of succeeded pods", now)
                     status["completionTime"] = now
                     self.events.record(job, "Completed", "Job completed", "job-controller")
@@ -166,17 +166,17 @@ class JobController:
                 pod = self._create_pod(job)
                 if pod:
                     active.append(pod)
-            status.update(active=len(active), ready=sum(k.is_ready(p) for p in active), terminating=len(terminating))
+            status.update(active=len(active), ready=sum(ko.is_ready(p) for p in active), terminating=len(terminating))
         status.setdefault("succeeded", 0)
         status.setdefault("failed", 0)
         status["uncountedTerminatedPods"] = {}
-        k.write_status(self.store, k.JOBS, job, status)
+        ko.write_status(self.store, ko.JOBS, job, status)
         return due
 
     def _release(self, pod: Obj) -> None:
-        fins = [f for f in pod["metadata"].get("finalizers") or [] if f != k.JOB_FINALIZER]
+        fins = [f for f in pod["metadata"].get("finalizers") or [] if f != ko.JOB_FINALIZER]
         try:
-            self.store.patch(k.PODS, pod["metadata"]["namespace"], pod["metadata"]["name"],
+            self.store.patch(ko.PODS, pod["metadata"]["namespace"], pod["metadata"]["name"],
                              "application/merge-patch+json", {"metadata": {"finalizers": fins or None}},
                              internal=True)
         except ApiError:
@@ -185,14 +185,14 @@ class JobController:
     def _create_pod(self, job: Obj) -> Obj | None:
         meta, tmpl = job["metadata"], job["spec"]["template"]
         annotations = {**((tmpl.get("metadata") or {}).get("annotations") or {}),
-                       **{k: v for k, v in (meta.get("annotations") or {}).items() if k.startswith(k.PREFIX)}}
+                       **{k: v for k, v in (meta.get("annotations") or {}).items() if k.startswith(ko.PREFIX)}}
         annotations.update(self._runs.get((meta["namespace"], meta["name"]), {}))
-        annotations.setdefault(k.RUN_SECONDS, str(self.default_run_seconds))
-        return k.create_owned_pod(self.store, self.events, job, "job-controller", annotations, [k.JOB_FINALIZER])
+        annotations.setdefault(ko.RUN_SECONDS, str(self.default_run_seconds))
+        return ko.create_owned_pod(self.store, self.events, job, "job-controller", annotations, [ko.JOB_FINALIZER])
 
     def _delete(self, job: Obj, pod: Obj) -> None:
         try:
-            self.store.delete(k.PODS, pod["metadata"]["namespace"], pod["metadata"]["name"])
+            self.store.delete(ko.PODS, pod["metadata"]["namespace"], pod["metadata"]["name"])
         except ApiError:
             return
         self.events.record(job, "SuccessfulDelete", f"Deleted pod: {pod['metadata']['name']}", "job-controller")
