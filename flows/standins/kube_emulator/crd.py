@@ -32,8 +32,38 @@ _CEL_LOCK = threading.Lock()
 
 
 def crd_dir() -> Path:
+    """Where the upstream CRDs are read from (never copied into the repository).
+
+    ``INFEROPS_K8S_CRDS`` if set; else ``../shared/k8s-crds`` beside the checkout; else, for a clone of a
+    local checkout (CI clones ``main`` elsewhere), ``../shared/k8s-crds`` beside the clone's origin.
+    """
     env = os.environ.get("INFEROPS_K8S_CRDS")
-    return Path(env) if env else Path(__file__).resolve().parents[3].parent / "shared" / "k8s-crds"
+    if env:
+        return Path(env)
+    repo = Path(__file__).resolve().parents[3]
+    beside = repo.parent / "shared" / "k8s-crds"
+    if beside.is_dir():
+        return beside
+    origin = _local_origin(repo)
+    if origin is not None and (origin.parent / "shared" / "k8s-crds").is_dir():
+        return origin.parent / "shared" / "k8s-crds"
+    return beside
+
+
+def _local_origin(repo: Path) -> Path | None:
+    """The checkout a local clone was made from (``remote.origin.url`` is a path), or None."""
+    import subprocess
+
+    try:
+        url = subprocess.run(["git", "-C", str(repo), "config", "--get", "remote.origin.url"],
+                             capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    url = url.removeprefix("file://")
+    if not url or "://" in url or ":" in url.split("/")[0]:
+        return None  # a remote URL (https://, ssh, host:path): nothing local beside it
+    path = (repo / url).resolve() if not url.startswith("/") else Path(url)
+    return path if path.is_dir() else None
 
 
 @cache
