@@ -11,6 +11,7 @@ from model_build import evaluate, quantize, smooth
 from model_build.build import BuildSpec, Judge, Precision, build_fp16, build_int8
 from model_build.calibrate import CalibMethod, load_dataset
 from model_build.evaluate import Metric
+from model_build.isa import Scheme
 from model_build.prepare import prepare
 from tests.unit.model_build_support import conv_detector, normal, npz, outlier_mlp, overflow_model
 
@@ -50,7 +51,7 @@ def test_int8_qdq_per_channel_for_each_calibration_method(detector, method):
 
 def test_symmetric_activations_for_tensorrt(detector):
     tmp, prepared, calib, _ = detector
-    out = quantize.int8(prepared.path, tmp / "int8_sym.onnx", calib, symmetric_activations=True)
+    out = quantize.int8(prepared.path, tmp / "int8_sym.onnx", calib, scheme=Scheme.s8s8)
     inits = {i.name: onnx.numpy_helper.to_array(i) for i in onnx.load(str(out)).graph.initializer}
     zero_points = [inits[n.input[2]] for n in _nodes(out, "QuantizeLinear")]
     assert zero_points and all(zp.dtype == np.int8 and not zp.any() for zp in zero_points)
