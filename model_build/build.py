@@ -77,10 +77,10 @@ class BuildSpec(BaseModel):
             raise ValueError(f"target tensorrt needs int8_scheme s8s8 (symmetric int8), not {self.int8_scheme.value}")
         return self
 
-    def scheme(self, host: HostCPU) -> tuple[Scheme, str]:
-        """The INT8 scheme of this build and why."""
+    def schemes(self, host: HostCPU) -> tuple[list[Scheme], str]:
+        """The INT8 schemes this build searches (the faster passing one wins), and why."""
         if self.int8_scheme is not None:
-            return self.int8_scheme, f"int8_scheme {self.int8_scheme.value} requested"
+            return [self.int8_scheme], f"int8_scheme {self.int8_scheme.value} requested"
         return choose(host.isa, tensorrt=self.target is Target.tensorrt)
 
     @property
@@ -170,10 +170,41 @@ def build_fp16(prepared: PreparedModel, workdir: Path, judge: Judge) -> Candidat
 
 def build_int8(prepared: PreparedModel, workdir: Path, judge: Judge, calib: Dataset, spec: BuildSpec,
                host: HostCPU | None = None) -> Candidate:
-    """INT8 with the accuracy-aware search, in the scheme this host (or ``spec.int8_scheme``) calls for."""
+    """INT8 with the accuracy-aware search, in the scheme this host (or ``spec.int8_scheme``) calls
+    for. Where two schemes are candidates (a CPU without VNNI), each is searched and the faster one
+    within tolerance, measured here, is kept; the other is named in the notes."""
     t0 = time.perf_counter()
+    schemes, why = spec.schemes(host or detect())
+    results = [_int8_search(prepared, workdir / scheme.value if len(schemes) > 1 else workdir, judge, calib, spec,
+                            scheme, why) for scheme in schemes]
+    passing = [c for c in results if c.ok]
+    if len(passing) > 1:
+        from model_build.benchmark import measure
+
+        perf = measure({c.scheme.value: c.path for c in passing}, judge.data, threads=spec.bench_threads,
+                       batches=(32,), repeats=3, min_time_s=0.1)
+
+        def speed(c: Candidate) -> float:  # geometric mean of batch-1 and batch-32 rates
+            p = perf[c.scheme.value]
+            return (p.throughput / p.latency_ms_p50) ** 0.5
+
+        chosen = max(passing, key=speed)
+        chosen.notes.append("chosen over " + ", ".join(
+            f"{c.scheme.value} ({len(c.excluded_nodes)} nodes in float, {speed(c) / speed(chosen):.2f}x the speed)"
+            for c in passing if c is not chosen))
+    else:
+        chosen = passing[0] if passing else results[-1]
+        chosen.notes += [f"{c.scheme.value} missed: {c.reason}" for c in results if c is not chosen]
+    chosen.trials = [t for c in results for t in c.trials]
+    chosen.seconds = time.perf_counter() - t0
+    return chosen
+
+
+def _int8_search(prepared: PreparedModel, workdir: Path, judge: Judge, calib: Dataset, spec: BuildSpec,
+                 scheme: Scheme, why: str) -> Candidate:
+    t0 = time.perf_counter()
+    workdir.mkdir(parents=True, exist_ok=True)
     batch = 16 if prepared.batch_dynamic else (prepared.inputs[0].shape[0] or 1)
-    scheme, why = spec.scheme(host or detect())
     graph = onnx.load(str(prepared.path), load_external_data=False).graph
     quantizable = {n.name for n in graph.node if n.op_type in quantize.INT8_OP_TYPES}
     # attention's activation-by-activation MatMuls stay float on CPU (the same names in the smoothed model)
@@ -196,7 +227,7 @@ def build_int8(prepared: PreparedModel, workdir: Path, judge: Judge, calib: Data
     result = search.search(prepared.path, workdir, make, judge, calib, quantizable, max_trials=spec.max_trials,
                            smooth=smoothed if spec.smooth_alpha > 0 else None,
                            higher_is_better=spec.metric is Metric.fidelity)
-    trials = [{"excluded_tensors": t.excluded_tensors, "excluded_nodes": len(t.excluded_nodes),
+    trials = [{"scheme": scheme.value, "excluded_tensors": t.excluded_tensors, "excluded_nodes": len(t.excluded_nodes),
                "smoothed": t.smoothed, "score": t.score, "ok": t.ok, "reason": t.reason} for t in result.trials]
     best = result.path or result.last
     fid, acc, ok, reason = judge.report(best)

@@ -60,7 +60,8 @@ def _npz(path: Path, source: str) -> dict[str, np.ndarray]:
 
 
 def _why(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}".rstrip(": ")
+    kind = type(exc).__name__ if type(exc).__module__ == "builtins" else f"{type(exc).__module__}.{type(exc).__name__}"
+    return f"{kind}: {' '.join(str(exc).split())[:200]}".rstrip(": ")
 
 
 def _read(source: str) -> Mapping[str, np.ndarray]:

@@ -130,12 +130,17 @@ def detect(cpuinfo: Path = Path("/proc/cpuinfo")) -> HostCPU:
     return HostCPU(isa_from_flags(flags, machine), model, machine, str(cpuinfo) if flags else "unknown")
 
 
-def choose(isa: ISA, *, tensorrt: bool) -> tuple[Scheme, str]:
-    """The scheme for a target on a host, and why (for the manifest)."""
+def choose(isa: ISA, *, tensorrt: bool) -> tuple[list[Scheme], str]:
+    """The schemes worth searching for a target on a host, best guess first, and why.
+
+    Without VNNI both exact schemes are searched and the faster one that meets the tolerance is
+    kept (measured on this host): 7-bit weights keep the fast u8s8 kernel but may cost fidelity,
+    hence more nodes in float; u8u8 keeps 8-bit weights on a slower kernel."""
     if tensorrt:
-        return Scheme.s8s8, "target tensorrt: TensorRT's INT8 is symmetric int8 for activations and weights"
+        return [Scheme.s8s8], "target tensorrt: TensorRT's INT8 is symmetric int8 for activations and weights"
     if isa.saturates_u8s8:
-        return Scheme.u8s8_reduce_range, (
-            f"{isa.value} has no VNNI: onnxruntime's u8s8 kernel (VPMADDUBSW) saturates at 16 bits, so weights "
-            "use 7 bits (onnxruntime's guidance for CPUs without VNNI)")
-    return Scheme.u8s8, f"{isa.value} accumulates u8s8 products in 32 bits: full 8-bit weights are exact"
+        return [Scheme.u8s8_reduce_range, Scheme.u8u8], (
+            f"{isa.value} has no VNNI: onnxruntime's u8s8 kernel (VPMADDUBSW) saturates at 16 bits; onnxruntime's "
+            "guidance for CPUs without VNNI is 7-bit weights (reduce_range) or u8u8, and the faster of the two "
+            "that meets the tolerance on this host is kept")
+    return [Scheme.u8s8], f"{isa.value} accumulates u8s8 products in 32 bits: full 8-bit weights are exact"
