@@ -133,6 +133,13 @@ class Judge:
         return score, ok, reason
 
 
+class Recipe(StrEnum):
+    """Which ops an INT8 candidate quantises."""
+
+    compute_ops = "compute_ops"  # Conv/MatMul/Gemm inputs, MatMul outputs float; searched (smoothing, exclusions)
+    whole_graph = "whole_graph"  # every op onnxruntime quantises, outputs too: one trial, no search
+
+
 @dataclass
 class Candidate:
     precision: Precision
@@ -148,6 +155,7 @@ class Candidate:
     smoothing: dict[str, Any] | None = None  # SmoothQuant applied before calibration (INT8)
     scheme: Scheme | None = None  # INT8 encoding (model_build.isa)
     scheme_reason: str = ""
+    recipe: Recipe | None = None  # which ops INT8 quantised
 
 
 def build_fp16(prepared: PreparedModel, workdir: Path, judge: Judge) -> Candidate:
@@ -170,34 +178,67 @@ def build_fp16(prepared: PreparedModel, workdir: Path, judge: Judge) -> Candidat
 
 def build_int8(prepared: PreparedModel, workdir: Path, judge: Judge, calib: Dataset, spec: BuildSpec,
                host: HostCPU | None = None) -> Candidate:
-    """INT8 with the accuracy-aware search, in the scheme this host (or ``spec.int8_scheme``) calls
-    for. Where two schemes are candidates (a CPU without VNNI), each is searched and the faster one
-    within tolerance, measured here, is kept; the other is named in the notes."""
+    """INT8 in the scheme(s) this host (or ``spec.int8_scheme``) calls for, the fastest candidate
+    within tolerance kept, measured here.
+
+    Per scheme: the compute-ops recipe with the accuracy-aware search and, for onnxruntime
+    targets, one whole-graph trial (onnxruntime's own recipe, in our scheme with per-channel
+    weights), which keeps CNNs INT8 from end to end. When more than one candidate passes (two
+    recipes, or the two exact schemes of a CPU without VNNI), the faster on this worker wins; the
+    others are named in the notes, and every trial is in ``trials``."""
     t0 = time.perf_counter()
     schemes, why = spec.schemes(host or detect())
-    results = [_int8_search(prepared, workdir / scheme.value if len(schemes) > 1 else workdir, judge, calib, spec,
-                            scheme, why) for scheme in schemes]
+    results: list[Candidate] = []
+    for scheme in schemes:
+        where = workdir / scheme.value if len(schemes) > 1 else workdir
+        results.append(_int8_search(prepared, where, judge, calib, spec, scheme, why))
+        if spec.target is Target.onnxruntime:
+            results.append(_int8_whole_graph(prepared, where, judge, calib, spec, scheme, why))
     passing = [c for c in results if c.ok]
+
+    def label(c: Candidate) -> str:
+        return f"{c.scheme.value if c.scheme else '?'}/{c.recipe.value}"
+
     if len(passing) > 1:
         from model_build.benchmark import measure
 
-        perf = measure({c.scheme.value: c.path for c in passing}, judge.data, threads=spec.bench_threads,
+        perf = measure({label(c): c.path for c in passing if c.path}, judge.data, threads=spec.bench_threads,
                        batches=(32,), repeats=3, min_time_s=0.1)
 
         def speed(c: Candidate) -> float:  # geometric mean of batch-1 and batch-32 rates
-            p = perf[c.scheme.value]
-            return (p.throughput / p.latency_ms_p50) ** 0.5
+            p = perf[label(c)]
+            return float((p.throughput / p.latency_ms_p50) ** 0.5)
 
         chosen = max(passing, key=speed)
-        chosen.notes.append("chosen over " + ", ".join(
-            f"{c.scheme.value} ({len(c.excluded_nodes)} nodes in float, {speed(c) / speed(chosen):.2f}x the speed)"
+        chosen.notes.append("fastest within tolerance here, over " + ", ".join(
+            f"{label(c)} ({len(c.excluded_nodes)} nodes in float, {speed(c) / speed(chosen):.2f}x the speed)"
             for c in passing if c is not chosen))
     else:
-        chosen = passing[0] if passing else results[-1]
-        chosen.notes += [f"{c.scheme.value} missed: {c.reason}" for c in results if c is not chosen]
+        chosen = passing[0] if passing else results[0]
+        chosen.notes += [f"{label(c)} missed: {c.reason}" for c in results if c is not chosen]
     chosen.trials = [t for c in results for t in c.trials]
     chosen.seconds = time.perf_counter() - t0
     return chosen
+
+
+def _int8_whole_graph(prepared: PreparedModel, workdir: Path, judge: Judge, calib: Dataset, spec: BuildSpec,
+                      scheme: Scheme, why: str) -> Candidate:
+    t0 = time.perf_counter()
+    workdir.mkdir(parents=True, exist_ok=True)
+    batch = 16 if prepared.batch_dynamic else (prepared.inputs[0].shape[0] or 1)
+    out = quantize.int8(prepared.path, workdir / "int8_whole_graph.onnx", calib, method=spec.calib_method,
+                        scheme=scheme, batch_size=batch, op_types=None,
+                        cache_path=workdir / f"calibration_whole_graph_{spec.calib_method.value}.json")
+    fid, acc, ok, reason = judge.report(out)
+    score = acc.loss if spec.metric is Metric.accuracy and acc else fid.cosine
+    trial = {"scheme": scheme.value, "recipe": Recipe.whole_graph.value, "excluded_tensors": 0, "excluded_nodes": 0,
+             "smoothed": False, "score": score, "ok": ok, "reason": reason}
+    return Candidate(Precision.int8, out, ok, reason if ok else f"whole-graph INT8: {reason}", fid, acc,
+                     trials=[trial], seconds=time.perf_counter() - t0, scheme=scheme, scheme_reason=why,
+                     recipe=Recipe.whole_graph,
+                     notes=[f"calibration {spec.calib_method.value} on {n_samples(calib)} samples",
+                            f"{scheme.value}: {scheme.describe()} ({why})",
+                            "whole graph quantised (onnxruntime's recipe: every supported op, outputs too)"])
 
 
 def _int8_search(prepared: PreparedModel, workdir: Path, judge: Judge, calib: Dataset, spec: BuildSpec,
@@ -227,7 +268,7 @@ def _int8_search(prepared: PreparedModel, workdir: Path, judge: Judge, calib: Da
     result = search.search(prepared.path, workdir, make, judge, calib, quantizable, max_trials=spec.max_trials,
                            smooth=smoothed if spec.smooth_alpha > 0 else None,
                            higher_is_better=spec.metric is Metric.fidelity)
-    trials = [{"scheme": scheme.value, "excluded_tensors": t.excluded_tensors, "excluded_nodes": len(t.excluded_nodes),
+    trials = [{"scheme": scheme.value, "recipe": Recipe.compute_ops.value, "excluded_tensors": t.excluded_tensors, "excluded_nodes": len(t.excluded_nodes),
                "smoothed": t.smoothed, "score": t.score, "ok": t.ok, "reason": t.reason} for t in result.trials]
     best = result.path or result.last
     fid, acc, ok, reason = judge.report(best)
@@ -245,7 +286,7 @@ def _int8_search(prepared: PreparedModel, workdir: Path, judge: Judge, calib: Da
                      excluded_nodes=result.excluded_nodes if ok else result.trials[-1].excluded_nodes,
                      trials=trials, notes=notes, seconds=time.perf_counter() - t0,
                      smoothing=result.smoothing.describe() if result.smoothing else None, scheme=scheme,
-                     scheme_reason=why)
+                     scheme_reason=why, recipe=Recipe.compute_ops)
 
 
 @dataclass
@@ -320,6 +361,7 @@ def manifest(spec: BuildSpec, prepared: PreparedModel, chosen: Candidate, *, nam
         "target": spec.target.value,
         "host": host.describe(),
         "quantization": {"scheme": chosen.scheme.value if chosen.scheme else None,
+                         "recipe": chosen.recipe.value if chosen.recipe else None,
                          "encoding": chosen.scheme.describe() if chosen.scheme else None,
                          "why": chosen.scheme_reason or None,
                          "portable": chosen.scheme.portable if chosen.scheme else None,

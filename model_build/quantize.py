@@ -29,16 +29,18 @@ INT8_OP_TYPES = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 def int8(fp32_path: Path, out_path: Path, calib: Dataset, *, method: CalibMethod = CalibMethod.minmax,
          exclude: Sequence[str] = (), scheme: Scheme = Scheme.u8s8, per_channel: bool = True,
          batch_size: int = 16, cache_path: Path | None = None, stride_batches: int = 4,
-         op_types: Sequence[str] = INT8_OP_TYPES, constant_weights_only: bool = False) -> Path:
+         op_types: Sequence[str] | None = INT8_OP_TYPES, constant_weights_only: bool = False) -> Path:
     """Static QDQ INT8 with per-channel weights.
 
     Calibration runs ``stride_batches`` batches at a time (``CalibStridedMinMax``), so activation
     memory stays bounded by one stride; the ranges are cached in ``cache_path`` and reused by
     every later trial of the search. ``scheme`` (:mod:`model_build.isa`) sets the encoding:
     ``s8s8`` gives signed, zero-point-free activations as TensorRT expects; ``u8s8_reduce_range``
-    and ``u8u8`` keep CPUs without VNNI from saturating. ``constant_weights_only`` leaves activation-by-activation
-    MatMuls (attention's QK^T and AV) in float: a few percent of the time on CPU, and a
-    disproportionate share of the error.
+    and ``u8u8`` keep CPUs without VNNI from saturating. ``constant_weights_only`` leaves
+    activation-by-activation MatMuls (attention's QK^T and AV) in float: a few percent of the time
+    on CPU, and a disproportionate share of the error. ``op_types=None`` quantises every op
+    onnxruntime can, outputs too (onnxruntime's own default recipe): CNNs then stay INT8 from end
+    to end (QLinearConv, pooling, residual adds), at a fidelity cost transformers rarely afford.
     """
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
@@ -49,7 +51,7 @@ def int8(fp32_path: Path, out_path: Path, calib: Dataset, *, method: CalibMethod
     quantize_static(
         str(fp32_path), str(out_path), reader,
         quant_format=QuantFormat.QDQ,
-        op_types_to_quantize=list(op_types),
+        op_types_to_quantize=list(op_types) if op_types is not None else None,
         per_channel=per_channel,
         activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
         weight_type=QuantType.QUInt8 if scheme is Scheme.u8u8 else QuantType.QInt8,
@@ -64,7 +66,7 @@ def int8(fp32_path: Path, out_path: Path, calib: Dataset, *, method: CalibMethod
             # MatMul/Gemm outputs stay float: onnxruntime then runs DQ->MatMul as
             # MatMulIntegerToFloat (the same int8 GEMM) without re-quantising pre-residual
             # activations, whose outliers are what costs transformers their fidelity
-            "OpTypesToExcludeOutputQuantization": ["MatMul", "Gemm"],
+            "OpTypesToExcludeOutputQuantization": ["MatMul", "Gemm"] if op_types is not None else [],
         },
     )
     return out_path
