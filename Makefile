@@ -19,6 +19,10 @@ APT_BINS += zstd
 # drbd-health: a real Pushgateway for the metrics push test (tests/integration/test_drbd_pushgateway.py)
 APT_PKGS += prometheus-pushgateway
 APT_BINS += prometheus-pushgateway
+# model-build: onnxruntime's INT8 kernels run on an emulated AVX2-only CPU (qemu-x86_64 -cpu Haswell) in
+# tests/unit/test_model_build_isa.py, so the AVX2 regime is checked on every build host
+APT_PKGS += qemu-user
+APT_BINS += qemu-x86_64
 PYTEST_ARGS ?=
 
 .PHONY: help setup apt demo up test deploy bench lint image clean

@@ -7,8 +7,8 @@ which adds two u8×s8 products into a *saturating* signed 16-bit lane: 255·127�
 fit in 32767, so large activations times large weights clip, silently. VNNI (``VPDPBUSD``, AVX-512
 or AVX-VNNI), AMX and ARM's dot-product instructions accumulate into 32 bits and never saturate.
 onnxruntime's guidance (``quantize_static``'s docstring, "Choosing parameters for CPU inference";
-its quantization docs) for CPUs without VNNI is ``reduce_range`` (7-bit weights: 255·63·2 = 32130
-fits) or U8U8 (a slower kernel without the saturating step).
+its quantization docs) for CPUs without VNNI is ``reduce_range`` (7-bit weights in [-64, 64]:
+255·64·2 = 32640 fits) or U8U8 (a slower kernel without the saturating step).
 
 Which scheme is used is recorded in the manifest with the ISA it was chosen for. A U8S8 model
 built on a VNNI host *and served on an AVX2 host* saturates there: ``Scheme.portable`` says

@@ -6,6 +6,12 @@ the same integers on every ISA (no saturation), so their fidelity does not depen
 from __future__ import annotations
 
 import collections
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import sysconfig
 
 import numpy as np
 import onnx
@@ -174,6 +180,48 @@ def test_avx2_regime_searches_both_exact_schemes(tmp_path, monkeypatch):
     weights = [i for i in onnx.load(str(result.path)).graph.initializer if i.name.endswith("_quantized")]
     q = np.concatenate([numpy_helper.to_array(w).ravel().astype(np.int32) for w in weights])
     if result.scheme is Scheme.u8s8_reduce_range:
-        assert q.min() >= -64 and q.max() <= 63  # 7-bit weights: 2 x 255 x 64 fits VPMADDUBSW's 16 bits
+        # onnxruntime's reduced int8 range is [-64, 64]: 2 x 255 x 64 = 32640 fits VPMADDUBSW's 16 bits
+        assert q.min() >= -64 and q.max() <= 64 and 2 * 255 * max(-q.min(), q.max()) <= 32767
     else:
         assert all(w.data_type == TensorProto.UINT8 for w in weights)
+
+
+QEMU = shutil.which("qemu-x86_64")
+_RUN_ALL = """
+import sys, numpy as np, onnxruntime as ort
+x = np.load(sys.argv[1])["x"]
+out = {p: ort.InferenceSession(p, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0] for p in sys.argv[3:]}
+np.savez(sys.argv[2], **{str(i): out[p] for i, p in enumerate(sys.argv[3:])})
+"""
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64" or QEMU is None,
+                    reason="needs x86-64 and qemu-user (make setup installs it)")
+def test_on_an_avx2_cpu_u8s8_saturates_and_our_avx2_schemes_are_exact(tmp_path):
+    """onnxruntime's own kernels on an emulated AVX2 CPU without VNNI or AVX-512 (qemu-x86_64 -cpu
+    Haswell), whatever this host is: full-range u8s8 saturates, as issue 17 saw on AVX2 hosts;
+    the two schemes chosen for such CPUs compute exactly what the Q/DQ graph says."""
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(np.abs(rng.normal(1.0, 0.05, (64, 8))).astype(np.float32), "w")  # -> int8 ~127
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "mm",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8])], [w])
+    fp32 = tmp_path / "mm.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(fp32))
+    calib = {"x": rng.random((32, 64), dtype=np.float32)}
+    x = np.full((4, 64), 0.999, np.float32)  # activations that quantise to ~255
+    models = {s: quantize.int8(fp32, tmp_path / f"{s.value}.onnx", calib, scheme=s, batch_size=16)
+              for s in (Scheme.u8s8, Scheme.u8s8_reduce_range, Scheme.u8u8)}
+    exact = {s: evaluate.session(p, provider_list=["CPUExecutionProvider"], config=evaluate.EXACT_QDQ).run(
+        None, {"x": x})[0] for s, p in models.items()}
+    np.savez(tmp_path / "x.npz", x=x)
+    env = {**os.environ, "PYTHONPATH": sysconfig.get_paths()["purelib"]}
+    run = subprocess.run([QEMU, "-cpu", "Haswell", os.path.realpath(sys.executable), "-c", _RUN_ALL,
+                          str(tmp_path / "x.npz"), str(tmp_path / "avx2.npz"), *map(str, models.values())],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    avx2 = np.load(tmp_path / "avx2.npz")
+    got = {s: avx2[str(i)] for i, s in enumerate(models)}
+    assert np.abs(got[Scheme.u8s8] - exact[Scheme.u8s8]).max() > 0.1 * np.abs(exact[Scheme.u8s8]).max()
+    for scheme in (Scheme.u8s8_reduce_range, Scheme.u8u8):
+        np.testing.assert_allclose(got[scheme], exact[scheme], rtol=1e-5, err_msg=scheme.value)
