@@ -123,8 +123,8 @@ def accuracy(reference: list[np.ndarray], candidate: list[np.ndarray], labels: n
 def load_labels(path: str | Path) -> np.ndarray:
     try:
         labels = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise BadInput(f"labels {path}: unreadable ({exc})") from exc
+    except Exception as exc:  # missing, empty, truncated, pickled, not an array: the file is bad, whatever the error
+        raise BadInput(f"labels {path}: unreadable ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})") from exc
     if not isinstance(labels, np.ndarray) or labels.dtype.kind not in "iu":
         raise BadInput(f"labels {path}: expected a .npy array of integer class ids")
     return labels
