@@ -170,6 +170,10 @@ def model_build(spec: BuildSpec) -> dict[str, Any]:
         fp32_perf = measured["fp32"]
         perfs = [measured.get(c.precision.value) for c in candidates]
         speed = speed_gate(spec, chosen.precision, fp32_perf, perfs[0], host)
+        if chosen.ok and chosen.scheme is not None and not chosen.scheme.portable:
+            speed.warnings.append(f"INT8 scheme {chosen.scheme.value} is exact only on CPUs with VNNI, AMX or ARM dot "
+                                  "products; served on AVX2 without VNNI it saturates (rebuild with --int8-scheme "
+                                  "u8s8_reduce_range for such hosts)")
         for warning in speed.warnings:
             log.warning("%s", warning)
         deployable = chosen.ok and speed.ok
