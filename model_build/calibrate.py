@@ -9,7 +9,6 @@ checked against the model's inputs (names, dtypes, ranks, fixed dims) before any
 from __future__ import annotations
 
 import importlib
-import zipfile
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
@@ -34,28 +33,56 @@ class CalibMethod(StrEnum):
                 "percentile": CalibrationMethod.Percentile}[self.value]
 
 
+def _npy(path: Path, source: str) -> np.ndarray:
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except Exception as exc:  # truncated, not an array, pickled objects: the file is bad, whatever the error
+        raise BadInput(f"dataset {source}: unreadable .npy file {path.name} ({_why(exc)})") from exc
+
+
+def _npz(path: Path, source: str) -> dict[str, np.ndarray]:
+    """Every member of an NPZ, read now: a corrupt member (zlib, CRC, header) is bad input here,
+    not a crash in the middle of calibration."""
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except Exception as exc:
+        raise BadInput(f"dataset {source}: unreadable NPZ ({_why(exc)})") from exc
+    if not isinstance(loaded, np.lib.npyio.NpzFile):  # np.load gives a plain array for a .npy file
+        raise BadInput(f"dataset {source}: a single .npy array, not an NPZ archive keyed by input names")
+    with loaded as npz:
+        data = {}
+        for key in npz.files:
+            try:
+                data[key] = npz[key]
+            except Exception as exc:
+                raise BadInput(f"dataset {source}: member {key!r} is unreadable ({_why(exc)})") from exc
+    return data
+
+
+def _why(exc: BaseException) -> str:
+    kind = type(exc).__name__ if type(exc).__module__ == "builtins" else f"{type(exc).__module__}.{type(exc).__name__}"
+    return f"{kind}: {' '.join(str(exc).split())[:200]}".rstrip(": ")
+
+
 def _read(source: str) -> Mapping[str, np.ndarray]:
     path = Path(source)
     if path.is_dir():
         files = sorted(path.glob("*.npy"))
         if not files:
             raise BadInput(f"dataset {source}: no .npy files in the directory")
-        return {f.stem: np.load(f, mmap_mode="r", allow_pickle=False) for f in files}
+        return {f.stem: _npy(f, source) for f in files}
     if path.is_file():
-        try:
-            with np.load(path, allow_pickle=False) as npz:
-                if not hasattr(npz, "files"):
-                    raise BadInput(f"dataset {source}: not an NPZ archive (a single .npy array)")
-                return {k: npz[k] for k in npz.files}
-        except (OSError, ValueError, zipfile.BadZipFile) as exc:
-            raise BadInput(f"dataset {source}: unreadable NPZ ({exc})") from exc
+        return _npz(path, source)
     if ":" in source and not source.startswith(("/", ".")):
         module, _, func = source.partition(":")
         try:
             loader = getattr(importlib.import_module(module), func)
         except (ImportError, AttributeError) as exc:
             raise BadInput(f"dataset {source}: cannot import the loader ({exc})") from exc
-        data = loader()
+        try:
+            data = loader()
+        except Exception as exc:
+            raise BadInput(f"dataset {source}: the loader failed ({_why(exc)})") from exc
         if not isinstance(data, Mapping):
             raise BadInput(f"dataset {source}: the loader must return a mapping input name -> array")
         return {k: np.asarray(v) for k, v in data.items()}
@@ -80,6 +107,8 @@ def load_dataset(source: str | Path, inputs: list[InputSpec], what: str = "datas
             if axis > 0 and want is not None and got != want:
                 raise BadInput(f"{what} {source}: {spec.name!r} has shape {arr.shape}, the model expects "
                                f"{_fmt(spec.shape)}")
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            raise BadInput(f"{what} {source}: {spec.name!r} holds NaN or Inf values")
         counts.add(arr.shape[0])
     if len(counts) != 1 or 0 in counts:
         raise BadInput(f"{what} {source}: inputs need the same, non-zero number of samples (got {sorted(counts)})")

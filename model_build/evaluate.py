@@ -22,6 +22,19 @@ class Metric(StrEnum):
     accuracy = "accuracy"
 
 
+class Numerics(StrEnum):
+    """Whose arithmetic a candidate is judged with."""
+
+    host_kernels = "host_kernels"  # onnxruntime's fused kernels on this worker (its ISA, saturation included)
+    simulated_tensorrt_int8 = "simulated_tensorrt_int8"  # Q/DQ executed as written: exact s8 symmetric INT8
+
+
+# QuantizeLinear/DequantizeLinear run as ops, the MatMul/Conv between them in float: the exact
+# value of the quantised graph (round to nearest even, clip to [-128, 127], no 16-bit saturation),
+# which is what TensorRT's INT8 kernels compute up to float summation order
+EXACT_QDQ = {"session.disable_quant_qdq": "1"}
+
+
 DEFAULT_TOLERANCE = {Metric.fidelity: 0.999, Metric.accuracy: 0.01}
 
 
@@ -33,11 +46,14 @@ def providers() -> list[str]:
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
 
 
-def session(path: str | Path, threads: int = 0, provider_list: list[str] | None = None):
+def session(path: str | Path, threads: int = 0, provider_list: list[str] | None = None,
+            config: dict[str, str] | None = None):
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    for key, value in (config or {}).items():
+        opts.add_session_config_entry(key, value)
     if threads:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
@@ -107,8 +123,8 @@ def accuracy(reference: list[np.ndarray], candidate: list[np.ndarray], labels: n
 def load_labels(path: str | Path) -> np.ndarray:
     try:
         labels = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise BadInput(f"labels {path}: unreadable ({exc})") from exc
+    except Exception as exc:  # missing, empty, truncated, pickled, not an array: the file is bad, whatever the error
+        raise BadInput(f"labels {path}: unreadable ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})") from exc
     if not isinstance(labels, np.ndarray) or labels.dtype.kind not in "iu":
         raise BadInput(f"labels {path}: expected a .npy array of integer class ids")
     return labels

@@ -12,6 +12,7 @@ from pathlib import Path
 import onnx
 
 from model_build.calibrate import CalibMethod, Dataset, DatasetReader
+from model_build.isa import Scheme
 
 # ops that overflow or lose too much in FP16: normalisations, softmax, large reductions, exp/pow
 FP16_OVERFLOW_OPS = (
@@ -26,41 +27,46 @@ INT8_OP_TYPES = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 
 
 def int8(fp32_path: Path, out_path: Path, calib: Dataset, *, method: CalibMethod = CalibMethod.minmax,
-         exclude: Sequence[str] = (), symmetric_activations: bool = False, per_channel: bool = True,
+         exclude: Sequence[str] = (), scheme: Scheme = Scheme.u8s8, per_channel: bool = True,
          batch_size: int = 16, cache_path: Path | None = None, stride_batches: int = 4,
-         op_types: Sequence[str] = INT8_OP_TYPES, constant_weights_only: bool = False) -> Path:
+         op_types: Sequence[str] | None = INT8_OP_TYPES, constant_weights_only: bool = False) -> Path:
     """Static QDQ INT8 with per-channel weights.
 
     Calibration runs ``stride_batches`` batches at a time (``CalibStridedMinMax``), so activation
     memory stays bounded by one stride; the ranges are cached in ``cache_path`` and reused by
-    every later trial of the search. ``symmetric_activations`` gives signed, zero-point-free
-    activations as TensorRT expects. ``constant_weights_only`` leaves activation-by-activation
-    MatMuls (attention's QK^T and AV) in float: a few percent of the time on CPU, and a
-    disproportionate share of the error.
+    every later trial of the search. ``scheme`` (:mod:`model_build.isa`) sets the encoding:
+    ``s8s8`` gives signed, zero-point-free activations as TensorRT expects; ``u8s8_reduce_range``
+    and ``u8u8`` keep CPUs without VNNI from saturating. ``constant_weights_only`` leaves
+    activation-by-activation MatMuls (attention's QK^T and AV) in float: a few percent of the time
+    on CPU, and a disproportionate share of the error. ``op_types=None`` quantises every op
+    onnxruntime can, outputs too (onnxruntime's own default recipe): CNNs then stay INT8 from end
+    to end (QLinearConv, pooling, residual adds), at a fidelity cost transformers rarely afford.
     """
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     if constant_weights_only:  # onnxruntime's QDQ quantizer ignores its own MatMulConstBOnly option
         exclude = [*exclude, *activation_matmuls(onnx.load(str(fp32_path), load_external_data=False).graph)]
     reader = DatasetReader(calib, batch_size)
+    symmetric = scheme is Scheme.s8s8
     quantize_static(
         str(fp32_path), str(out_path), reader,
         quant_format=QuantFormat.QDQ,
-        op_types_to_quantize=list(op_types),
+        op_types_to_quantize=list(op_types) if op_types is not None else None,
         per_channel=per_channel,
-        activation_type=QuantType.QInt8 if symmetric_activations else QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
+        activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
+        weight_type=QuantType.QUInt8 if scheme is Scheme.u8u8 else QuantType.QInt8,
+        reduce_range=scheme is Scheme.u8s8_reduce_range,
         calibrate_method=method.ort(),
         nodes_to_exclude=list(exclude),
         calibration_cache_path=cache_path,
         extra_options={
-            "ActivationSymmetric": symmetric_activations,
+            "ActivationSymmetric": symmetric,
             "WeightSymmetric": True,
             "CalibStridedMinMax": reader.stride(stride_batches),
             # MatMul/Gemm outputs stay float: onnxruntime then runs DQ->MatMul as
             # MatMulIntegerToFloat (the same int8 GEMM) without re-quantising pre-residual
             # activations, whose outliers are what costs transformers their fidelity
-            "OpTypesToExcludeOutputQuantization": ["MatMul", "Gemm"],
+            "OpTypesToExcludeOutputQuantization": ["MatMul", "Gemm"] if op_types is not None else [],
         },
     )
     return out_path

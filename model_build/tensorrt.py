@@ -8,6 +8,20 @@ dynamic dimensions, and a timing cache loaded from and saved back to S3 so that 
 same GPU model are fast. NOT RUN in this project's CI or on its development machines: TensorRT
 cannot be installed there. Without ``tensorrt`` or a GPU, :func:`available` says why and the
 flow skips the step.
+
+Checked statically instead: ``tests/unit/test_model_build_tensorrt_types.py`` runs mypy (strict)
+on this module against ``tensorrt-stubs`` (the TensorRT 10.13 Python API) and checks that it uses
+none of the Python APIs TensorRT 11 removed (:data:`REMOVED_IN_TRT11`). What the 10.13 stubs
+revealed, and how each is handled for 10.x and 11.x alike:
+
+- ``Builder.build_serialized_network`` is typed as never returning None; TensorRT returns None
+  when the build fails (both versions' docs), so the result is typed ``IHostMemory | None``.
+- ``IOptimizationProfile.set_shape`` takes ``Dims``; tuples only work through pybind11's implicit
+  conversion, so shapes are passed as ``trt.Dims``.
+- ``NetworkDefinitionCreationFlag.STRONGLY_TYPED`` exists in 10.x (opt-in there); 11.x makes
+  every network strongly typed, so the flag is set on 10.x only.
+- A ``tensorrt`` directory of ``.pyi`` stubs imports as an empty namespace package: it is not
+  TensorRT, and :func:`available` says so.
 """
 
 from __future__ import annotations
@@ -16,8 +30,19 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from model_build.prepare import InputSpec
+
+# Python APIs that TensorRT 11 removed (NVIDIA, "Removed Python APIs and Replacements",
+# docs.nvidia.com/deeplearning/tensorrt/latest/api/migration/tensorrt-10x-to-11x-python-api-reference.html):
+# weak typing and implicit-quantization calibration. This module must use none of them.
+REMOVED_IN_TRT11 = ("FP16", "INT8", "FP8", "BF16", "INT4", "FP4", "OBEY_PRECISION_CONSTRAINTS",
+                    "PREFER_PRECISION_CONSTRAINTS", "DIRECT_IO", "int8_calibrator", "set_calibration_profile",
+                    "get_calibration_profile", "set_quantization_flag", "get_quantization_flag",
+                    "quantization_flags", "clear_quantization_flag", "platform_has_fast_fp16",
+                    "platform_has_fast_int8", "device_memory_size", "set_flag", "IInt8Calibrator",
+                    "IInt8EntropyCalibrator2", "IInt8MinMaxCalibrator", "IAlgorithmSelector")
 
 
 @dataclass
@@ -35,9 +60,12 @@ def available() -> tuple[bool, str]:
         import tensorrt as trt
     except ImportError:
         return False, "tensorrt is not installed (pip install 'inferops[gpu]' on a GPU worker)"
+    version = getattr(trt, "__version__", None)
+    if getattr(trt, "__file__", None) is None or not isinstance(version, str):  # only tensorrt-stubs' .pyi files
+        return False, "tensorrt is not installed, only its type stubs (pip install 'inferops[gpu]' on a GPU worker)"
     if not gpu():
         return False, "no NVIDIA GPU visible (nvidia-smi found none)"
-    return True, trt.__version__
+    return True, version
 
 
 def gpu() -> tuple[str, str] | None:
@@ -54,22 +82,26 @@ def gpu() -> tuple[str, str] | None:
     return name.strip(), cc.strip()
 
 
-def profile_shapes(spec: InputSpec, sample_shape: tuple[int, ...], max_batch: int) -> tuple[tuple, tuple, tuple]:
+Shape = tuple[int, ...]
+
+
+def profile_shapes(spec: InputSpec, sample_shape: Shape, max_batch: int) -> tuple[Shape, Shape, Shape]:
     """(min, opt, max) for one input: batch 1 / 8 / ``max_batch``; other dynamic dims 1 / the
     sample's / the sample's."""
-    lo, opt, hi = [], [], []
+    lo: list[int] = []
+    opt: list[int] = []
+    hi: list[int] = []
     for axis, (dim, seen) in enumerate(zip(spec.shape, sample_shape, strict=True)):
-        if dim is not None:
-            lo.append(dim), opt.append(dim), hi.append(dim)
-        elif axis == 0:
-            lo.append(1), opt.append(min(8, max_batch)), hi.append(max_batch)
-        else:
-            lo.append(1), opt.append(seen), hi.append(seen)
+        low, best, high = ((dim, dim, dim) if dim is not None else
+                           (1, min(8, max_batch), max_batch) if axis == 0 else (1, seen, seen))
+        lo.append(low)
+        opt.append(best)
+        hi.append(high)
     return tuple(lo), tuple(opt), tuple(hi)
 
 
 def build_engine(onnx_path: Path, out_path: Path, inputs: list[InputSpec],
-                 sample_shapes: dict[str, tuple[int, ...]], *, max_batch: int = 32,
+                 sample_shapes: dict[str, Shape], *, max_batch: int = 32,
                  timing_cache_uri: str | None = None, workspace_gib: float = 4.0) -> EngineInfo:
     import tensorrt as trt
 
@@ -88,12 +120,14 @@ def build_engine(onnx_path: Path, out_path: Path, inputs: list[InputSpec],
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * 2**30))
     profile = builder.create_optimization_profile()
     for spec in inputs:
-        profile.set_shape(spec.name, *profile_shapes(spec, sample_shapes[spec.name], max_batch))
+        low, best, high = profile_shapes(spec, sample_shapes[spec.name], max_batch)
+        profile.set_shape(spec.name, trt.Dims(list(low)), trt.Dims(list(best)), trt.Dims(list(high)))
     config.add_optimization_profile(profile)
     cache_bytes = _read_cache(timing_cache_uri)
     cache = config.create_timing_cache(cache_bytes or b"")
     config.set_timing_cache(cache, ignore_mismatch=False)
-    serialized = builder.build_serialized_network(network, config)
+    # None when the build fails (TensorRT 10 and 11 docs), though the 10.13 stubs say it never is
+    serialized = cast("trt.IHostMemory | None", builder.build_serialized_network(network, config))
     if serialized is None:
         raise InferopsError(f"TensorRT failed to build an engine from {onnx_path.name}")
     out_path.write_bytes(bytes(serialized))

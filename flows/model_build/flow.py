@@ -2,8 +2,9 @@
 
 prepare → load and check the data sets → FP32 reference → FP16/INT8 candidates (INT8 with the
 accuracy-aware search) → benchmarks → TensorRT engine (GPU workers) → artifact folder → registry →
-``inferops.model.built`` event. A build that misses its tolerance still writes its manifest
-(``deployable: false`` and the reason), publishes nothing and ends with GateFailed (exit 3).
+``inferops.model.built`` event. A build that misses its tolerance, or ``min_speedup``, still writes
+its manifest (``deployable: false`` and the reason), publishes nothing and ends with GateFailed
+(exit 3). A candidate slower than FP32 without ``min_speedup`` is deployable with a warning.
 """
 
 from __future__ import annotations
@@ -17,8 +18,18 @@ from flows.common.artifacts import Progress, emit, markdown
 from flows.common.errors import BackendUnavailable, GateFailed
 from flows.common.runtime import NO_CACHE, flow, get_logger, ops_task
 from flows.common.settings import get_settings
-from model_build import benchmark, evaluate, package, prepare, tensorrt
-from model_build.build import BuildSpec, Candidate, Judge, Precision, Target, build_fp16, build_int8, manifest
+from model_build import benchmark, evaluate, isa, package, prepare, tensorrt
+from model_build.build import (
+    BuildSpec,
+    Candidate,
+    Judge,
+    Precision,
+    Target,
+    build_fp16,
+    build_int8,
+    manifest,
+    speed_gate,
+)
 from model_build.calibrate import load_dataset, n_samples
 
 EVENT = "inferops.model.built"
@@ -57,10 +68,11 @@ def fp32_reference(prepared: prepare.PreparedModel, data, threads: int):
 
 
 @ops_task(name="build-candidate", cache_policy=NO_CACHE)
-def build_candidate(precision: Precision, prepared, workdir: Path, judge: Judge, calib, spec) -> Candidate:
+def build_candidate(precision: Precision, prepared, workdir: Path, judge: Judge, calib, spec,
+                    host: isa.HostCPU) -> Candidate:
     if precision is Precision.fp16:
         return build_fp16(prepared, workdir, judge)
-    return build_int8(prepared, workdir, judge, calib, spec)
+    return build_int8(prepared, workdir, judge, calib, spec, host)
 
 
 @ops_task(name="benchmark", cache_policy=NO_CACHE)
@@ -93,14 +105,16 @@ def _fmt(v: float | None, pattern: str = "{:.3f}") -> str:
     return "–" if v is None else pattern.format(v)
 
 
-def comparison(fp32: benchmark.Perf, rows: list[tuple[Candidate, benchmark.Perf | None]], spec: BuildSpec) -> str:
+def comparison(fp32: benchmark.Perf, rows: list[tuple[Candidate, benchmark.Perf | None]], spec: BuildSpec,
+               host: isa.HostCPU, judge: Judge, warnings: list[str]) -> str:
     acc_col = spec.labels is not None
     head = "| model | p50 ms (b1) | p99 ms (b1) | thr/s b8 | thr/s b32 | speedup b1 | cosine | rel L2 |"
     head += " top-1 |" if acc_col else ""
     head += " excluded nodes | status |"
     lines = [f"## model build: `{package.model_name(spec.source)}` → {spec.precision.value}", "",
              f"Tolerance: {spec.metric.value} {spec.resolved_tolerance}; provider {fp32.provider}, "
-             f"threads {fp32.threads or 'default'}.", "", head, "|" + "---|" * (head.count("|") - 1)]
+             f"threads {fp32.threads or 'default'}; build host {host.model} ({host.isa.value}); INT8 judged with "
+             f"{judge.describe(host, Precision.int8)['kind']} numerics.", "", head, "|" + "---|" * (head.count("|") - 1)]
 
     def row(label, perf, cand):
         cells = [label, _fmt(perf and perf.latency_ms_p50), _fmt(perf and perf.latency_ms_p99),
@@ -122,6 +136,7 @@ def comparison(fp32: benchmark.Perf, rows: list[tuple[Candidate, benchmark.Perf 
         lines.append(row(cand.precision.value.upper(), perf, cand))
     for cand, _ in rows:
         lines += ["", f"**{cand.precision.value.upper()}**: " + "; ".join(cand.notes)]
+    lines += [f"\n**Warning**: {w}" for w in warnings]
     return "\n".join(lines) + "\n"
 
 
@@ -146,40 +161,57 @@ def model_build(spec: BuildSpec) -> dict[str, Any]:
         progress.advance()
         calib, data, labels = load_datasets(spec, prepared)
         reference = fp32_reference(prepared, data, spec.bench_threads)
-        judge = Judge(reference, data, spec.metric, spec.resolved_tolerance, labels, spec.bench_threads)
+        host = isa.detect()
+        numerics = (evaluate.Numerics.simulated_tensorrt_int8 if spec.target is Target.tensorrt
+                    else evaluate.Numerics.host_kernels)
+        judge = Judge(reference, data, spec.metric, spec.resolved_tolerance, labels, spec.bench_threads, numerics)
         progress.advance()
         precisions = [spec.precision] + ([p for p in Precision if p is not spec.precision] if spec.compare else [])
-        candidates = [build_candidate(p, prepared, workdir, judge, calib, spec) for p in precisions]
+        candidates = [build_candidate(p, prepared, workdir, judge, calib, spec, host) for p in precisions]
         chosen = candidates[0]
         progress.advance(2)
         measured = bench({"fp32": prepared.path, **{c.precision.value: c.path for c in candidates if c.path}},
                          data, spec.bench_threads)
         fp32_perf = measured["fp32"]
         perfs = [measured.get(c.precision.value) for c in candidates]
+        speed = speed_gate(spec, chosen.precision, fp32_perf, perfs[0], host)
+        if chosen.ok and chosen.scheme is not None and not chosen.scheme.portable:
+            speed.warnings.append(f"INT8 scheme {chosen.scheme.value} is exact only on CPUs with VNNI, AMX or ARM dot "
+                                  "products; served on AVX2 without VNNI it saturates (rebuild with --int8-scheme "
+                                  "u8s8_reduce_range for such hosts)")
+        for warning in speed.warnings:
+            log.warning("%s", warning)
+        deployable = chosen.ok and speed.ok
+        reason = chosen.reason if not chosen.ok else speed.reason
         progress.advance()
         if out.exists():
             shutil.rmtree(out)  # a re-run replaces the folder; the registry keeps published versions
         out.mkdir(parents=True)
-        trt = (tensorrt_engine(chosen, prepared, data, out, name) if chosen.ok else
+        trt = (tensorrt_engine(chosen, prepared, data, out, name) if deployable else
                {"built": False, "skipped": "no deployable candidate"})
         if spec.target is Target.tensorrt and not trt["built"]:
             log.warning("target tensorrt: engine not built (%s); the QDQ/FP16 ONNX model is the artifact",
                         trt["skipped"])
-        sha = package.sha256(chosen.path) if chosen.ok else None
+        sha = package.sha256(chosen.path) if deployable else None
         version = sha[:12] if sha else "rejected"
         doc = manifest(spec, prepared, chosen, name=name, version=version, sha=sha,
                        source_sha=prepared.source_sha256,
-                       calib_samples=n_samples(calib), fp32_perf=fp32_perf, cand_perf=perfs[0], tensorrt=trt)
-        manifest_path = package.write_folder(out, chosen.path if chosen.ok else None, name, doc)
+                       calib_samples=n_samples(calib), fp32_perf=fp32_perf, cand_perf=perfs[0], tensorrt=trt,
+                       host=host, numerics=judge.describe(host, chosen.precision), speed=speed,
+                       deployable=deployable, reason=reason)
+        manifest_path = package.write_folder(out, chosen.path if deployable else None, name, doc)
         progress.advance()
         manifest_uri = None
-        if chosen.ok and spec.publish:
+        if deployable and spec.publish:
             manifest_uri = publish(out, name, version)
-        markdown(f"model-build-{name}", comparison(fp32_perf, list(zip(candidates, perfs, strict=True)), spec),
+        markdown(f"model-build-{name}", comparison(fp32_perf, list(zip(candidates, perfs, strict=True)), spec, host,
+                                                   judge, speed.warnings),
                  description=f"FP32 vs FP16 vs INT8 for {name}")
         progress.finish()
         if not chosen.ok:
             raise GateFailed(f"tolerance not met, nothing deployable: {chosen.reason} (manifest: {manifest_path})")
+        if not speed.ok:
+            raise GateFailed(f"speed-up gate not met, nothing deployable: {speed.reason} (manifest: {manifest_path})")
         if manifest_uri:
             serving = spec.serving
             labels = {"inferops.model.precision": chosen.precision.value, "inferops.model.version": version}
@@ -191,6 +223,7 @@ def model_build(spec: BuildSpec) -> dict[str, Any]:
                  **labels)
         log.info("built %s %s: %s", name, chosen.precision.value, manifest_uri or manifest_path)
         return {"manifest": doc, "manifest_path": str(manifest_path), "manifest_uri": manifest_uri,
+                "warnings": speed.warnings,
                 "candidates": [{"precision": c.precision.value, "ok": c.ok, "reason": c.reason,
                                 "fidelity": c.fidelity.model_dump() if c.fidelity else None,
                                 "accuracy": c.accuracy.model_dump() if c.accuracy else None,

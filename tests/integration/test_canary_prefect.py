@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 from prefect.client.schemas.objects import StateType
@@ -19,6 +18,7 @@ from flows.canary.models import CanaryPolicy, RolloutState
 from flows.common.settings import get_settings
 from flows.standins.traffic import start_tracks, wait_scraped
 from tests.fixtures.common import REPO
+from tests.fixtures.kube import wait_until
 
 NS, DEP, NEW = "inference", "llm", "registry.example/llm:2.0"
 STEP = dict(steps=[25, 100], interval_s=2, samples_per_interval=3, scrape_interval_s=1, intervals_per_step=1, readiness_timeout_s=20)
@@ -30,6 +30,7 @@ def env(kube_clean, prometheus, prefect_api, monkeypatch, exporter):
     from kubernetes import client
 
     kube_clean.create_namespace(NS)
+    kube_clean.add_node("gpu-a", gpus=16)  # stable (4), its surge, canary and baseline need GPUs
     monkeypatch.setenv("INFEROPS_KUBE__KUBECONFIG", kube_clean.kubeconfig)
     monkeypatch.setenv("INFEROPS_PROMETHEUS__URL", prometheus.url)
     get_settings.cache_clear()
@@ -44,13 +45,7 @@ def env(kube_clean, prometheus, prefect_api, monkeypatch, exporter):
 
 
 def wait(check, what, timeout=120.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+    return wait_until(check, timeout, what)
 
 
 def state_of(apps) -> RolloutState | None:

@@ -81,6 +81,8 @@ class Recorder:
 @pytest.fixture
 def env(kube_clean, prometheus, monkeypatch):
     kube_clean.create_namespace(NS)
+    kube_clean.add_node("gpu-a", gpus=16)  # stable (4), its surge, canary and baseline need GPUs
+    kube_clean.install_crds("httproutes.gateway.networking.k8s.io")
     monkeypatch.setenv("INFEROPS_KUBE__KUBECONFIG", kube_clean.kubeconfig)
     monkeypatch.setenv("INFEROPS_PROMETHEUS__URL", prometheus.url)
     monkeypatch.setenv("INFEROPS_OFFLINE", "1")

@@ -1,5 +1,6 @@
 """deploy/k8s: every overlay builds with `kubectl kustomize`, validates (Kubernetes 1.33 strict for
-built-in kinds, structural schemas for the CRDs), is hardened, and its RBAC is least privilege."""
+built-in kinds, the upstream CRDs' schemas for custom resources), is hardened, its RBAC is least
+privilege, and the prod build applies to the strict Kubernetes emulator and rolls out."""
 
 from __future__ import annotations
 
@@ -9,22 +10,29 @@ import subprocess
 import time
 from pathlib import Path
 
-import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
 from kubernetes import client
-from referencing import Registry, Resource
+
+from flows.standins.kube_emulator.crd import Validator, upstream_crds
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy/k8s"
 OVERLAYS = ("prod", "staging", "us-east-1", "eu-west-1")
 KUBE_VERSION = "1.33"
-CRD_SCHEMAS = {
-    ("gateway.networking.k8s.io/v1", "HTTPRoute"): "httproute.gateway.networking.k8s.io_v1.yaml",
-    ("monitoring.coreos.com/v1", "PodMonitor"): "podmonitor.monitoring.coreos.com_v1.yaml",
-    ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheusrule.monitoring.coreos.com_v1.yaml",
+# the custom resources we ship → their upstream CRD (../shared/k8s-crds or INFEROPS_K8S_CRDS)
+CRDS = {
+    ("gateway.networking.k8s.io/v1", "HTTPRoute"): "httproutes.gateway.networking.k8s.io",
+    ("monitoring.coreos.com/v1", "PodMonitor"): "podmonitors.monitoring.coreos.com",
+    ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheusrules.monitoring.coreos.com",
 }
+
+
+def crd_validator(api_version: str, kind: str) -> Validator:
+    crd = upstream_crds()[CRDS[(api_version, kind)]]
+    version = api_version.split("/")[1]
+    return Validator(next(v for v in crd["spec"]["versions"] if v["name"] == version)["schema"]["openAPIV3Schema"])
 
 
 def kustomize(path: Path) -> list[dict]:
@@ -64,7 +72,7 @@ def test_builtin_objects_validate_strictly_against_kubernetes_1_33(built):
     for name, docs in built.items():
         for d in docs:
             key = json.dumps(d, sort_keys=True)
-            if (d["apiVersion"], d["kind"]) in CRD_SCHEMAS or key in seen:
+            if (d["apiVersion"], d["kind"]) in CRDS or key in seen:
                 continue  # overlays share most objects: validate each distinct one once
             seen.add(key)
             try:
@@ -75,27 +83,29 @@ def test_builtin_objects_validate_strictly_against_kubernetes_1_33(built):
     assert checked >= 40
 
 
-def test_custom_resources_match_their_structural_schemas(built):
-    registry = Registry()
-    for f in (K8S / "schemas").glob("*.yaml"):
-        registry = registry.with_resource(f.name, Resource.from_contents(yaml.safe_load(f.read_text())))
+def test_custom_resources_match_the_upstream_crds(built):
+    """Gateway API v1.6.1 and prometheus-operator v0.93.0 schemas: no pruned field, no violation."""
     seen = set()
     for docs in built.values():
         for d in docs:
-            schema_file = CRD_SCHEMAS.get((d["apiVersion"], d["kind"]))
-            if schema_file:
-                schema = yaml.safe_load((K8S / "schemas" / schema_file).read_text())
-                jsonschema.Draft202012Validator(schema, registry=registry).validate(d)
-                seen.add(d["kind"])
+            if (d["apiVersion"], d["kind"]) not in CRDS:
+                continue
+            v = crd_validator(d["apiVersion"], d["kind"])
+            obj, unknown = json.loads(json.dumps(d)), []
+            v.prepare(obj, unknown)
+            assert not unknown, f"{d['kind']}/{d['metadata']['name']}: fields the CRD does not declare: {unknown}"
+            assert not v.validate(obj), f"{d['kind']}/{d['metadata']['name']}"
+            seen.add(d["kind"])
     assert seen == {"HTTPRoute", "PodMonitor", "PrometheusRule"}
     # and the schemas do reject what the real CRDs reject
     route = by_kind(next(iter(built.values())), "HTTPRoute")["llm-server"]
-    schema = yaml.safe_load((K8S / "schemas" / CRD_SCHEMAS[(route["apiVersion"], "HTTPRoute")]).read_text())
-    bad = yaml.safe_load(yaml.safe_dump(route))
+    bad = json.loads(json.dumps(route))
     bad["spec"]["rules"][0]["backendRefs"][0]["weight"] = -1
     bad["spec"]["rules"][0]["backendRefz"] = []
-    errors = list(jsonschema.Draft202012Validator(schema, registry=registry).iter_errors(bad))
-    assert len(errors) == 2
+    v, unknown = crd_validator(route["apiVersion"], "HTTPRoute"), []
+    v.prepare(bad, unknown)
+    assert unknown == ["spec.rules[0].backendRefz"]
+    assert [c[0] for c in v.validate(bad)] == ["spec.rules[0].backendRefs[0].weight"]
 
 
 def test_pods_are_hardened(built):
@@ -247,29 +257,48 @@ def test_priority_classes(built):
     assert not any(pc.get("globalDefault") for pc in pcs.values())
 
 
-def test_serving_objects_apply_with_kubectl_and_roll_out(built, kube_clean):
-    """`kubectl apply --server-side` of the prod build's kinds the emulator serves; the API validates
-    them and the inference Deployment then rolls out to 3 available replicas. (The emulator serves no
-    OpenAPI document, hence --validate=false; the schemas are checked above.)"""
-    kube_clean.add_node("gpu-a", gpus=8)
+def test_the_prod_stack_applies_with_kubectl_and_rolls_out(built, kube_clean):
+    """`kubectl apply --server-side` of the whole prod build into the strict emulator (with the CRDs it
+    needs), onto GPU nodes: every object is accepted with no pruned field, and the inference Deployment
+    rolls out to 3 available replicas under its HPA and PDB. (The emulator serves no OpenAPI document,
+    hence --validate=false: the server validates, as it does for any client.)"""
+    kube_clean.install_crds("httproutes.gateway.networking.k8s.io", "monitoring.coreos.com")
+    for i in range(2):
+        kube_clean.add_node(f"gpu-{i}", gpus=8, taints=[{"key": "nvidia.com/gpu", "value": "present",
+                                                         "effect": "NoSchedule"}])
+    kube_clean.add_node("cpu-0", gpus=0)
     kube_clean.create_namespace("monitoring")  # a prerequisite: kube-prometheus-stack's namespace
-    served = {"Namespace", "PriorityClass", "ConfigMap", "Service", "Deployment", "HTTPRoute"}
-    docs = [d for d in built["prod"] if d["kind"] in served]
+    docs = built["prod"]
     out = subprocess.run(["kubectl", "--kubeconfig", kube_clean.kubeconfig, "apply", "--server-side",
                           "--validate=false", "-f", "-"], input=yaml.safe_dump_all(docs), capture_output=True,
-                         text=True, timeout=60)
+                         text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("serverside-applied") == len(docs)
-    apps = client.AppsV1Api(kube_clean.api_client())
+    assert "unknown field" not in out.stderr, out.stderr  # the server warns about every pruned field
+    api = kube_clean.api_client()
+    apps = client.AppsV1Api(api)
 
     def rolled_out() -> bool:
         st = apps.read_namespaced_deployment("llm-server", "inference").status
         return bool(st and st.available_replicas == 3 and st.observed_generation == 1)
 
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 20
     while not rolled_out():
         assert time.monotonic() < deadline, "llm-server did not roll out"
         time.sleep(0.05)
-    route = client.CustomObjectsApi(kube_clean.api_client()).get_namespaced_custom_object(
+    pods = client.CoreV1Api(api).list_namespaced_pod("inference").items
+    assert {p.spec.node_name for p in pods} <= {"gpu-0", "gpu-1"} and len(pods) == 3
+    assert all(p.spec.priority == 1000000 for p in pods)  # inference-critical, admitted from its PriorityClass
+    route = client.CustomObjectsApi(api).get_namespaced_custom_object(
         "gateway.networking.k8s.io", "v1", "inference", "httproutes", "llm-server")
     assert [m["manager"] for m in route["metadata"]["managedFields"]] == ["kubectl"]
+    pdb = client.PolicyV1Api(api).read_namespaced_pod_disruption_budget_status("llm-server", "inference")
+    deadline = time.monotonic() + 10
+    while (pdb.status.current_healthy or 0) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+        pdb = client.PolicyV1Api(api).read_namespaced_pod_disruption_budget_status("llm-server", "inference")
+    assert (pdb.status.current_healthy, pdb.status.desired_healthy, pdb.status.disruptions_allowed) == (3, 2, 1)
+    hpa = client.AutoscalingV2Api(api).read_namespaced_horizontal_pod_autoscaler("llm-server", "inference")
+    assert (hpa.spec.min_replicas, hpa.spec.max_replicas) == (3, 50)
+    for name in ("prefect-worker-k8s", "prefect-worker-a100"):
+        assert apps.read_namespaced_deployment(name, "inferops").spec.replicas >= 1

@@ -75,7 +75,8 @@ def test_cli_group_option_and_unknown_group(fleet, run_cli, tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.startswith("DRBD OK - 2 resources ok")
     r = run_cli("drbd", "check", "--inventory", str(fleet["inventory"]), "--group", "nope", env=env)
-    assert r.returncode == 3 and r.stderr.strip().startswith("inferops: group 'nope' not in inventory")
+    assert r.returncode == 3 and r.stderr.strip().startswith("inferops: group 'nope' not in inventory") \
+        and r.stdout.startswith("DRBD UNKNOWN - group 'nope' not in inventory")
 
 
 @pytest.fixture

@@ -184,10 +184,13 @@ FUTURE = {"rolloutHints": {"surgeProfile": "gentle"}}  # a field newer than the 
 def test_unknown_fields_and_generation_survive_a_whole_canary(kube_clean):
     """Lease writes never bump generation; each spec write bumps it once; the unknown field stays."""
     kube_clean.create_namespace(NS)
+    kube_clean.add_node("gpu-a", gpus=16)  # pods run only where GPUs are free
     dep = planner.sample_deployment(NS, "llm", 4)
     dep["spec"].update(FUTURE)
     dep["spec"]["template"]["spec"]["containers"][0]["futureProbe"] = {"grpc": {"port": 9000}}
     # (the typed client cannot even send it: its models refuse or drop unknown fields)
+    kube_clean.serve_newer_fields("apps", "Deployment", "spec.rolloutHints",
+                                  "spec.template.spec.containers[].futureProbe")  # the strict emulator drops others
     kube_clean.store.create(lookup("apps", "deployments"), dep, NS)  # as a newer API server would hold it
 
     kube = Kube(kube_clean.api_client())

@@ -1,5 +1,6 @@
 """The real ``inferops model build`` CLI on the digits example: exit 0 with a complete artifact
-folder, exit 3 with a non-deployable manifest, exit 2 with one line for bad input."""
+folder, exit 3 with a non-deployable manifest (tolerance, or a speed-up that cannot be shown on
+the target), exit 2 with one line for bad input (corrupt and mistaken data files included)."""
 
 from __future__ import annotations
 
@@ -31,12 +32,25 @@ def test_int8_accuracy_build_is_deployable(run_cli, tmp_path, env):
     assert set(MANIFEST_FIELDS) <= set(doc) and doc["deployable"] is True and printed["deployable"] is True
     assert doc["artifact"] == "1/model.onnx" and (out / doc["artifact"]).is_file()
     assert doc["precision"] == "int8" and doc["calibration"] == {"method": "minmax", "samples": 256, "smoothing": None}
+    host = doc["host"]
+    assert host["isa"] in ("amx", "avx512_vnni", "avx_vnni", "avx512", "avx2", "arm64", "other") and host["model"]
+    quant = doc["quantization"]
+    assert quant["isa"] == host["isa"] and quant["why"]
+    exact_u8s8 = host["isa"] in ("amx", "avx512_vnni", "avx_vnni", "arm64")
+    assert quant["scheme"] in (("u8s8",) if exact_u8s8 else ("u8s8_reduce_range", "u8u8"))
+    assert quant["portable"] is (quant["scheme"] != "u8s8")
+    numerics = doc["metrics"]["fidelity"]["numerics"]
+    assert numerics["kind"] == "host_kernels" and numerics["isa"] == host["isa"]
     acc = doc["metrics"]["accuracy"]
     assert acc["loss"] <= 0.01 and acc["fp32"] > 0.95
     assert doc["metrics"]["fidelity"]["cosine"] > 0.999
     for side in ("fp32", "candidate"):
         assert {"latency_ms_p50", "latency_ms_p99", "throughput"} <= set(doc["metrics"][side])
-    assert doc["metrics"]["speedup"]["throughput"] > 0
+    speed = doc["metrics"]["speedup"]
+    assert speed["throughput"] > 0 and speed["worst"] == min(speed["throughput"], speed["batch1_latency"])
+    assert speed["measured_on"]["on_target"] is True and speed["measured_on"]["isa"] == host["isa"]
+    assert printed["warnings"] == doc["warnings"]  # a slower INT8 would be said here, not hidden
+    assert (speed["worst"] < 1) == any("slower than FP32" in w for w in doc["warnings"])
     assert doc["tolerance"]["metric"] == "accuracy" and doc["tolerance"]["value"] == 0.01
     assert doc["tools"]["onnxruntime"] and doc["tools"]["onnx"]
     assert "tensorrt is not installed" in doc["tensorrt"]["skipped"] or "GPU" in doc["tensorrt"]["skipped"]
@@ -62,6 +76,27 @@ def test_unmet_tolerance_exits_3_with_the_reason(run_cli, tmp_path, env):
     assert not (tmp_path / "registry").exists()  # nothing published
 
 
+@pytest.mark.slow
+def test_tensorrt_target_is_judged_on_exact_int8_and_speed_is_not_assumed(run_cli, tmp_path, env):
+    """target=tensorrt: symmetric int8, fidelity from exact Q/DQ arithmetic (no CPU kernel's
+    saturation), and --min-speedup exits 3 because no TensorRT speed-up can be measured here."""
+    out = tmp_path / "out"
+    r = run_cli("model", "build", MODEL, "--calib", CALIB, "--eval", EVAL, "--precision", "int8", "--metric",
+                "accuracy", "--labels", LABELS, "--target", "tensorrt", "--min-speedup", "1.0", "--out", str(out),
+                env=env)
+    assert r.returncode == 3, r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("inferops: speed-up gate not met")
+    doc = json.loads((out / "manifest.json").read_text())
+    assert doc["deployable"] is False and "cannot be measured on this worker" in doc["reason"]
+    assert doc["quantization"]["scheme"] == "s8s8" and doc["min_speedup"] == 1.0
+    fid = doc["metrics"]["fidelity"]
+    assert fid["numerics"]["kind"] == "simulated_tensorrt_int8" and fid["nonfinite"] == 0
+    assert doc["metrics"]["accuracy"]["loss"] <= 0.01  # the fidelity gate itself was met
+    assert doc["metrics"]["speedup"]["measured_on"]["on_target"] is False
+    assert any("not measured on the target (tensorrt)" in w for w in doc["warnings"])
+    assert not (out / "1").exists() and not (tmp_path / "registry").exists()
+
+
 def _bad(run_cli, tmp_path, env, *args):
     r = run_cli("model", "build", *args, "--precision", "fp16", "--out", str(tmp_path / "o"), env=env)
     lines = r.stderr.strip().splitlines()
@@ -83,3 +118,15 @@ def test_bad_input_exits_2_with_one_line(run_cli, tmp_path, env):
     np.savez(tmp_path / "shape.npz", pixels=np.zeros((4, 8, 8), np.float32))
     assert "expects rank 4" in _bad(run_cli, tmp_path, env, MODEL, "--calib", str(tmp_path / "shape.npz"), "--eval", EVAL)
     assert "needs labels" in _bad(run_cli, tmp_path, env, MODEL, "--calib", CALIB, "--eval", EVAL, "--metric", "accuracy")
+    # issue 16: a corrupt member inside an NPZ (zlib) and a plain .npy where an NPZ belongs (TypeError)
+    corrupt = tmp_path / "corrupt.npz"
+    np.savez_compressed(corrupt, pixels=np.random.default_rng(0).random((64, 1, 8, 8), np.float32))
+    raw = bytearray(corrupt.read_bytes())
+    raw[300:340] = b"\xff" * 40  # inside the deflate stream of the member, past the zip headers
+    corrupt.write_bytes(bytes(raw))
+    line = _bad(run_cli, tmp_path, env, MODEL, "--calib", str(corrupt), "--eval", EVAL)
+    assert line.startswith(f"inferops: dataset {corrupt}: member 'pixels' is unreadable (zlib.error: Error -3")
+    plain = tmp_path / "plain.npy"
+    np.save(plain, np.zeros((4, 1, 8, 8), np.float32))
+    line = _bad(run_cli, tmp_path, env, MODEL, "--calib", CALIB, "--eval", str(plain))
+    assert line == f"inferops: dataset {plain}: a single .npy array, not an NPZ archive keyed by input names"

@@ -44,8 +44,11 @@ def test_offline_commands_do_not_import_prefect(tmp_path, args, absent):
 def test_model_cli_choices_mirror_the_build_enums():
     """flows/model_build/cli.py spells Precision/Metric out (so --help imports no onnx): keep them equal."""
     from flows.model_build import cli
-    from model_build.build import Precision
+    from model_build.build import Precision, Target
     from model_build.evaluate import Metric
+    from model_build.isa import Scheme
 
     assert set(typing.get_args(cli.Precision)) == {p.value for p in Precision}
     assert set(typing.get_args(cli.Metric)) == {m.value for m in Metric}
+    assert set(typing.get_args(cli.Target)) == {t.value for t in Target}
+    assert set(typing.get_args(cli.Scheme)) == {s.value for s in Scheme}

@@ -1,5 +1,5 @@
 """Preparation of models it has never seen: old opsets, external data, dynamic H/W, bad files;
-and the data-set checks that give exit-2 errors."""
+and the data-set checks that give exit-2 errors, hostile data files included (issue 16)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,13 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from flows.common.errors import BadInput
 from model_build.calibrate import DatasetReader, load_dataset
-from model_build.prepare import input_specs, prepare
+from model_build.evaluate import load_labels
+from model_build.prepare import InputSpec, input_specs, prepare
 from tests.unit.model_build_support import conv_detector, normal, npz, old_opset_mlp
 
 
@@ -102,3 +105,51 @@ def test_strided_reader_covers_every_sample_once():
         while (feed := reader.get_next()) is not None:
             seen.append(feed["x"])
     np.testing.assert_array_equal(np.concatenate(seen), data["x"])
+
+
+def broken_loader():
+    raise KeyError("features")
+
+
+def test_hostile_data_files_are_bad_input(tmp_path):
+    """Issue 16: whatever is wrong inside a data file, the error is BadInput naming the file."""
+    inputs = input_specs(onnx.load(str(conv_detector(tmp_path / "det.onnx"))))
+    corrupt = tmp_path / "corrupt.npz"
+    np.savez_compressed(corrupt, image=np.random.default_rng(0).random((64, 3, 8, 8), np.float32))
+    raw = bytearray(corrupt.read_bytes())
+    raw[300:340] = b"\xff" * 40
+    corrupt.write_bytes(bytes(raw))
+    np.save(tmp_path / "plain.npy", normal(4, 3, 8, 8))
+    (tmp_path / "empty.npz").write_bytes(b"")
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "dir" / "image.npy").write_bytes(b"\x93NUMPY garbage")
+    cases = {
+        corrupt: r"member 'image' is unreadable \(zlib.error: Error -3",
+        tmp_path / "plain.npy": "a single .npy array, not an NPZ archive",
+        tmp_path / "empty.npz": r"unreadable NPZ \(EOFError",
+        tmp_path / "dir": r"unreadable .npy file image.npy",
+        npz(tmp_path / "nan.npz", image=np.full((4, 3, 8, 8), np.nan, np.float32)): "holds NaN or Inf",
+        "tests.unit.test_model_build_prepare:broken_loader": r"the loader failed \(KeyError",
+    }
+    for source, message in cases.items():
+        with pytest.raises(BadInput, match=message) as err:
+            load_dataset(str(source), inputs)
+        assert str(source) in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(BadInput, match=r"labels .*empty.npz: unreadable \(EOFError"):
+        load_labels(tmp_path / "empty.npz")
+    with pytest.raises(BadInput, match="expected a .npy array of integer class ids"):
+        load_labels(tmp_path / "plain.npy")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(max_size=2048), suffix=st.sampled_from([".npz", ".npy"]))
+def test_any_bytes_as_a_data_file_are_bad_input_or_a_dataset(tmp_path, data, suffix):
+    inputs = [InputSpec("image", np.dtype(np.float32), (None, 3, None, None))]
+    path = tmp_path / f"hostile{suffix}"
+    path.write_bytes(data)
+    try:
+        loaded = load_dataset(str(path), inputs)
+    except BadInput as exc:
+        assert str(path) in str(exc) and "\n" not in str(exc)
+    else:
+        assert set(loaded) == {"image"}

@@ -11,12 +11,18 @@ from model_build import evaluate, quantize, smooth
 from model_build.build import BuildSpec, Judge, Precision, build_fp16, build_int8
 from model_build.calibrate import CalibMethod, load_dataset
 from model_build.evaluate import Metric
+from model_build.isa import Scheme
 from model_build.prepare import prepare
 from tests.unit.model_build_support import conv_detector, normal, npz, outlier_mlp, overflow_model
 
 
 def _nodes(path, op):
     return [n for n in onnx.load(str(path)).graph.node if n.op_type == op]
+
+
+def _searched(result):
+    """The trials of the searched recipe (the whole-graph recipe is one more trial beside them)."""
+    return [t for t in result.trials if t["recipe"] == "compute_ops"]
 
 
 def _judge(prepared, data, metric=Metric.fidelity, tolerance=0.999, labels=None):
@@ -50,7 +56,7 @@ def test_int8_qdq_per_channel_for_each_calibration_method(detector, method):
 
 def test_symmetric_activations_for_tensorrt(detector):
     tmp, prepared, calib, _ = detector
-    out = quantize.int8(prepared.path, tmp / "int8_sym.onnx", calib, symmetric_activations=True)
+    out = quantize.int8(prepared.path, tmp / "int8_sym.onnx", calib, scheme=Scheme.s8s8)
     inits = {i.name: onnx.numpy_helper.to_array(i) for i in onnx.load(str(out)).graph.initializer}
     zero_points = [inits[n.input[2]] for n in _nodes(out, "QuantizeLinear")]
     assert zero_points and all(zp.dtype == np.int8 and not zp.any() for zp in zero_points)
@@ -84,8 +90,10 @@ def test_search_keeps_the_sensitive_matmul_in_float(tmp_path):
     data = {"x": normal(32, 32, seed=2)}
     spec = BuildSpec(source="outlier.onnx", calib="-", eval="-", max_trials=4, tolerance=0.995, smooth_alpha=0)
     result = build_int8(prepared, tmp_path, _judge(prepared, data, tolerance=0.995), calib, spec)
-    assert not result.trials[0]["ok"] and result.trials[0]["score"] < 0.995
-    assert result.ok and result.fidelity.cosine >= 0.995 and len(result.trials) == 2
+    trials = _searched(result)
+    assert not trials[0]["ok"] and trials[0]["score"] < 0.995
+    assert result.ok and result.fidelity.cosine >= 0.995 and len(trials) == 2
+    assert [t["ok"] for t in result.trials if t["recipe"] == "whole_graph"] == [False]  # the outlier wipes it out
     assert "mm2" in result.excluded_nodes and "mm1" not in result.excluded_nodes
     assert any(n.input[0] == "mid" for n in _nodes(tmp_path / "int8_trial1.onnx", "MatMul"))  # mm2 reads float
 
@@ -96,7 +104,7 @@ def test_smoothquant_fixes_the_outlier_channel_without_exclusions(tmp_path):
     data = {"x": normal(32, 32, seed=2)}
     spec = BuildSpec(source="outlier.onnx", calib="-", eval="-", max_trials=4, tolerance=0.995)
     result = build_int8(prepared, tmp_path, _judge(prepared, data, tolerance=0.995), calib, spec)
-    plain, smoothed = result.trials
+    plain, smoothed = _searched(result)
     assert not plain["ok"] and not plain["smoothed"] and smoothed["smoothed"] and smoothed["ok"]
     assert result.ok and result.excluded_nodes == [] and result.fidelity.cosine >= 0.995
     assert result.smoothing["tensors"] == 2 and result.smoothing["fp32_max_rel_diff"] < 1e-5
@@ -127,7 +135,7 @@ def test_search_gives_up_within_its_trial_budget(tmp_path):
     data = {"x": normal(32, 32, seed=2)}
     spec = BuildSpec(source="outlier.onnx", calib="-", eval="-", max_trials=2, tolerance=1.0, smooth_alpha=0)
     result = build_int8(prepared, tmp_path, _judge(prepared, data, tolerance=1.0), calib, spec)
-    assert not result.ok and len(result.trials) == 2
+    assert not result.ok and len(_searched(result)) == 2
     assert "out of tolerance after 2 trials" in result.reason
 
 
@@ -178,3 +186,18 @@ def test_a_smoothing_failure_leaves_the_search_to_exclusions(tmp_path, monkeypat
     assert result.ok and result.smoothing is None and result.excluded_nodes == ["mm2"]
     assert not any(t["smoothed"] for t in result.trials)
     assert "SmoothQuant skipped" in caplog.text
+
+
+def test_whole_graph_recipe_competes_on_measured_speed(detector, tmp_path):
+    """onnxruntime's own recipe (every op quantised, outputs too) is one more candidate: when both
+    recipes meet the tolerance, the faster one on this worker is kept and the other is named."""
+    _, prepared, calib, data = detector
+    spec = BuildSpec(source="det.onnx", calib="-", eval="-", tolerance=0.99)
+    result = build_int8(prepared, tmp_path, _judge(prepared, data, tolerance=0.99), calib, spec)
+    by_recipe = {t["recipe"]: t for t in result.trials}
+    assert set(by_recipe) == {"compute_ops", "whole_graph"} and all(t["ok"] for t in by_recipe.values())
+    assert result.ok and result.recipe.value in by_recipe and result.fidelity.cosine >= 0.99
+    assert any(n.startswith("fastest within tolerance here, over ") for n in result.notes)
+    # the Relus fold into the Conv outputs' quantisation: no float op left between the INT8 convs
+    assert len(_nodes(tmp_path / "int8_whole_graph.onnx", "Relu")) == 0
+    assert len(_nodes(tmp_path / "int8_trial0.onnx", "Relu")) == 2

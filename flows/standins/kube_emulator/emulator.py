@@ -12,18 +12,24 @@ from typing import Any
 import uvicorn
 import yaml
 
+from flows.standins.kube_emulator.clock import Clock
 from flows.standins.kube_emulator.controllers import GPU, NODES, PODS, Controllers, disrupt
+from flows.standins.kube_emulator.crd import upstream_crds
 from flows.standins.kube_emulator.errors import ApiError
+from flows.standins.kube_emulator.openapi import DEFAULT_VERSION
 from flows.standins.kube_emulator.resources import lookup
 from flows.standins.kube_emulator.server import Api
-from flows.standins.kube_emulator.store import Store
+from flows.standins.kube_emulator.store import CRDS, Store
 
 BASE_NAMESPACES = ("default", "kube-system", "kube-public")
 
 
 class KubeEmulator:
-    def __init__(self, workdir: Path | None = None) -> None:
-        self.store = Store()
+    """``version``: the Kubernetes version whose OpenAPI validates built-in kinds (default 1.33)."""
+
+    def __init__(self, workdir: Path | None = None, version: str = DEFAULT_VERSION) -> None:
+        self.clock = Clock()
+        self.store = Store(clock=self.clock, version=version)
         self.controllers = Controllers(self.store)
         self._dir = Path(workdir or tempfile.mkdtemp(prefix="kube-emulator-"))
         self._server: uvicorn.Server | None = None
@@ -43,6 +49,14 @@ class KubeEmulator:
     @property
     def pods(self):
         return self.controllers.pods
+
+    @property
+    def hpa(self):
+        return self.controllers.hpa
+
+    @property
+    def events(self):
+        return self.controllers.events
 
     def start(self, timeout_s: float = 15.0) -> KubeEmulator:
         sock = socket.socket()
@@ -88,6 +102,7 @@ class KubeEmulator:
         with self.controllers.lock:
             self.store.reset()
             self.controllers.reset()
+            self.clock.reset()
             self._base_objects()
 
     def _base_objects(self) -> None:
@@ -95,6 +110,27 @@ class KubeEmulator:
             self.create_namespace(ns)
 
     # ---- helpers for tests ----
+    def serve_newer_fields(self, group: str, kind: str, *paths: str) -> None:
+        """Act as a newer API server that knows these fields of ``kind`` (``spec.rolloutHints``,
+        ``spec.template.spec.containers[].futureProbe``): they are stored, not dropped, until ``reset``."""
+        key = (group, kind)
+        self.store.newer_fields[key] = self.store.newer_fields.get(key, frozenset()) | frozenset(paths)
+
+    def install_crds(self, *names: str, directory: Path | None = None) -> list[str]:
+        """Apply upstream CRDs (``httproutes.gateway.networking.k8s.io``, or a group such as
+        ``monitoring.coreos.com``; none: all) from ``INFEROPS_K8S_CRDS`` / ``../shared/k8s-crds``."""
+        crds = upstream_crds(directory)
+        chosen = [n for n in crds if not names or n in names or n.split(".", 1)[1] in names
+                  or n.split(".", 1)[0] in names]
+        unknown = [n for n in names if not any(c == n or c.split(".", 1)[1] == n or c.split(".", 1)[0] == n
+                                               for c in crds)]
+        if unknown:
+            raise KeyError(f"no CRD {', '.join(unknown)} in the CRD folder (has: {', '.join(sorted(crds))})")
+        for name in chosen:
+            if self.store.find(CRDS, None, name) is None:
+                self.store.create(CRDS, crds[name], manager="kubectl")
+        return chosen
+
     def create_namespace(self, name: str, labels: dict[str, str] | None = None) -> dict:
         try:
             return self.store.create(lookup("", "namespaces"), {"metadata": {"name": name, "labels": {
@@ -125,8 +161,9 @@ class KubeEmulator:
                                     "osImage": "Ubuntu 24.04 LTS", "systemUUID": name}}})
 
     def remove_node(self, name: str) -> None:
-        """The node goes away; its running pods fail with ``DisruptionTarget`` (as pod GC marks them)."""
-        for pod in self.store.list(PODS, None, lambda p: p["spec"].get("nodeName") == name):
-            if pod["status"].get("phase") in ("Pending", "Running"):
-                disrupt(self.store, pod, "DeletionByPodGC", "PodGC: node no longer exists")
-        self.store.delete(NODES, None, name)
+        """The node goes away; pod GC fails its pods (``DisruptionTarget``) and deletes them at once."""
+        with self.controllers.lock:
+            for pod in self.store.list(PODS, None, lambda p: p["spec"].get("nodeName") == name):
+                if pod["status"].get("phase") in ("Pending", "Running"):
+                    disrupt(self.store, pod, "DeletionByPodGC", "PodGC: node no longer exists")
+            self.store.delete(NODES, None, name)

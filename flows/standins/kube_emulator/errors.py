@@ -39,12 +39,14 @@ def conflict(res: Any, name: str, why: str = "the object has been modified; plea
                     _details(res, name))
 
 
-def invalid(res: Any, name: str, causes: list[tuple[str, str]]) -> ApiError:
-    """``causes``: (field, message) pairs → 422 Invalid."""
-    msg = "; ".join(f"{f}: {m}" for f, m in causes)
+def invalid(res: Any, name: str, causes: list[tuple[str, ...]]) -> ApiError:
+    """``causes``: (field, message) or (field, reason, message) → 422 Invalid, aggregated as the apiserver does."""
+    full = [c if len(c) == 3 else (c[0], "FieldValueInvalid", c[1]) for c in causes]
+    parts = [f"{f}: {m}" for f, _, m in full]
+    msg = parts[0] if len(parts) == 1 else "[" + ", ".join(parts) + "]"
     details = _details(res, name)
     details["kind"] = res.kind
-    details["causes"] = [{"reason": "FieldValueInvalid", "message": m, "field": f} for f, m in causes]
+    details["causes"] = [{"reason": r, "message": m, "field": f} for f, r, m in full]
     grp = f".{res.group}" if res.group else ""
     return ApiError(422, "Invalid", f'{res.kind}{grp} "{name}" is invalid: {msg}', details)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from typing import Any
@@ -15,7 +16,7 @@ from starlette.routing import Route
 
 from flows.standins.kube_emulator.errors import ApiError, bad_request
 from flows.standins.kube_emulator.patch import json_patch, merge_patch, strategic_merge
-from flows.standins.kube_emulator.resources import BY_PATH, RESOURCES, Resource, groups
+from flows.standins.kube_emulator.resources import Resource
 from flows.standins.kube_emulator.selectors import field_matcher, label_matcher
 from flows.standins.kube_emulator.store import Event, Store
 
@@ -26,14 +27,18 @@ PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json",
                "application/strategic-merge-patch+json", "application/apply-patch+yaml")
 
 
-def _resource_list(group: str, version: str) -> dict[str, Any]:
+def _resource_list(resources: list[Resource], group: str, version: str) -> dict[str, Any]:
     out = []
-    for r in RESOURCES:
-        if (r.group, r.version) != (group, version):
+    for r in resources:
+        if r.group != group or version not in r.served():
             continue
         out.append({"name": r.plural, "singularName": r.kind.lower(), "namespaced": r.namespaced,
                     "kind": r.kind, "verbs": list(r.verbs), "shortNames": list(r.short_names)})
         for sub in r.subresources:
+            if sub == "eviction":
+                out.append({"name": f"{r.plural}/eviction", "singularName": "", "namespaced": True, "kind": "Eviction",
+                            "group": "policy", "version": "v1", "verbs": ["create"]})
+                continue
             kind, grp = ("Scale", "autoscaling") if sub == "scale" else (r.kind, None)
             entry = {"name": f"{r.plural}/{sub}", "singularName": "", "namespaced": r.namespaced, "kind": kind,
                      "verbs": ["get", "patch", "update"]}
@@ -63,6 +68,33 @@ def _flag(value: str | None) -> bool:
     return (value or "").lower() in ("true", "1")
 
 
+def _field_validation(value: str | None) -> str:
+    """The ``fieldValidation`` query parameter; the server's default is Warn."""
+    if value in (None, ""):
+        return "Warn"
+    if value not in ("Ignore", "Warn", "Strict"):
+        raise bad_request(f"fieldValidation parameter unsupported: {value}")
+    return value
+
+
+def _versioned(obj: dict[str, Any], res: Resource) -> dict[str, Any]:
+    """A custom resource reads back in the version it was asked for (the versions share one schema here)."""
+    if res.custom and obj.get("apiVersion") != res.api_version:
+        obj["apiVersion"] = res.api_version
+    return obj
+
+
+def _respond(body: Any, warnings: list[str], status_code: int = 200, log: list | None = None) -> Response:
+    headers = [("Warning", '299 - "' + w.replace('"', '\\"') + '"') for w in dict.fromkeys(warnings)]
+    resp = JSONResponse(body, status_code=status_code)
+    if log is not None and warnings:
+        meta = body.get("metadata") or {} if isinstance(body, dict) else {}
+        log.extend((body.get("kind"), meta.get("namespace"), meta.get("name"), w) for w in dict.fromkeys(warnings))
+    for k, v in headers:
+        resp.headers.append(k, v)
+    return resp
+
+
 class Api:
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -81,30 +113,33 @@ class Api:
 
     # ---- discovery ----
     async def version(self, request: Request) -> Response:
-        return JSONResponse(VERSION)
+        major, minor = self.store.version.split(".")[:2]
+        return JSONResponse({**VERSION, "major": major, "minor": minor,
+                             "gitVersion": f"v{major}.{minor}.0-inferops-emulator"})
 
     async def core_versions(self, request: Request) -> Response:
         return JSONResponse({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [
             {"clientCIDR": "0.0.0.0/0", "serverAddress": request.url.netloc}]})
 
     async def core_resources(self, request: Request) -> Response:
-        return JSONResponse(_resource_list("", "v1"))
+        return JSONResponse(_resource_list(self.store.registry.all(), "", "v1"))
 
     async def group_list(self, request: Request) -> Response:
         return JSONResponse({"kind": "APIGroupList", "apiVersion": "v1",
-                             "groups": [_group(g, vs) for g, vs in groups().items()]})
+                             "groups": [_group(g, vs) for g, vs in self.store.registry.groups().items()]})
 
     async def group_info(self, request: Request) -> Response:
         g = request.path_params["group"]
-        if g not in groups():
+        groups = self.store.registry.groups()
+        if g not in groups:
             return _error(ApiError(404, "NotFound", "the server could not find the requested resource"))
-        return JSONResponse({"kind": "APIGroup", "apiVersion": "v1", **_group(g, groups()[g])})
+        return JSONResponse({"kind": "APIGroup", "apiVersion": "v1", **_group(g, groups[g])})
 
     async def group_resources(self, request: Request) -> Response:
         g, v = request.path_params["group"], request.path_params["version"]
-        if v not in groups().get(g, []):
+        if v not in self.store.registry.groups().get(g, []):
             return _error(ApiError(404, "NotFound", "the server could not find the requested resource"))
-        return JSONResponse(_resource_list(g, v))
+        return JSONResponse(_resource_list(self.store.registry.all(), g, v))
 
     # ---- resources ----
     async def resource(self, request: Request) -> Response:
@@ -118,9 +153,12 @@ class Api:
         version = request.path_params.get("version", "v1")
         parts = [p for p in request.path_params["rest"].split("/") if p]
         ns = None
-        if len(parts) >= 3 and parts[0] == "namespaces" and (group, version, parts[2]) in BY_PATH:
+        reg = self.store.registry
+        if len(parts) >= 3 and parts[0] == "namespaces" and reg.by_path(group, version, parts[2]) is not None:
             ns, parts = parts[1], parts[2:]
-        res = BY_PATH.get((group, version, parts[0])) if parts else None
+        res = reg.by_path(group, version, parts[0]) if parts else None
+        if res is not None and res.version != version:
+            res = dataclasses.replace(res, version=version)
         if res is None or len(parts) > 3 or (ns is not None and not res.namespaced):
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         name = parts[1] if len(parts) > 1 else None
@@ -138,6 +176,8 @@ class Api:
         if q.get("dryRun"):
             raise bad_request("dryRun is not supported by the emulator")
         manager = q.get("fieldManager") or request.headers.get("user-agent", "unknown").split("/")[0]
+        fv = _field_validation(q.get("fieldValidation"))
+        warnings: list[str] = []
         if method == "GET" and name is None:
             match_l, match_f = label_matcher(q.get("labelSelector")), field_matcher(q.get("fieldSelector"))
             if _flag(q.get("watch")):
@@ -150,21 +190,27 @@ class Api:
             meta: dict[str, Any] = {"resourceVersion": str(rv)}
             if token:
                 meta["continue"] = token
+            items = [_versioned(o, res) for o in items]
             body = {"kind": f"{res.kind}List", "apiVersion": res.api_version, "metadata": meta, "items": items}
             if "as=Table" in request.headers.get("accept", ""):
                 body = _table(items, meta)
             return JSONResponse(body)
         if method == "GET":
             obj = self.store.get(res, ns, name)
-            return JSONResponse(_scale(obj) if sub == "scale" else obj)
+            return JSONResponse(_scale(obj) if sub == "scale" else _versioned(obj, res))
         if method == "POST" and name is None:
-            obj = self.store.create(res, await _json(request), ns, manager=manager)
-            return JSONResponse(obj, status_code=201)
+            obj = self.store.create(res, await _json(request), ns, manager=manager, field_validation=fv,
+                                    warnings=warnings)
+            return _respond(_versioned(obj, res), warnings, 201, self.store.warnings)
+        if method == "POST" and sub == "eviction":
+            return JSONResponse(self._evict(res, ns, name, await _json(request, default={})), status_code=201)
         if method == "PUT" and name is not None:
             body = await _json(request)
             if sub == "scale":
                 return JSONResponse(_scale(self._rescale(res, ns, name, body, manager)))
-            return JSONResponse(self.store.update(res, ns, name, body, subresource=sub, manager=manager))
+            obj = self.store.update(res, ns, name, body, subresource=sub, manager=manager, field_validation=fv,
+                                    warnings=warnings)
+            return _respond(_versioned(obj, res), warnings, log=self.store.warnings)
         if method == "PATCH" and name is not None:
             ctype = request.headers.get("content-type", "").split(";")[0].strip()
             if ctype not in PATCH_TYPES:
@@ -183,31 +229,67 @@ class Api:
                 return JSONResponse(_scale(self._rescale(res, ns, name, patched, manager)))
             if ctype == "application/apply-patch+yaml":
                 manager = q.get("fieldManager")  # required for apply; no default from the user agent
+                if isinstance(body, dict) and res.custom and body.get("apiVersion") in (
+                        f"{res.group}/{v}" for v in res.served()):
+                    body = {**body, "apiVersion": res.api_version}
             obj, created = self.store.patch(res, ns, name, ctype, body, subresource=sub, manager=manager,
-                                            force=_flag(q.get("force")))
-            return JSONResponse(obj, status_code=201 if created else 200)
+                                            force=_flag(q.get("force")), field_validation=fv, warnings=warnings)
+            return _respond(_versioned(obj, res), warnings, 201 if created else 200, self.store.warnings)
         if method == "DELETE":
             opts = await _json(request, default={})
             policy = q.get("propagationPolicy") or opts.get("propagationPolicy")
+            grace = q.get("gracePeriodSeconds") or opts.get("gracePeriodSeconds")
+            grace = int(grace) if grace is not None and str(grace).lstrip("-").isdigit() else None
             pre = opts.get("preconditions") or {}
             if name is None:
                 match_l, match_f = label_matcher(q.get("labelSelector")), field_matcher(q.get("fieldSelector"))
                 items = self.store.list(res, ns, lambda o: match_l(o) and match_f(o))
                 for o in items:
-                    self.store.delete(res, o["metadata"].get("namespace"), o["metadata"]["name"], propagation=policy)
+                    self.store.delete(res, o["metadata"].get("namespace"), o["metadata"]["name"], propagation=policy,
+                                      grace_period=grace)
                 return JSONResponse({"kind": f"{res.kind}List", "apiVersion": res.api_version,
                                      "metadata": {"resourceVersion": str(self.store.resource_version)},
-                                     "items": items})
+                                     "items": [_versioned(o, res) for o in items]})
             obj = self.store.delete(res, ns, name, propagation=policy, precondition_rv=pre.get("resourceVersion"),
-                                    precondition_uid=pre.get("uid"))
+                                    precondition_uid=pre.get("uid"), grace_period=grace)
             if res.kind == "Pod" or obj["metadata"].get("finalizers"):
-                return JSONResponse(obj, status_code=200)
+                return JSONResponse(_versioned(obj, res), status_code=200)
             details = {"name": name, "kind": res.plural, "uid": obj["metadata"]["uid"]}
             if res.group:
                 details["group"] = res.group
             return JSONResponse({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
                                  "details": details})
         raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+
+    def _evict(self, res: Resource, ns: str | None, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        """policy/v1 Eviction: refused with 429 while a PodDisruptionBudget allows no disruption
+        (https://kubernetes.io/docs/concepts/scheduling-eviction/api-eviction/)."""
+        from flows.standins.kube_emulator.controllers import PDBS
+        from flows.standins.kube_emulator.validation import selector_matches
+
+        with self.store.lock:
+            pod = self.store.get(res, ns, name)
+            labels = pod["metadata"].get("labels") or {}
+            for pdb in self.store.peek(PDBS, ns):
+                if not selector_matches(pdb["spec"].get("selector") or {}, labels):
+                    continue
+                if (pdb.get("status") or {}).get("disruptionsAllowed", 0) <= 0:
+                    raise ApiError(429, "TooManyRequests", "Cannot evict pod as it would violate the pod's "
+                                   "disruption budget.", {"causes": [{"reason": "DisruptionBudget", "message":
+                                   f"The disruption budget {pdb['metadata']['name']} needs "
+                                   f"{pdb['status'].get('desiredHealthy', 0)} healthy pods and has "
+                                   f"{pdb['status'].get('currentHealthy', 0)} currently"}]})
+                st = json.loads(json.dumps(pdb["status"]))
+                st["disruptionsAllowed"] -= 1
+                self.store.update(PDBS, ns, pdb["metadata"]["name"], {**pdb, "status": st}, subresource="status",
+                                  internal=True)
+            grace = ((body.get("deleteOptions") or {}).get("gracePeriodSeconds"))
+            from flows.standins.kube_emulator.controllers import add_condition
+
+            add_condition(self.store, pod, "DisruptionTarget", "EvictionByEvictionAPI",
+                          "Eviction API: evicting")
+            self.store.delete(res, ns, name, grace_period=grace)
+        return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
 
     def _rescale(self, res: Resource, ns: str | None, name: str, scale: Any, manager: str) -> dict[str, Any]:
         if not isinstance(scale, dict) or not isinstance((scale.get("spec") or {}).get("replicas"), int):
@@ -228,7 +310,7 @@ class Api:
         async def stream():
             try:
                 for ev in initial:
-                    line = _watch_line(ev, match)
+                    line = _watch_line(ev, match, res)
                     if line:
                         yield line
                 while True:
@@ -241,7 +323,7 @@ class Api:
                         return
                     if ev is None:  # the store was reset: end the watch
                         return
-                    line = _watch_line(ev, match)
+                    line = _watch_line(ev, match, res)
                     if line:
                         yield line
             finally:
@@ -250,7 +332,7 @@ class Api:
         return StreamingResponse(stream(), media_type="application/json")
 
 
-def _watch_line(ev: Event, match) -> bytes | None:
+def _watch_line(ev: Event, match, res: Resource) -> bytes | None:
     """A selector-filtered event; an object that starts/stops matching is ADDED/DELETED, as in Kubernetes."""
     now_ok = match(ev.obj)
     was_ok = ev.old is not None and match(ev.old)
@@ -260,7 +342,8 @@ def _watch_line(ev: Event, match) -> bytes | None:
         type_ = ev.type if now_ok else None
     if type_ is None:
         return None
-    return (json.dumps({"type": type_, "object": ev.obj}) + "\n").encode()
+    obj = _versioned(dict(ev.obj), res) if res.custom else ev.obj
+    return (json.dumps({"type": type_, "object": obj}) + "\n").encode()
 
 
 def _table(items: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, Any]:
