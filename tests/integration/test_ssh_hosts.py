@@ -40,6 +40,13 @@ def test_hosts_are_isolated_from_the_machine(ssh_hosts):
     assert Path("/proc/sys/vm/swappiness").read_text().strip() != "7"
 
 
+def test_hosts_resolve_no_names_off_the_machine(ssh_hosts):
+    """The build host's resolv.conf would send lookups (Ansible's fact gathering) to its name servers."""
+    [r] = run_many(ssh_hosts[:1], ["sh", "-c", "grep -c '^nameserver' /etc/resolv.conf; echo rc=$?"],
+                   known_hosts=ssh_hosts[0].known_hosts)
+    assert r.stdout.splitlines()[0] == "0", r.stdout
+
+
 def test_per_host_files_are_written_into_each_hosts_own_root(ssh_host_factory, ssh_hosts):
     stand_in = "/usr/local/sbin/drbdsetup"
     hosts = ssh_host_factory(2, prefix="files", files=lambda i: {stand_in: (f"#!/bin/sh\necho stand-in {i}\n", 0o755)})

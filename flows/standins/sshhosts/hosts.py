@@ -223,6 +223,11 @@ class HostPool:
         (ssh / "authorized_keys").write_text(self.public_key)
         os.chmod(ssh / "authorized_keys", 0o600)
         (root / "etc/hostname").write_text(f"{name}\n")
+        # no name servers: the build host's resolv.conf would send the hosts' lookups (Ansible's fact
+        # gathering does some) off this machine; glibc then asks only the namespace's own loopback
+        resolv = root / "etc/resolv.conf"
+        resolv.unlink(missing_ok=True)
+        resolv.write_text("# inferops test host: no name servers (loopback only)\n")
         pub = Path(f"{key}.pub").read_text().split()
         return root, f"{pub[0]} {pub[1]}\n"
 
