@@ -61,4 +61,5 @@ def test_flow_publishes_to_s3_and_emits_the_built_event(prefect_client, moto_s3,
         time.sleep(1)
     assert events, f"{EVENT} was not recorded"
     assert events[0].resource.id == "inferops.model.digits_cnn"
-    assert events[0].payload == {"manifest_uri": uri, "target": "onnxruntime"}
+    assert events[0].payload == {"manifest_uri": uri, "target": "onnxruntime",
+                                 "serving": {"deployment": "", "image": "", "namespace": "inference"}}
