@@ -61,10 +61,34 @@ def publish(registry: CollectorRegistry, *, job: str, textfile: str | Path | Non
             log.warning("metrics textfile %s not written: %s", textfile, out["textfile"])
     if pushgateway:
         try:
-            push_to_gateway(check_pushgateway(pushgateway), job=job, registry=registry,
-                            grouping_key=dict(grouping or {}), timeout=timeout_s)
+            url, handler = _target(check_pushgateway(pushgateway))
+            push_to_gateway(url, job=job, registry=registry, grouping_key=dict(grouping or {}),
+                            timeout=timeout_s, handler=handler)
             out["pushgateway"] = "pushed"
         except OSError as exc:  # urllib errors are OSErrors
             out["pushgateway"] = f"failed: {' '.join(str(exc).split())[:200]}"
             log.warning("pushgateway %s: %s", redact(pushgateway), out["pushgateway"])
     return out
+
+
+def _target(url: str):
+    """(URL without userinfo, handler): ``http://user:pass@host`` pushes with HTTP basic auth (urllib
+    would take ``user:pass@host`` for the host name), and the credentials stay out of the URL."""
+    from urllib.parse import unquote, urlsplit, urlunsplit
+
+    from prometheus_client.exposition import basic_auth_handler, default_handler
+
+    parts = urlsplit(url)
+    if parts.username is None:
+        return url, default_handler
+    netloc = parts.hostname or ""
+    if ":" in netloc:
+        netloc = f"[{netloc}]"
+    if parts.port:
+        netloc += f":{parts.port}"
+    user, password = unquote(parts.username), unquote(parts.password or "")
+
+    def handler(url, method, timeout, headers, data):
+        return basic_auth_handler(url, method, timeout, headers, data, user, password)
+
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment)), handler

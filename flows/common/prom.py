@@ -70,6 +70,8 @@ class PrometheusClient:
     def _get(self, path: str, params: dict[str, Any]) -> Any:
         try:
             r = self._http.get(f"{self.url}{path}", params=params)
+        except httpx.InvalidURL as exc:
+            raise BadInput(f"Prometheus URL {self.safe_url} is not a valid URL: {exc}") from None
         except httpx.HTTPError as exc:
             raise BackendUnavailable(f"Prometheus at {self.safe_url} unreachable: {exc}") from exc
         try:

@@ -47,7 +47,7 @@ class S3Settings(BaseModel):
 
 class PrometheusSettings(BaseModel):
     url: str | None = Field(None, description="Prometheus base URL, e.g. http://prometheus:9090")
-    timeout_s: float = 10.0
+    timeout_s: float = Field(10.0, gt=0, le=3600, description="Seconds per Prometheus request")
     bearer_token: SecretStr | None = None
     pushgateway: str | None = Field(None, description="Pushgateway URL for batch-job metrics, e.g. "
                                                       "http://pushgateway:9091 (k8s-pool pods have no textfile dir)")
@@ -62,8 +62,8 @@ class KubeSettings(BaseModel):
 class SSHSettings(BaseModel):
     user: str = "root"
     key_file: str | None = Field(None, description="private key path; the agent/default keys when unset")
-    port: int = 22
-    connect_timeout_s: float = 5.0
+    port: int = Field(22, ge=1, le=65535)
+    connect_timeout_s: float = Field(5.0, gt=0, le=600)
     known_hosts: str | None = Field(None, description="known_hosts path; unset disables host-key checks (set it in production)")
 
 

@@ -73,3 +73,38 @@ def test_idle_gpu_gauges_go_to_the_pushgateway(configured):
     [window] = _samples(configured, "inferops_idle_gpu_window_end_timestamp_seconds")
     assert running.value == 3 and running.labels["job"] == "inferops_idle_gpu"
     assert window.value == end.timestamp()
+
+
+def test_push_with_credentials_in_the_url_uses_basic_auth_and_never_shows_them(tmp_path, caplog):
+    """``http://user:pass@host`` is HTTP basic auth, not a host name; the password is never logged."""
+    import base64
+    import http.server
+    import threading
+
+    seen: list[str | None] = []
+
+    class Gateway(http.server.BaseHTTPRequestHandler):
+        def do_PUT(self):  # prometheus_client pushes with PUT
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            seen.append(self.headers.get("Authorization"))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Gateway)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        reg = CollectorRegistry()
+        Gauge("inferops_test_value", "test", registry=reg).set(1)
+        port = server.server_address[1]
+        out = publish(reg, job="inferops_test", pushgateway=f"http://ops:s3cr%2Fet@127.0.0.1:{port}")
+        assert out["pushgateway"] == "pushed", out
+        assert seen == ["Basic " + base64.b64encode(b"ops:s3cr/et").decode()]
+        server.shutdown()
+        out = publish(reg, job="inferops_test", pushgateway=f"http://ops:s3cr%2Fet@127.0.0.1:{port}", timeout_s=1)
+        assert out["pushgateway"].startswith("failed") and "s3cr" not in out["pushgateway"]
+        assert "s3cr" not in caplog.text
+    finally:
+        server.server_close()

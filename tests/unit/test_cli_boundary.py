@@ -158,6 +158,12 @@ def test_bad_settings_name_the_setting(run, monkeypatch, tmp_path):
     code, out, err = run("drbd", "check", "--input", str(DATA / "json_resync.json"))
     assert code == 3 and "INFEROPS_SSH__PORT" in _error_lines(err)[0] and "twenty-two" not in err
     monkeypatch.delenv("INFEROPS_SSH__PORT")
+    for name, value in (("INFEROPS_PROMETHEUS__TIMEOUT_S", "inf"), ("INFEROPS_PROMETHEUS__TIMEOUT_S", "nan"),
+                        ("INFEROPS_SSH__PORT", "70000"), ("INFEROPS_SSH__CONNECT_TIMEOUT_S", "-1")):
+        monkeypatch.setenv(name, value)
+        with pytest.raises(BadInput, match=name):
+            load_settings()
+        monkeypatch.delenv(name)
     for garbage in (b"[[[ not toml", BINARY):
         cfg = tmp_path / "inferops.toml"
         cfg.write_bytes(garbage)
