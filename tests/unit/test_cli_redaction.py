@@ -5,6 +5,7 @@ in every URL-bearing input of a set of commands appears in none of their outputs
 from __future__ import annotations
 
 import json
+import re
 import logging
 from pathlib import Path
 
@@ -60,9 +61,9 @@ _SAFE = st.text(st.characters(blacklist_categories=("Cs", "Zs", "Zl", "Zp", "Cc"
 def test_no_password_survives(scheme, user, before, after, host, path, prefix, suffix):
     """Any scheme; passwords with / : and unicode (and ? or # unless it looks like host:port/path?query);
     text around the URL: the password never survives."""
-    if "ZQXJ" in before + after or (any(c in before for c in "?#") and before[:1].isdigit()):
-        return  # '?' after 'host:port/': a query string, documented in flows/common/redact.py
     pw = before + "ZQXJSECRET" + after
+    if "ZQXJ" in before + after or (re.match(r"\d{1,5}(?:[/?#]|$)", pw) and any(c in pw for c in "?#")):
+        return  # 'name:1234/...?...@': read as host:port/path?query (PromQL's @), documented in redact.py
     text = f"{prefix} {scheme}://{user}:{pw}@{host}/{path} {suffix}"
     assert "ZQXJSECRET" not in redact(text)
 
