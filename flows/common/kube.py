@@ -101,6 +101,9 @@ NODES = Kind("Node", "nodes", namespaced=False)
 JOBS = Kind("Job", "jobs", "batch")
 HTTPROUTES = Kind("HTTPRoute", "httproutes", "gateway.networking.k8s.io")
 HORIZONTAL_POD_AUTOSCALERS = Kind("HorizontalPodAutoscaler", "horizontalpodautoscalers", "autoscaling", "v2")
+NETWORK_POLICIES = Kind("NetworkPolicy", "networkpolicies", "networking.k8s.io")
+POD_MONITORS = Kind("PodMonitor", "podmonitors", "monitoring.coreos.com")
+EVENTS = Kind("Event", "events")
 
 
 def _where(kind: Kind, namespace: str | None, name: str | None) -> str:
@@ -418,3 +421,47 @@ def is_not_found(exc: BaseException) -> bool:
     from kubernetes.client.exceptions import ApiException
 
     return isinstance(exc, NotFound) or (isinstance(exc, ApiException) and exc.status == 404)
+
+
+# ---- label selectors ------------------------------------------------------------------------------
+
+def selector_matches(selector: Obj | None, labels: dict[str, str]) -> bool:
+    """Does a ``LabelSelector`` (``matchLabels`` + ``matchExpressions``) select ``labels``?
+
+    The API's semantics: an empty selector selects everything, None selects nothing.
+    """
+    if selector is None:
+        return False
+    for k, v in (selector.get("matchLabels") or {}).items():
+        if labels.get(k) != v:
+            return False
+    for e in selector.get("matchExpressions") or []:
+        key, op, values = e.get("key"), e.get("operator"), e.get("values") or []
+        if op == "In" and labels.get(key) not in values:
+            return False
+        if op == "NotIn" and key in labels and labels[key] in values:
+            return False
+        if op == "Exists" and key not in labels:
+            return False
+        if op == "DoesNotExist" and key in labels:
+            return False
+        if op not in ("In", "NotIn", "Exists", "DoesNotExist"):
+            return False
+    return True
+
+
+def selector_keys(selector: Obj | None) -> set[str]:
+    """The label keys a ``LabelSelector`` looks at."""
+    sel = selector or {}
+    return set(sel.get("matchLabels") or {}) | {e.get("key") for e in sel.get("matchExpressions") or []}
+
+
+def describe_selector(selector: Obj | None) -> str:
+    """``app=x,tier in (a,b)``: a selector as ``kubectl`` prints it (``<all>`` for an empty one)."""
+    sel = selector or {}
+    parts = [f"{k}={v}" for k, v in sorted((sel.get("matchLabels") or {}).items())]
+    for e in sel.get("matchExpressions") or []:
+        op, key, vals = e.get("operator"), e.get("key"), ",".join(e.get("values") or [])
+        parts.append({"In": f"{key} in ({vals})", "NotIn": f"{key} notin ({vals})", "Exists": key,
+                      "DoesNotExist": f"!{key}"}.get(op, f"{key} {op} ({vals})"))
+    return ",".join(parts) or "<all>"
