@@ -298,3 +298,17 @@ def test_hpa_schedule_never_touches_stable_and_sizes_next_to_it():
                                autoscaler={"metadata": {"name": "llm"}})
     assert not [o for o in plan["objects"] if o.get("kind") == "Deployment" and o["action"] == "patch"]
     assert plan["stable_replicas"] == "left to HorizontalPodAutoscaler llm"
+
+
+def test_flow_run_pods_outlive_a_rollback():
+    """issue 14, defect 3: the crash hook of a cancelled canary run waits for stable up to the policy's
+    readiness timeout; the k8s pool gives its flow-run pods a longer termination grace period."""
+    from pathlib import Path
+
+    from flows.canary.models import READINESS_TIMEOUT_MAX_S
+
+    template = json.loads((Path(__file__).resolve().parents[2] / "deploy/prefect/k8s.json").read_text())
+    pod = template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] > READINESS_TIMEOUT_MAX_S
+    with pytest.raises(ValidationError, match="less than or equal to 1800"):
+        CanaryPolicy(readiness_timeout_s=READINESS_TIMEOUT_MAX_S + 1)
