@@ -30,7 +30,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -57,6 +57,10 @@ class Forbidden(InferopsError):
 
 class NotFound(BadInput):
     """404: the object, or its namespace, does not exist (exit 2: the name came from the user)."""
+
+
+class Expired(InferopsError):
+    """410 Gone: the resourceVersion a watch asked for is older than the server keeps; list again."""
 
 
 class Conflict(InferopsError):
@@ -268,6 +272,59 @@ class Kube:
             token = (page.get("metadata") or {}).get("continue")
             if not token:
                 return out
+
+    def list_at(self, kind: Kind, namespace: str | None = None, *, labels: str | None = None,
+                fields: str | None = None) -> tuple[list[Obj], str]:
+        """Like :meth:`list`, unpaged, with the list's ``resourceVersion`` to :meth:`watch` from."""
+        page = self.request("list", kind, namespace, query={"labelSelector": labels, "fieldSelector": fields})
+        items = [{"apiVersion": kind.api_version, "kind": kind.kind, **o} for o in page.get("items") or []]
+        return items, str((page.get("metadata") or {}).get("resourceVersion") or "")
+
+    def watch(self, kind: Kind, namespace: str | None, resource_version: str, *, labels: str | None = None,
+              fields: str | None = None, timeout_s: int = 300) -> Iterator[tuple[str, Obj]]:
+        """The changes after ``resource_version`` as ``(type, object)``: ADDED, MODIFIED, DELETED (the
+        object's last state). Ends when the server closes the watch (``timeout_s``); raises
+        :class:`Expired` when the version is too old (list again), other errors as :meth:`request`."""
+        from urllib3.exceptions import HTTPError
+
+        query = [(k, v) for k, v in {"watch": "true", "resourceVersion": resource_version, "labelSelector": labels,
+                                      "fieldSelector": fields, "timeoutSeconds": str(int(timeout_s)),
+                                      "allowWatchBookmarks": "true"}.items() if v]
+        req = self.api.param_serialize(method="GET", resource_path=kind.path(namespace), query_params=query,
+                                       header_params={"Accept": _JSON}, auth_settings=["BearerToken"])
+        try:
+            resp = self.api.call_api(*req, _request_timeout=(self.timeout_s, timeout_s + self.timeout_s))
+        except (HTTPError, OSError) as exc:
+            raise BackendUnavailable(f"Kubernetes API unreachable (watch {_where(kind, namespace, None)}): "
+                                     f"{type(exc).__name__}: {exc}") from None
+        raw = resp.response
+        try:
+            if resp.status == 410:
+                raise Expired(f"watch {_where(kind, namespace, None)}: resourceVersion {resource_version} expired")
+            if not 200 <= resp.status < 300:
+                raise status_error(resp.status, raw.data, verb="watch", kind=kind, namespace=namespace)
+            buf = b""
+            for chunk in raw.stream(65536, decode_content=True):
+                buf += chunk
+                *lines, buf = buf.split(b"\n")
+                for line in lines:
+                    if not line.strip():
+                        continue
+                    ev = json.loads(line)
+                    obj = ev.get("object") or {}
+                    if ev.get("type") == "ERROR":
+                        if obj.get("code") == 410:
+                            raise Expired(f"watch {_where(kind, namespace, None)}: {obj.get('message', 'expired')}")
+                        raise status_error(int(obj.get("code") or 500), json.dumps(obj), verb="watch", kind=kind,
+                                           namespace=namespace)
+                    if ev.get("type") == "BOOKMARK":
+                        continue
+                    yield ev["type"], {"apiVersion": kind.api_version, "kind": kind.kind, **obj}
+        except (HTTPError, OSError) as exc:
+            raise BackendUnavailable(f"watch {_where(kind, namespace, None)} broke: {type(exc).__name__}: {exc}") \
+                from None
+        finally:
+            raw.close()  # a watch left before its end must not go back to the pool half read
 
     # -- writes ----------------------------------------------------------------------------------
     def create(self, kind: Kind, obj: Obj, namespace: str | None = None) -> Obj:
