@@ -121,20 +121,31 @@ def readiness(dep: dict[str, Any]) -> str | None:
 
 
 def wait_ready(cluster: CanaryCluster, clock: Clock, name: str, timeout_s: float,
-               poll_s: float = 0.5) -> dict[str, Any]:
+               poll_s: float = 0.5, *, progress: bool = False) -> dict[str, Any]:
     """Wait until the Deployment has rolled out its current generation, up to ``timeout_s``.
 
-    Raises :class:`NotReady` on ``ProgressDeadlineExceeded``, after ``timeout_s``, or if it is gone.
+    ``progress=True`` (a rolling update of many pods, e.g. the promotion of a large Deployment with
+    ``maxSurge: 1``): ``timeout_s`` counts from the last progress (more pods updated or available), as
+    a Deployment's own progress deadline does. Raises :class:`NotReady` on ``ProgressDeadlineExceeded``,
+    when the timeout passes, or if it is gone.
     """
     deadline = clock.now() + timeout_s
+    mark: tuple | None = None
     while True:
         dep = cluster.read_deployment(name)
         why = "it does not exist" if dep is None else readiness(dep)
         if why is None:
             assert dep is not None
             return dep
+        if progress and dep is not None:
+            st = dep.get("status") or {}
+            now = (st.get("updatedReplicas") or 0, st.get("availableReplicas") or 0)
+            if mark is not None and now > mark:
+                deadline = clock.now() + timeout_s
+            mark = now if mark is None else max(mark, now)
         if dep is None or why.startswith("ProgressDeadlineExceeded") or clock.now() >= deadline:
-            raise NotReady(f"deployment {cluster.namespace}/{name} not ready after {timeout_s:g}s: {why}")
+            what = "without progress for" if progress else "after"
+            raise NotReady(f"deployment {cluster.namespace}/{name} not ready {what} {timeout_s:g}s: {why}")
         clock.sleep(poll_s)
 
 
@@ -516,8 +527,8 @@ class Rollout:
         count, why = count_to_restore(c, self.state, self.log)
         self.log.info("promoting %s: %s", self.target.deployment, why)
         c.set_target_template(new, count)
-        try:
-            wait_ready(c, self.clock, self.target.deployment, self.policy.readiness_timeout_s)
+        try:  # pods roll one by one (maxSurge): a large Deployment takes long, so the timeout is on progress
+            wait_ready(c, self.clock, self.target.deployment, self.policy.readiness_timeout_s, progress=True)
         except NotReady:
             c.set_target_template(stable["spec"]["template"], count)
             raise

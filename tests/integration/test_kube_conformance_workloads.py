@@ -438,3 +438,23 @@ def test_defaults_are_set_on_write(apis, kube_clean):
             c.readiness_probe.http_get.path) == (10, 1, 3, "/")
     assert (p.spec.restart_policy, p.spec.termination_grace_period_seconds, p.spec.service_account_name) == (
         "Always", 30, "default")
+
+
+def test_every_pod_gets_its_own_address_from_the_pod_network(apis, kube_clean):
+    """https://kubernetes.io/docs/concepts/services-networking/#the-kubernetes-network-model — every pod
+    gets its own cluster-wide unique IP address (from the cluster's pod CIDR, ``kube.pods.pod_cidr``)."""
+    import ipaddress
+
+    apps, core, _, _ = apis
+    kube_clean.pods.pod_cidr = "127.42.0.0/29"  # 6 addresses: a test can serve pods' endpoints on loopback
+    kube_clean.add_node("gpu-a", gpus=8)
+    apps.create_namespaced_deployment(NS, deployment("web", replicas=6, gpus=0))
+    wait_until(lambda: available(apps, "web") == 6, what="6 pods")
+    ips = [p.status.pod_ip for p in core.list_namespaced_pod(NS).items]
+    assert len(set(ips)) == 6 and all(ipaddress.ip_address(ip) in ipaddress.ip_network("127.42.0.0/29") for ip in ips)
+    assert all([i.ip for i in p.status.pod_ips] == [p.status.pod_ip] for p in core.list_namespaced_pod(NS).items)
+    apps.patch_namespaced_deployment_scale("web", NS, {"spec": {"replicas": 5}})
+    wait_until(lambda: len(core.list_namespaced_pod(NS).items) == 5, what="one pod gone")
+    apps.patch_namespaced_deployment_scale("web", NS, {"spec": {"replicas": 6}})  # its address is free again
+    wait_until(lambda: available(apps, "web") == 6, what="6 pods again")
+    assert len({p.status.pod_ip for p in core.list_namespaced_pod(NS).items}) == 6

@@ -239,7 +239,7 @@ def test_failed_promotion_restores_the_template_and_the_failure_hook_rolls_back(
             c.stalled.discard(DEP)
 
     c.set_target_template = stall_promotion
-    with pytest.raises(NotReady, match="not ready after 60s"):
+    with pytest.raises(NotReady, match="not ready without progress for 60s"):
         r.run()
     assert c.image() == OLD and c.state.holder == "run-1" and clock.now() - T0 >= 60
     assert rollback_if_held(c, "someone-else", clock, timeout_s=60) is None  # not ours: untouched
@@ -352,3 +352,30 @@ def test_nothing_is_created_when_names_or_labels_are_refused():
     with pytest.raises(BadInput, match="NetworkPolicy llm"):
         rollout(c, clock).run()
     assert c.ops == [] and c.state is None and set(c.deployments) == {DEP}
+
+
+def test_a_large_promotion_waits_on_progress_not_a_total_deadline():
+    """50 pods that each take 30 s to load roll one by one (maxSurge 1): 25 minutes, more than the 60 s
+    readiness timeout, but never 60 s without progress. A stall still fails after 60 s."""
+    from flows.canary.controller import wait_ready
+
+    c, clock = FakeCluster(replicas=50), SimClock(T0)
+    dep = c.deployments[DEP]
+    dep["metadata"]["generation"] += 1
+    start = clock.now()
+
+    def rolling(name):
+        done = min(50, int((clock.now() - start) // 30))
+        st = {"observedGeneration": dep["metadata"]["generation"], "replicas": 51 if done < 50 else 50,
+              "updatedReplicas": done, "availableReplicas": 50, "readyReplicas": 50}
+        return {**copy.deepcopy(dep), "status": st}
+
+    c.read_deployment = rolling
+    wait_ready(c, clock, DEP, 60, poll_s=5, progress=True)
+    assert clock.now() - start == pytest.approx(1500, abs=5)
+    stuck = clock.now()
+    c.read_deployment = lambda name: {**copy.deepcopy(dep), "status": {
+        "observedGeneration": dep["metadata"]["generation"], "updatedReplicas": 7, "availableReplicas": 50}}
+    with pytest.raises(NotReady, match="without progress for 60s"):
+        wait_ready(c, clock, DEP, 60, poll_s=5, progress=True)
+    assert clock.now() - stuck == pytest.approx(60, abs=5)

@@ -3,6 +3,7 @@ graceful termination), on the emulated clock."""
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -84,6 +85,11 @@ class PodController:
         self.enabled = True
         self.default_image_user = 1000
         self.image_users = {}
+        # the cluster's pod network: every pod gets a unique address from it while it exists (a test
+        # that serves a pod's endpoints itself uses a loopback range, e.g. 127.42.0.0/16)
+        self.pod_cidr = "10.244.0.0/16"
+        self._ips: dict[str, str] = {}
+        self._next_ip = 0
         self._runs: dict[str, _Run] = {}
         self._ready_after: dict[tuple[str, str], float] = {}
         self._unschedulable: dict[str, str] = {}
@@ -106,7 +112,26 @@ class PodController:
         live = {p["metadata"]["uid"] for p in pods}
         for uid in [u for u in self._runs if u not in live]:
             del self._runs[uid]
+        for uid in [u for u in self._ips if u not in live]:
+            del self._ips[uid]
         return due
+
+    def pod_ip(self, pod: Obj) -> str:
+        """The pod's address: unique in ``pod_cidr`` among existing pods (reused once a pod is gone)."""
+        uid = pod["metadata"]["uid"]
+        if uid not in self._ips:
+            net = ipaddress.ip_network(self.pod_cidr)
+            used = set(self._ips.values())
+            hosts = net.num_addresses - 2
+            for _ in range(hosts):
+                self._next_ip = self._next_ip % hosts + 1
+                ip = str(net.network_address + self._next_ip)
+                if ip not in used:
+                    self._ips[uid] = ip
+                    break
+            else:
+                raise RuntimeError(f"pod network {self.pod_cidr} is full")
+        return self._ips[uid]
 
     # ---- scheduling ----
     @staticmethod
@@ -465,8 +490,7 @@ class PodController:
         run.written = key
         status = copy_json(pod.get("status") or {})
         now = self.store.now()
-        status.update(phase=phase, hostIP="10.0.0.1", podIP=f"10.244.{hash(pod['metadata']['uid']) % 250}."
-                      f"{hash(pod['metadata']['name']) % 250 + 1}", startTime=status.get("startTime") or now,
+        status.update(phase=phase, hostIP="10.0.0.1", podIP=self.pod_ip(pod), startTime=status.get("startTime") or now,
                       qosClass=_qos(pod))
         status["podIPs"] = [{"ip": status["podIP"]}]
         set_condition(status, "PodReadyToStartContainers", "True", "", "", now)

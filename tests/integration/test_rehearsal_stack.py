@@ -1,0 +1,84 @@
+"""The production rehearsal (issue 14): deploy/k8s/overlays/prod applied with kubectl to the strict
+Kubernetes emulator on 8 GPU nodes x 8 GPUs, Prometheus scraping every serving pod through the
+operator's rendering of the shipped PodMonitor, the load routed through the HTTPRoute, Services and
+NetworkPolicies, the HPA fed the Pods metrics it scales on (flows/standins/rehearsal/).
+
+* canaries of llm-server in both traffic modes while a surge makes the HPA scale up mid-rollout: a
+  healthy one is promoted and the HPA's count is intact, a faulty one is rolled back, and at no point
+  do fewer ready pods serve than the PDB allows;
+* an idle-GPU night on the same cluster (test_an_idle_gpu_night_on_the_serving_fleet).
+
+One cluster for the module; the emulator's clock runs 20x (probes, grace periods, HPA windows), the
+canary's analysis and Prometheus in real time.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from flows.canary import planner
+from flows.common.kube import DEPLOYMENTS, SERVICES
+from flows.common.settings import get_settings
+from flows.standins.rehearsal import APP, NS, Rehearsal
+from flows.standins.rehearsal.scenarios import POLICY, canary_image, flow_runner, run_canary
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def rehearsal():
+    saved = dict(os.environ)
+    r = Rehearsal(speed=20.0, model_load_s=40.0).start()
+    try:
+        yield r
+        assert not r.problems(), r.problems()
+    finally:
+        r.stop()
+        os.environ.clear()
+        os.environ.update(saved)
+        get_settings.cache_clear()
+
+
+def canary(r: Rehearsal, tag: str, fault: str | None):
+    image = canary_image(tag, fault, r)
+    policy = POLICY.model_copy(update={"steps": [25, 100]})  # one step of analysis: the suite stays short
+    return image, run_canary(r, image, surge_pods=2, policy=policy, run=flow_runner(r.env())(image))
+
+
+def assert_capacity_kept(r: Rehearsal, run) -> None:
+    """The HPA scaled up mid-rollout and its count is what the Deployment has now; the PDB held."""
+    assert run.surged and run.hpa_desired_peak > run.hpa_desired_before, run
+    assert run.replicas_after == run.hpa_desired_after >= run.hpa_desired_peak - 1, run  # HPA's count intact
+    assert run.overrides == 0 and run.violations == 0, (r.guard.overrides, r.guard.violations)
+    assert r.guard.min_margin is not None and r.guard.min_margin >= 0
+
+
+def assert_clean(r: Rehearsal, image: str) -> None:
+    assert {d["metadata"]["name"] for d in r.client().list(DEPLOYMENTS, NS)} == {APP}
+    assert {s["metadata"]["name"] for s in r.client().list(SERVICES, NS)} == {APP}
+    stable = r.stable()
+    assert stable["spec"]["template"]["spec"]["containers"][0]["image"] == image
+    assert planner.STATE_ANNOTATION not in (stable["metadata"].get("annotations") or {})
+
+
+@pytest.mark.parametrize("mode", ["gateway-api", "replicas"])
+def test_a_healthy_canary_under_a_surge_is_promoted_and_the_hpa_keeps_its_count(rehearsal, mode):
+    rehearsal.use_traffic_mode(mode)
+    image, run = canary(rehearsal, f"25.02-{mode}", None)
+    assert run.outcome == "promoted", run.reason
+    assert run.canary_series >= 1  # the PodMonitor selected the canary pods: scraped, with its relabelling
+    assert_capacity_kept(rehearsal, run)
+    assert_clean(rehearsal, image)
+
+
+@pytest.mark.parametrize("mode", ["gateway-api", "replicas"])
+def test_a_faulty_canary_under_a_surge_is_rolled_back_within_the_pdb(rehearsal, mode):
+    rehearsal.use_traffic_mode(mode)
+    before = rehearsal.stable()["spec"]["template"]["spec"]["containers"][0]["image"]
+    _, run = canary(rehearsal, f"25.03-{mode}-5xx", "5xx")
+    assert run.outcome == "rolled back" and "fail" in run.reason, run.reason
+    assert run.detection_s is not None and run.detection_s <= 30, run
+    assert_capacity_kept(rehearsal, run)
+    assert_clean(rehearsal, before)
