@@ -22,7 +22,14 @@ from flows.canary import planner
 from flows.common.kube import DEPLOYMENTS, SERVICES
 from flows.common.settings import get_settings
 from flows.standins.rehearsal import APP, NS, Rehearsal
-from flows.standins.rehearsal.scenarios import POLICY, canary_image, flow_runner, run_canary
+from flows.standins.rehearsal.scenarios import (
+    POLICY,
+    canary_image,
+    flow_runner,
+    night_queue,
+    run_canary,
+    run_night,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -82,3 +89,31 @@ def test_a_faulty_canary_under_a_surge_is_rolled_back_within_the_pdb(rehearsal, 
     assert run.detection_s is not None and run.detection_s <= 30, run
     assert_capacity_kept(rehearsal, run)
     assert_clean(rehearsal, before)
+
+
+def test_an_idle_gpu_night_on_the_serving_fleet(rehearsal, tmp_path):
+    """The same cluster at night: the inference pods hold their GPUs, offline Jobs fill the rest; a surge
+    scales inference up and offline pods are preempted (graceful, checkpointing in 5 s); the new
+    inference pods are ready within 30 s of being created; checkpointable jobs are requeued; nothing
+    is left at the window's end (suspended Jobs deleted, no pod running)."""
+    r = rehearsal
+    r.use_traffic_mode("gateway-api")
+    stable = int(r.stable()["spec"]["replicas"])
+    free = r.nodes * r.gpus - stable
+    window = 1200.0  # cluster seconds: a minute at 20x
+    queue = night_queue(free, window, seed=3)
+    run = run_night(r, queue, window_s=window, demand=[(0, stable), (300, stable + 12)],
+                    queue_file=tmp_path / "queue.json")
+    report = run.report
+    assert run.inference_pods >= 12 and run.inference_unscheduled == 0, run
+    assert max(run.inference_waits_s) <= 30, sorted(run.inference_waits_s)  # ready within 30 s of creation
+    assert run.preempted_batch_pods >= 1  # inference took GPUs back from offline pods
+    jobs = report["jobs"]
+    preempted = [j for j in jobs if j["preemptions"]]
+    requeued = [j for j in preempted if j["checkpointable"]]
+    assert requeued and all(j["attempts"] == j["preemptions"] + 1 and j["outcome"] != "preempted"
+                            for j in requeued), preempted  # requeued every time
+    assert all(j["outcome"] == "preempted" for j in preempted if not j["checkpointable"])
+    assert run.left_running == 0 and run.left_jobs == 0, run  # nothing past the window
+    assert report["fill_ratio"] >= 0.85, {k: v for k, v in report.items() if k != "jobs"}
+    assert run.violations == 0 and run.overrides == 0

@@ -272,4 +272,4 @@ class PodClock:
 
     def since(self, t0: float) -> list[PodTimes]:
         with self._lock:
-            return [t for t in self.times.values() if t.created >= t0]
+            return [t for t in self.times.values() if t.created > t0]

@@ -134,3 +134,145 @@ def flow_runner(env: dict[str, str]):
                 return "rolled back", str(exc)
         return run
     return run_with
+
+
+# ---- the night ---------------------------------------------------------------------------------------
+
+RUN_SECONDS = "emulator.inferops.dev/run-seconds"
+SHUTDOWN_SECONDS = "emulator.inferops.dev/shutdown-seconds"
+BATCH_NS = "offline-batch"
+
+
+def night_queue(free_gpus: int, window_s: float, seed: int = 7, fill: float = 1.6,
+                checkpoint_s: float = 5.0) -> list[dict[str, Any]]:
+    """Offline jobs worth ``fill`` times the GPU-seconds the window offers: evaluation runs, embedding
+    backfills, calibration runs (1-8 GPUs, a tenth to a half of the window, two in three checkpointable).
+    Each runs about its estimate (+-15 %, ``run-seconds``) and takes ``checkpoint_s`` to stop on SIGTERM."""
+    import random
+
+    rng = random.Random(seed)
+    jobs, budget, i = [], free_gpus * window_s * fill, 0
+    while budget > 0:
+        gpus = rng.choice((1, 2, 2, 4, 4, 8))
+        est = window_s * rng.uniform(0.1, 0.5)
+        jobs.append({"name": f"job-{i}", "image": "registry.local/batch:1", "command": ["run", f"job-{i}"],
+                     "gpus": gpus, "estimated_hours": round(est / 3600, 5), "priority": rng.randint(0, 2),
+                     "checkpointable": i % 3 != 0, "team": "search", "cost_center": "cc-42",
+                     "annotations": {RUN_SECONDS: f"{est * rng.uniform(0.85, 1.0):.0f}",
+                                     SHUTDOWN_SECONDS: f"{checkpoint_s:g}"}})
+        budget -= gpus * est
+        i += 1
+    return jobs
+
+
+@dataclass
+class NightRun:
+    report: dict[str, Any]
+    window_s: float
+    inference_pods: int  # created during the window
+    inference_waits_s: list[float]  # creation to ready, each (cluster seconds)
+    inference_unscheduled: int  # created and never ready
+    left_running: int  # batch pods still running at the window's end
+    left_jobs: int  # Jobs still active or suspended at the window's end
+    preempted_batch_pods: int
+    violations: int
+    overrides: int
+    notes: list[str] = field(default_factory=list)
+
+
+def run_night(rehearsal: Rehearsal, queue: list[dict[str, Any]], *, window_s: float, demand: list[tuple[float, int]],
+              queue_file: Any, poll_s: float = 30.0, grace_s: int = 20, slot_s: int = 60,
+              model_load_s: float = 5.0) -> NightRun:
+    """Run ``idle_gpu_nightly`` on the rehearsal cluster, on its clock, for a window of ``window_s``
+    cluster seconds starting now, while inference demand follows ``demand`` ((offset s, stable pods
+    the HPA should want), ...). Inference pods load their model in ``model_load_s`` (engines cached on
+    the node). Returns the flow's report and what the cluster saw."""
+    import json
+    import os
+    from datetime import UTC, datetime, timedelta
+
+    import flows.idle_gpu.flow as night_flow
+    from flows.common.runtime import offline
+    from flows.common.settings import get_settings
+    from flows.idle_gpu.models import Discovery, PlanPolicy
+    from flows.standins.rehearsal import EmulatedClock
+
+    assert rehearsal.kube is not None and rehearsal.dataplane is not None and rehearsal.guard is not None
+    kube, dp, guard = rehearsal.kube, rehearsal.dataplane, rehearsal.guard
+    queue_file.write_text(json.dumps({"jobs": queue}))
+    clock = EmulatedClock(kube)
+    saved_clock, saved_env = night_flow.CLOCK, dict(os.environ)
+    os.environ.update(INFEROPS_KUBE__KUBECONFIG=kube.kubeconfig, INFEROPS_OFFLINE="1")
+    os.environ.pop("INFEROPS_PROMETHEUS__URL", None)  # no DCGM exporter here: idle = free in Kubernetes
+    get_settings.cache_clear()
+    night_flow.CLOCK = clock
+    kube.pods.ready_after(NS, APP, model_load_s)
+    violations, overrides = len(guard.violations), len(guard.overrides)
+    pods = rehearsal.pod_clock()
+    start = clock.now()
+    ws = datetime.fromtimestamp(start, UTC)
+    result: dict[str, Any] = {}
+
+    def night() -> None:
+        try:
+            with offline():
+                result["report"] = night_flow.idle_gpu_nightly.fn(
+                    queue=str(queue_file), window_start=ws.isoformat(),
+                    window_end=(ws + timedelta(seconds=window_s)).isoformat(), timezone="UTC",
+                    # the window is compressed: a tail segment worth starting is a tenth of it, not 20 min
+                    policy=PlanPolicy(slot_seconds=slot_s, grace_period_s=grace_s, runtime_margin=1.1,
+                                      min_segment_minutes=max(1, round(window_s / 600))),
+                    discovery=Discovery(forecast_nights=0), poll_seconds=poll_s)
+        except BaseException as exc:  # reported below
+            result["error"] = exc
+
+    t = threading.Thread(target=night, name="rehearsal-night", daemon=True)
+    try:
+        t.start()
+        for offset, stable_pods in sorted(demand):
+            while clock.now() < start + offset and t.is_alive():
+                time.sleep(0.05)
+            dp.stable_rps = rehearsal.load_for(stable_pods)
+        t.join(timeout=window_s / kube.clock.speed + 120)
+        if t.is_alive() or "error" in result:
+            raise RuntimeError(f"the night did not end cleanly: {result.get('error', 'still running')}")
+        batch = rehearsal.client()
+        from flows.common.kube import JOBS
+        from flows.common.kube import PODS as POD_KIND
+
+        left_pods = [p for p in batch.list(POD_KIND, BATCH_NS)
+                     if (p.get("status") or {}).get("phase") in ("Pending", "Running")]
+        left_jobs = [j for j in batch.list(JOBS, BATCH_NS) if not any(  # unfinished: active or suspended
+            c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
+            for c in (j.get("status") or {}).get("conditions") or [])]
+        created = pods.since(start)
+        waits = [t.ready - t.created for t in created if t.ready is not None]
+        preempted = sum(1 for e in kube.store.list(_events()) if e.get("reason") == "Preempted"
+                        and (e.get("involvedObject") or {}).get("namespace") == BATCH_NS
+                        and _when(e) >= start - 1)
+        notes = [f"left: job {j['metadata']['name']} suspend={j['spec'].get('suspend')} "
+                 f"status={(j.get('status') or {}).get('conditions')}" for j in left_jobs]
+        notes += [f"left: pod {p['metadata']['name']} {(p.get('status') or {}).get('phase')}" for p in left_pods]
+        return NightRun(result["report"], window_s, len(created), waits,
+                        sum(1 for t in created if t.ready is None and not t.gone), len(left_pods), len(left_jobs),
+                        preempted, len(guard.violations) - violations, len(guard.overrides) - overrides, notes)
+    finally:
+        pods.stop()
+        kube.pods.ready_after(NS, APP, rehearsal.model_load_s)
+        night_flow.CLOCK = saved_clock
+        os.environ.clear()
+        os.environ.update(saved_env)
+        get_settings.cache_clear()
+
+
+def _events():
+    from flows.standins.kube_emulator.resources import lookup
+
+    return lookup("", "events")
+
+
+def _when(event: dict[str, Any]) -> float:
+    from datetime import datetime
+
+    stamp = event.get("lastTimestamp") or event.get("firstTimestamp") or event["metadata"]["creationTimestamp"]
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
