@@ -182,11 +182,12 @@ class NightRun:
 
 def run_night(rehearsal: Rehearsal, queue: list[dict[str, Any]], *, window_s: float, demand: list[tuple[float, int]],
               queue_file: Any, poll_s: float = 30.0, grace_s: int = 20, slot_s: int = 60,
-              model_load_s: float = 5.0) -> NightRun:
+              model_load_s: float = 5.0, speed: float | None = None) -> NightRun:
     """Run ``idle_gpu_nightly`` on the rehearsal cluster, on its clock, for a window of ``window_s``
     cluster seconds starting now, while inference demand follows ``demand`` ((offset s, stable pods
     the HPA should want), ...). Inference pods load their model in ``model_load_s`` (engines cached on
-    the node). Returns the flow's report and what the cluster saw."""
+    the node). ``speed``: the cluster's clock speed during the night (then back). Returns the flow's
+    report and what the cluster saw."""
     import json
     import os
     from datetime import UTC, datetime, timedelta
@@ -207,6 +208,8 @@ def run_night(rehearsal: Rehearsal, queue: list[dict[str, Any]], *, window_s: fl
     get_settings.cache_clear()
     night_flow.CLOCK = clock
     kube.pods.ready_after(NS, APP, model_load_s)
+    day_speed = kube.clock.speed
+    kube.clock.speed = speed or day_speed
     violations, overrides = len(guard.violations), len(guard.overrides)
     pods = rehearsal.pod_clock()
     start = clock.now()
@@ -259,6 +262,7 @@ def run_night(rehearsal: Rehearsal, queue: list[dict[str, Any]], *, window_s: fl
     finally:
         pods.stop()
         kube.pods.ready_after(NS, APP, rehearsal.model_load_s)
+        kube.clock.speed = day_speed
         night_flow.CLOCK = saved_clock
         os.environ.clear()
         os.environ.update(saved_env)
