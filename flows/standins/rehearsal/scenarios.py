@@ -14,9 +14,10 @@ from flows.canary.models import CanaryPolicy
 from flows.standins.rehearsal import APP, NS, Rehearsal
 
 STABLE_IMAGE = "nvcr.io/nvidia/tritonserver:25.01-trtllm-python-py3"
-# the canary analysis as it would run against the shipped PodMonitor: 5 s scrapes, 5 s intervals
+# the canary analysis as it would run against the shipped PodMonitor (5 s scrapes, 5 s intervals), with
+# the shipped progress deadline (1200 s: Triton loads its engines for minutes)
 POLICY = CanaryPolicy(steps=[25, 50, 100], interval_s=5, scrape_interval_s=5, samples_per_interval=5,
-                      intervals_per_step=2, failure_limit=2, inconclusive_limit=3, readiness_timeout_s=300)
+                      intervals_per_step=2, failure_limit=2, inconclusive_limit=3, readiness_timeout_s=1200)
 FAULTS = {"5xx": {"error_rate": 0.08}, "slow": {"latency_s": 0.3}, "silent": {"silent": True}}
 
 
@@ -59,10 +60,11 @@ def wait_quiet(rehearsal: Rehearsal, seconds: int = 12, timeout: float = 60.0) -
 
 
 def run_canary(rehearsal: Rehearsal, image: str, *, surge_pods: int = 3, policy: CanaryPolicy = POLICY,
-               run: Any = None) -> CanaryRun:
+               run: Any = None, keep_surge: bool = True) -> CanaryRun:
     """Canary ``image`` on llm-server in the rehearsal's traffic mode; once the canary serves, raise the
-    load so that the HPA wants ``surge_pods`` more stable pods. ``run(policy)`` runs the flow and
-    returns ``(outcome, reason)`` (the test's and the benchmark's way of calling it)."""
+    load so that the HPA wants ``surge_pods`` more stable pods (``keep_surge=False``: back to the
+    earlier load afterwards, and the HPA scales down in its own time). ``run(policy)`` runs the flow
+    and returns ``(outcome, reason)`` (the test's and the benchmark's way of calling it)."""
     assert rehearsal.dataplane is not None and rehearsal.guard is not None
     guard, dp = rehearsal.guard, rehearsal.dataplane
     wait_quiet(rehearsal)
@@ -98,7 +100,7 @@ def run_canary(rehearsal: Rehearsal, image: str, *, surge_pods: int = 3, policy:
         t.join()
     end = time.monotonic()
     series = _canary_series(rehearsal)
-    dp.stable_rps = rehearsal.load_for(target if "at" in serving else before)  # the surge stays: so does the count
+    dp.stable_rps = rehearsal.load_for(target if "at" in serving and keep_surge else before)
     after = int(rehearsal.stable()["spec"]["replicas"])
     return CanaryRun(outcome, reason, round(end - t0, 1),
                      round(end - serving["at"], 1) if "at" in serving else None, before, desired_before, peak[0],
@@ -171,6 +173,7 @@ class NightRun:
     window_s: float
     inference_pods: int  # created during the window
     inference_waits_s: list[float]  # creation to ready, each (cluster seconds)
+    inference_start_waits_s: list[float]  # creation to its container running (waiting for a GPU), each
     inference_unscheduled: int  # created and never ready
     left_running: int  # batch pods still running at the window's end
     left_jobs: int  # Jobs still active or suspended at the window's end
@@ -199,7 +202,7 @@ def run_night(rehearsal: Rehearsal, queue: list[dict[str, Any]], *, window_s: fl
     from flows.standins.rehearsal import EmulatedClock
 
     assert rehearsal.kube is not None and rehearsal.dataplane is not None and rehearsal.guard is not None
-    kube, dp, guard = rehearsal.kube, rehearsal.dataplane, rehearsal.guard
+    kube, guard = rehearsal.kube, rehearsal.guard
     queue_file.write_text(json.dumps({"jobs": queue}))
     clock = EmulatedClock(kube)
     saved_clock, saved_env = night_flow.CLOCK, dict(os.environ)
@@ -232,10 +235,7 @@ def run_night(rehearsal: Rehearsal, queue: list[dict[str, Any]], *, window_s: fl
     t = threading.Thread(target=night, name="rehearsal-night", daemon=True)
     try:
         t.start()
-        for offset, stable_pods in sorted(demand):
-            while clock.now() < start + offset and t.is_alive():
-                time.sleep(0.05)
-            dp.stable_rps = rehearsal.load_for(stable_pods)
+        drive_demand(rehearsal, start, demand, t.is_alive)
         t.join(timeout=window_s / kube.clock.speed + 120)
         if t.is_alive() or "error" in result:
             raise RuntimeError(f"the night did not end cleanly: {result.get('error', 'still running')}")
@@ -256,7 +256,8 @@ def run_night(rehearsal: Rehearsal, queue: list[dict[str, Any]], *, window_s: fl
         notes = [f"left: job {j['metadata']['name']} suspend={j['spec'].get('suspend')} "
                  f"status={(j.get('status') or {}).get('conditions')}" for j in left_jobs]
         notes += [f"left: pod {p['metadata']['name']} {(p.get('status') or {}).get('phase')}" for p in left_pods]
-        return NightRun(result["report"], window_s, len(created), waits,
+        starts = [t.started - t.created for t in created if t.started is not None]
+        return NightRun(result["report"], window_s, len(created), waits, starts,
                         sum(1 for t in created if t.ready is None and not t.gone), len(left_pods), len(left_jobs),
                         preempted, len(guard.violations) - violations, len(guard.overrides) - overrides, notes)
     finally:
@@ -267,6 +268,22 @@ def run_night(rehearsal: Rehearsal, queue: list[dict[str, Any]], *, window_s: fl
         os.environ.clear()
         os.environ.update(saved_env)
         get_settings.cache_clear()
+
+
+def drive_demand(rehearsal: Rehearsal, start: float, demand: list[tuple[float, int]],
+                 going: Any = lambda: True) -> None:
+    """Play ``demand`` ((offset in cluster seconds from ``start``, stable pods the HPA should want), ...)
+    as the load on the stable track, on the cluster's clock, while ``going()``."""
+    from flows.standins.rehearsal import EmulatedClock
+
+    assert rehearsal.kube is not None and rehearsal.dataplane is not None
+    clock = EmulatedClock(rehearsal.kube)
+    for offset, stable_pods in sorted(demand):
+        while clock.now() < start + offset and going():
+            time.sleep(0.05)
+        if not going():
+            return
+        rehearsal.dataplane.stable_rps = rehearsal.load_for(stable_pods)
 
 
 def _events():
