@@ -1,14 +1,23 @@
-"""Time to roll back faulty canaries, and false rollbacks of healthy ones, with a 5 s interval.
+"""Time to roll back faulty canaries, and false rollbacks of healthy ones, with a 5 s interval, on the
+production rehearsal cluster, in both traffic modes.
 
-Runs the real ``canary_rollout`` flow (inline, no Prefect server) against the Kubernetes API
-emulator and a real Prometheus scraping simulated Triton traffic (flows/standins/traffic.py): faulty
-canaries (raised 5xx rate, slower latency, a canary that reports nothing) and healthy ones. The
-peer, in the same run on the same faulty canaries, is the same flow with Flagger's defaults
-(thresholds only, failure threshold 5): the ratio is what the baseline comparison and the lower
-failure limit buy. Targets: every faulty canary rolled back, median <= 15 s at the 5 s interval,
-no false rollbacks.
+Each traffic mode runs on its own rehearsal cluster (flows/standins/rehearsal: deploy/k8s/overlays/prod
+applied to the strict Kubernetes emulator on 8 GPU nodes x 8 GPUs, the real Prometheus scraping every
+pod through the shipped PodMonitor's scrape jobs, load routed through the HTTPRoute, Services and
+NetworkPolicies, the HPA fed its Pods metrics), in a child process of its own (both at once). The
+real ``canary_rollout`` flow (inline, no Prefect server) canaries llm-server with faulty images
+(raised 5xx ratio, slower latency, a canary that reports nothing) and healthy ones, while a surge makes
+the HPA scale up mid-rollout. The peer, in the same run on the same faulty canaries, is the same flow
+with Flagger's defaults (thresholds only, failure threshold 5): the ratio is what the baseline
+comparison and the lower failure limit buy.
 
-    .venv/bin/python benchmarks/canary_detection.py [--faulty-each 2] [--healthy 5] [--json]
+Time to rollback: from the moment the faulty canary takes traffic (its pods ready and the traffic
+shifted) to the end of the rollback; the serving pods load their model for 400 cluster seconds first
+(10 s at the cluster's 40x), during which they are already scraped, as Triton's metrics port is.
+Targets: every faulty canary rolled back, median <= 15 s at the 5 s interval, no false rollbacks, and
+no PDB violation or HPA override (ServingGuard's watches) in either mode.
+
+    .venv/bin/python benchmarks/canary_detection.py [--faulty-each 2] [--healthy 3] [--json]
 """
 
 from __future__ import annotations
@@ -18,93 +27,62 @@ import json
 import logging
 import os
 import statistics
+import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-from flows.canary import planner  # noqa: E402
-from flows.canary.flow import canary_rollout  # noqa: E402
-from flows.canary.models import CanaryPolicy  # noqa: E402
-from flows.common.errors import InferopsError  # noqa: E402
-from flows.common.runtime import run_flow  # noqa: E402
-from flows.common.settings import get_settings  # noqa: E402
-from flows.standins.kube_emulator import KubeEmulator  # noqa: E402
-from flows.standins.prometheus import PrometheusServer  # noqa: E402
-from flows.standins.traffic import FAULTS, start_tracks, wait_scraped  # noqa: E402
-
-NS = "inference"
-OURS = CanaryPolicy(interval_s=5, scrape_interval_s=1, intervals_per_step=2, failure_limit=2, inconclusive_limit=3, readiness_timeout_s=60)
-FLAGGER = OURS.model_copy(update={"failure_limit": 5, "tolerance": 10.0})  # thresholds only, threshold 5
+MODES = ("gateway-api", "replicas")
+KINDS = ("5xx", "slow", "silent")
 
 
-def one(prom: PrometheusServer, apps, name: str, canary: dict | None, policy: CanaryPolicy, seed: int) -> dict:
-    apps.create_namespaced_deployment(NS, planner.sample_deployment(NS, name, 4))
-    traffic = start_tracks(prom.exporter, NS, name, canary=canary, seed=seed)
-    try:
-        wait_scraped(prom, traffic)
-        t0 = time.monotonic()
-        try:
-            out = run_flow(canary_rollout, namespace=NS, deployment=name, image="registry.example/llm:2",
-                           policy=policy)["outcome"]
-            why = ""
-        except InferopsError as exc:
-            out, why = ("rolled back" if "rolled back" in str(exc) else "error"), str(exc)
-        return {"run": name, "outcome": out, "seconds": round(time.monotonic() - t0, 1), "reason": why[:90]}
-    finally:
-        for t in traffic:
-            t.stop()
+def policies():
+    from flows.standins.rehearsal.scenarios import POLICY
+
+    # ten points per interval: with 5 s scrapes an interval holds one new scrape, and the points after
+    # it are the ones with data; five points too often leave fewer than the judge's three
+    ours = POLICY.model_copy(update={"steps": [25, 50, 100], "samples_per_interval": 10})
+    return ours, ours.model_copy(update={"failure_limit": 5, "tolerance": 10.0})  # flagger-like
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--faulty-each", type=int, default=2, help="runs per fault kind (3 kinds)")
-    ap.add_argument("--healthy", type=int, default=5)
-    ap.add_argument("--parallel", type=int, default=6)
-    ap.add_argument("--json", action="store_true", help="print one JSON line last")
-    args = ap.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    kube = KubeEmulator().start()
-    prom = PrometheusServer().start()
-    try:
-        kube.create_namespace(NS)
-        for i in range(16):  # pods only run where GPUs are free: room for every run's stable, canary, baseline
-            kube.add_node(f"gpu-{i}", gpus=8)
-        os.environ.update(INFEROPS_KUBE__KUBECONFIG=kube.kubeconfig, INFEROPS_PROMETHEUS__URL=prom.url,
-                          INFEROPS_OFFLINE="1")
-        get_settings.cache_clear()
-        from kubernetes import client
+def one_mode(mode: str, faulty_each: int, healthy: int) -> dict:
+    """Every run of one traffic mode on one rehearsal cluster (a child process)."""
+    from flows.standins.rehearsal import Rehearsal
+    from flows.standins.rehearsal.scenarios import canary_image, flow_runner, run_canary
 
-        apps = client.AppsV1Api(kube.api_client())
-        jobs = []
-        for kind, canary in FAULTS.items():
-            for i in range(args.faulty_each):
-                jobs.append(("ours", kind, f"{kind}-{i}", canary, OURS))
-                jobs.append(("flagger-like", kind, f"peer-{kind}-{i}", canary, FLAGGER))
-        jobs += [("ours", "healthy", f"healthy-{i}", {}, OURS) for i in range(args.healthy)]
-        with ThreadPoolExecutor(args.parallel) as pool:
-            futures = [(j, pool.submit(one, prom, apps, j[2], j[3], j[4], n)) for n, j in enumerate(jobs)]
-            rows = [{"policy": j[0], "canary": j[1], **f.result()} for j, f in futures]
-    finally:
-        prom.stop()
-        kube.stop()
+    ours, flagger = policies()
+    rows = []
+    with Rehearsal(speed=40.0, model_load_s=400.0) as r:
+        r.use_traffic_mode(mode)
+        runner = flow_runner(r.env())
+        plan = [("ours", kind, ours) for kind in KINDS for _ in range(faulty_each)]
+        plan += [("flagger-like", kind, flagger) for kind in KINDS for _ in range(faulty_each)]
+        plan += [("ours", "healthy", ours)] * healthy
+        for n, (who, kind, policy) in enumerate(plan):
+            image = canary_image(f"25.{n + 2:02d}-{kind}", None if kind == "healthy" else kind, r)
+            run = run_canary(r, image, surge_pods=1, policy=policy, run=runner(image), keep_surge=False)
+            rows.append({"mode": mode, "policy": who, "canary": kind, "outcome": run.outcome,
+                         "seconds": run.seconds, "detection_s": run.detection_s, "reason": run.reason[:90],
+                         "hpa_before": run.hpa_desired_before, "hpa_peak": run.hpa_desired_peak,
+                         "replicas_after": run.replicas_after, "violations": run.violations,
+                         "overrides": run.overrides})
+        problems = r.problems()
+    return {"mode": mode, "rows": rows, "problems": problems}
 
-    print(f"{'policy':<13} {'canary':<9} {'run':<16} {'outcome':<12} {'seconds':>7}  reason")
-    for r in rows:
-        print(f"{r['policy']:<13} {r['canary']:<9} {r['run']:<16} {r['outcome']:<12} {r['seconds']:>7}  {r['reason']}")
 
+def summarise(rows: list[dict]) -> dict:
     def faulty(policy):
         return [r for r in rows if r["policy"] == policy and r["canary"] != "healthy"]
 
     def median_rollback(policy):
-        times = [r["seconds"] for r in faulty(policy) if r["outcome"] == "rolled back"]
+        times = [r["detection_s"] for r in faulty(policy) if r["outcome"] == "rolled back" and r["detection_s"]]
         return round(statistics.median(times), 1) if times else None
 
     healthy = [r for r in rows if r["canary"] == "healthy"]
     ours, peer = median_rollback("ours"), median_rollback("flagger-like")
-    result = {
+    return {
         "faulty_runs": len(faulty("ours")),
         "rolled_back": sum(r["outcome"] == "rolled back" for r in faulty("ours")),
         "median_time_to_rollback_s": ours,
@@ -113,11 +91,50 @@ def main() -> int:
         "peer_flagger_like_rolled_back": sum(r["outcome"] == "rolled back" for r in faulty("flagger-like")),
         "peer_flagger_like_median_time_to_rollback_s": peer,
         "peer_to_ours_time_ratio": round(peer / ours, 2) if ours and peer else None,
-        "interval_s": OURS.interval_s,
+        "pdb_violations": sum(r["violations"] for r in rows),
+        "hpa_overrides": sum(r["overrides"] for r in rows),
     }
-    print(f"\nfaulty rolled back: {result['rolled_back']}/{result['faulty_runs']} (median {ours} s); "
-          f"flagger-like: {result['peer_flagger_like_rolled_back']}/{len(faulty('flagger-like'))} "
-          f"(median {peer} s); false rollbacks: {result['false_rollbacks']}/{len(healthy)}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--faulty-each", type=int, default=2, help="runs per fault kind (3 kinds) and mode")
+    ap.add_argument("--healthy", type=int, default=3, help="healthy runs per mode")
+    ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument("--mode-child", help=argparse.SUPPRESS)
+    ap.add_argument("--json", action="store_true", help="print one JSON line last")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    if args.mode_child:  # one mode's cluster, reporting its rows as JSON on stdout
+        print(json.dumps(one_mode(args.mode_child, args.faulty_each, args.healthy)))
+        return 0
+    modes = [m for m in args.modes.split(",") if m]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+
+    def child(mode: str) -> dict:
+        out = subprocess.run([sys.executable, __file__, "--mode-child", mode, "--faulty-each", str(args.faulty_each),
+                              "--healthy", str(args.healthy)], capture_output=True, text=True, env=env, cwd=REPO)
+        if out.returncode != 0:
+            raise SystemExit(f"canary_detection: mode {mode} failed:\n{out.stderr[-3000:]}")
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    with ThreadPoolExecutor(len(modes)) as pool:
+        results = list(pool.map(child, modes))
+    rows = [row for res in results for row in res["rows"]]
+    print(f"{'mode':<12} {'policy':<13} {'canary':<8} {'outcome':<12} {'flow s':>6} {'detect s':>8} "
+          f"{'hpa':>7}  reason")
+    for r in rows:
+        print(f"{r['mode']:<12} {r['policy']:<13} {r['canary']:<8} {r['outcome']:<12} {r['seconds']:>6} "
+              f"{r['detection_s'] if r['detection_s'] is not None else '-':>8} "
+              f"{r['hpa_before']}->{r['hpa_peak']:<4}  {r['reason']}")
+    result = {**summarise(rows), "interval_s": policies()[0].interval_s,
+              "modes": {res["mode"]: summarise(res["rows"]) for res in results},
+              "problems": [p for res in results for p in res["problems"]]}
+    print(f"\nfaulty rolled back: {result['rolled_back']}/{result['faulty_runs']} (median {result['median_time_to_rollback_s']} s"
+          f" from taking traffic); flagger-like: {result['peer_flagger_like_rolled_back']}/{result['faulty_runs']} "
+          f"(median {result['peer_flagger_like_median_time_to_rollback_s']} s); false rollbacks: "
+          f"{result['false_rollbacks']}/{result['healthy_runs']}; PDB violations {result['pdb_violations']}, "
+          f"HPA overrides {result['hpa_overrides']}")
     if args.json:
         print(json.dumps(result))
     return 0

@@ -19,6 +19,20 @@ progress; lost work does not count) over the idle GPU-hours inference left; infe
 jobs completed; preemptions.
 
     python benchmarks/idle_gpu_fill.py [--nights 7] [--seed 7] [--json]
+On the rehearsal cluster (``--cluster rehearsal``, the default): the same generated demand and
+queues, time-compressed (``--compress 12``: a 6-hour window is 30 cluster minutes), run on
+``flows.standins.rehearsal`` (deploy/k8s/overlays/prod on the strict Kubernetes emulator, 8 nodes x 8
+GPUs, its clock at ``--speed``): inference is the real llm-server Deployment scaled by its HPA on the
+demand, offline work is the real ``idle-gpu-nightly`` flow submitting real Jobs, preemption is the
+emulated scheduler's, and every number comes from watching the cluster (pods' start, end and
+``DisruptionTarget``; inference pods' creation and start; the GPUs inference holds), not from the
+controller. The peer, on its own rehearsal cluster in parallel, is a plain batch queue: first-fit
+submission of the queue as Jobs the scheduler places, retried by the Job controller after a
+preemption, nothing stopped at the window's end. Both report the PodDisruptionBudget violations and
+HPA overrides of llm-server the whole time (``pdb_violations``, ``hpa_overrides``: ServingGuard).
+``--cluster sim`` replays 7 nights on the simulated fleet above (``--nights 7``), with the forecast.
+
+    python benchmarks/idle_gpu_fill.py [--cluster rehearsal|sim] [--nights N] [--seed 7] [--json]
 """
 
 from __future__ import annotations
@@ -28,8 +42,10 @@ import json
 import logging
 import math
 import sys
+import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 
@@ -335,6 +351,7 @@ def _dt(t: float) -> datetime:
     return datetime.fromtimestamp(t, UTC)
 
 
+log = logging.getLogger("idle_gpu_fill.rehearsal")
 QUIET = logging.getLogger("idle_gpu_fill")
 QUIET.addHandler(logging.NullHandler())
 QUIET.propagate = False
@@ -378,27 +395,291 @@ def summary(s: Stats) -> dict:
     }
 
 
+# ---- on the rehearsal cluster --------------------------------------------------------------------------
+
+@dataclass
+class PodRun:
+    job: str
+    gpus: int
+    checkpointable: bool
+    started: float | None = None
+    ended: float | None = None
+    phase: str = "Pending"
+    disrupted: bool = False
+
+
+class Ledger:
+    """Every offline pod's run as the cluster shows it (a watch on the batch namespace), and the GPUs
+    inference holds over time (sampled on the cluster's clock): the ground truth of a night."""
+
+    def __init__(self, rehearsal) -> None:
+        from flows.common.kube import PODS as POD_KIND
+        from flows.standins.rehearsal.observers import Informer
+
+        self.r, self.runs = rehearsal, {}
+        self.idle_gpu_s = 0.0
+        self._informer = Informer(rehearsal.client(), POD_KIND, "offline-batch", self._pod)
+        self._stop = threading.Event()
+        self._sampler = threading.Thread(target=self._sample, daemon=True)
+
+    def start(self) -> Ledger:
+        self._informer.start()
+        self._sampler.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._sampler.join(timeout=5)
+        self._informer.stop()
+
+    def _pod(self, kind: str, pod: dict) -> None:
+        from flows.idle_gpu.capacity import pod_gpu_request
+
+        meta, status = pod["metadata"], pod.get("status") or {}
+        labels = meta.get("labels") or {}
+        run = self.runs.setdefault(meta["uid"], PodRun(labels.get(JOB_LABEL, meta["name"]), pod_gpu_request(pod),
+                                                      labels.get("inferops.io/checkpointable") == "true"))
+        run.phase = status.get("phase") or run.phase
+        run.disrupted = run.disrupted or any(c.get("type") == "DisruptionTarget" and c.get("status") == "True"
+                                             for c in status.get("conditions") or [])
+        for cs in status.get("containerStatuses") or []:
+            state = cs.get("state") or {}
+            if (state.get("running") or {}).get("startedAt") and run.started is None:
+                run.started = _ts(state["running"]["startedAt"])
+            term = state.get("terminated") or {}
+            if term.get("finishedAt"):
+                run.ended = _ts(term["finishedAt"])
+                run.started = run.started or _ts(term.get("startedAt") or term["finishedAt"])
+
+    def _sample(self) -> None:
+        from flows.idle_gpu.capacity import pod_gpu_request
+        from flows.standins.kube_emulator.resources import lookup
+
+        kube, pods = self.r.kube, lookup("", "pods")
+        last = kube.clock.time()
+        while not self._stop.wait(0.05):
+            now = kube.clock.time()
+            held = sum(pod_gpu_request(p) for p in kube.store.peek(pods, "inference")
+                       if p["spec"].get("nodeName") and (p.get("status") or {}).get("phase") in ("Pending", "Running"))
+            self.idle_gpu_s += max(0, TOTAL - held) * (now - last)
+            last = now
+
+    def book(self, stats: Stats, window_end: float) -> None:
+        """Useful work (completed runs, checkpointed progress) and lost work, up to the window's end."""
+        for run in self.runs.values():
+            if run.started is None:
+                continue
+            end = min(run.ended if run.ended is not None else window_end, window_end)
+            ran = max(0.0, end - run.started)
+            stats.busy_gpu_s += ran * run.gpus
+            if run.phase == "Succeeded" and end == run.ended:
+                stats.useful_gpu_s += ran * run.gpus
+                stats.completed += 1
+                continue
+            saved = (ran // CHECKPOINT_S_REHEARSAL) * CHECKPOINT_S_REHEARSAL if run.checkpointable else 0.0
+            stats.useful_gpu_s += saved * run.gpus
+            stats.lost_gpu_s += (ran - saved) * run.gpus
+            if run.disrupted:
+                stats.preempted += 1
+                stats.requeued += run.checkpointable
+            elif run.ended is None or run.ended > window_end:
+                stats.past_window += 1
+                log.warning("past the window: %s (%s, ended %s)", run.job, run.phase, run.ended)
+            else:
+                stats.stopped += 1
+
+
+CHECKPOINT_S_REHEARSAL = CHECKPOINT_S / 12  # checkpointable jobs save every 10 minutes, compressed
+
+
+def _ts(stamp: str) -> float:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def _queue_for_cluster(jobs: list[OfflineJob], factor: dict[str, float], ws: datetime, compress: float) -> list[dict]:
+    """The night's queue, compressed: estimates, run times and deadlines / ``compress``; each job takes
+    5 s to checkpoint on SIGTERM."""
+    from flows.standins.rehearsal.scenarios import RUN_SECONDS, SHUTDOWN_SECONDS
+
+    out = []
+    for j in jobs:
+        d = j.model_dump(mode="json", exclude_none=True)
+        d["estimated_hours"] = round(j.estimated_hours / compress, 6)
+        if j.deadline is not None:
+            d["deadline"] = (ws + (j.deadline - ws) / compress).isoformat()
+        d["annotations"] = {RUN_SECONDS: f"{j.estimated_hours * 3600 * factor[j.name] / compress:.0f}",
+                            SHUTDOWN_SECONDS: "5"}
+        out.append(d)
+    return out
+
+
+def fifo_peer(rehearsal, jobs: list[dict], window_s: float, demand: list[tuple[float, int]], grace_s: int) -> float:
+    """The plain batch queue on the cluster: every 30 cluster seconds, submit queued jobs (priority, then
+    larger first) while the fleet has GPUs free for them, as Jobs the scheduler places; a preemption is
+    retried by the Job controller (podFailurePolicy Ignore); nothing is stopped at the window's end.
+    Returns the window's end (cluster time)."""
+    from flows.common.kube import JOBS as JOB_KIND
+    from flows.common.kube import NODES as NODE_KIND
+    from flows.common.kube import PODS as POD_KIND
+    from flows.idle_gpu.capacity import kube_nodes
+    from flows.idle_gpu.manifest import job_manifest
+    from flows.standins.rehearsal import EmulatedClock
+    from flows.standins.rehearsal.scenarios import drive_demand
+
+    kube, clock = rehearsal.client(), EmulatedClock(rehearsal.kube)
+    start = clock.now()
+    end = start + window_s
+    ws = datetime.fromtimestamp(start, UTC)
+    pending = order_jobs([OfflineJob.model_validate(j) for j in jobs])
+    done = threading.Event()
+    driver = threading.Thread(target=drive_demand, args=(rehearsal, start, demand, lambda: not done.is_set()),
+                              daemon=True)
+    driver.start()
+    try:
+        while clock.now() < end:
+            nodes, _ = kube_nodes(kube.list(POD_KIND), kube.list(NODE_KIND))
+            free = sum(n.idle for n in nodes)
+            largest = max((n.idle for n in nodes), default=0)
+            for job in list(pending):
+                if job.gpus <= min(free, largest):
+                    m = job_manifest(job, node="", namespace="offline-batch", window_start=ws,
+                                     window_end=ws + timedelta(days=1), active_deadline_s=7 * 86400,
+                                     priority_class="offline-batch", grace_period_s=grace_s)
+                    m["spec"]["template"]["spec"].pop("nodeSelector")
+                    m["spec"]["backoffLimit"] = 6
+                    kube.create(JOB_KIND, m, "offline-batch")
+                    pending.remove(job)
+                    free -= job.gpus
+            clock.sleep(min(30.0, end - clock.now()))
+    finally:
+        done.set()
+        driver.join(timeout=5)
+    return end
+
+
+def _cleanup(rehearsal) -> None:
+    from flows.common.kube import JOBS as JOB_KIND
+    from flows.common.kube import PODS as POD_KIND
+
+    kube = rehearsal.client()
+    for j in kube.list(JOB_KIND, "offline-batch"):
+        kube.delete(JOB_KIND, "offline-batch", j["metadata"]["name"], grace_period_s=0)
+    rehearsal.wait(lambda: not kube.list(POD_KIND, "offline-batch"), "offline pods gone", 60)
+
+
+def rehearsal_nights(kind: str, nights: int, seed: int, compress: float, speed: float, grace_s: int) -> dict:
+    """``nights`` compressed windows on one rehearsal cluster, for ``kind`` (ours | peer)."""
+    import tempfile
+
+    from flows.standins.rehearsal import EmulatedClock, Rehearsal
+    from flows.standins.rehearsal.scenarios import run_night
+
+    rng = np.random.default_rng(seed)
+    days = HISTORY_NIGHTS + nights + 1
+    demand = inference_demand(days, rng)
+    epoch = datetime(2026, 11, 1, tzinfo=UTC)
+    hours = WINDOW[1] - WINDOW[0]
+    window_s = hours * 3600 / compress
+    stats = Stats()
+    with Rehearsal(speed=speed, model_load_s=5.0) as r, tempfile.TemporaryDirectory() as tmp:
+        for night in range(nights):
+            day = HISTORY_NIGHTS + night
+            ws = epoch + timedelta(days=day, hours=WINDOW[0])
+            lo = day * 1440 + WINDOW[0] * 60
+            queue = night_queue(night, rng, ws)
+            factor = {j.name: float(rng.uniform(0.8, 1.08)) if rng.random() < 0.95 else 1.3 for j in queue}
+            wanted = [(m * 60 / compress, int(min(50, max(3, d)))) for m, d in enumerate(demand[lo:lo + hours * 60])]
+            jobs = _queue_for_cluster(queue, factor, ws, compress)
+            ledger = Ledger(r).start()
+            clocks = r.pod_clock()
+            start = EmulatedClock(r.kube).now()
+            if kind == "ours":
+                # the controller's tick and slot compressed like the window (1 minute and 5 minutes of a night)
+                run = run_night(r, jobs, window_s=window_s, demand=wanted, queue_file=Path(tmp) / f"q{night}.json",
+                                grace_s=grace_s, poll_s=60 / compress, slot_s=max(1, round(300 / compress)),
+                                speed=speed)
+                end = start + window_s
+                stats.tail_segments += sum(j["partial"] and j["outcome"] == "stopped" for j in run.report["jobs"])
+            else:
+                end = fifo_peer(r, jobs, window_s, wanted, grace_s)
+            r.wait(lambda end=end: EmulatedClock(r.kube).now() >= end, "the window's end", 60)
+            ledger.stop()
+            clocks.stop()
+            ledger.book(stats, end)
+            stats.idle_gpu_s += ledger.idle_gpu_s
+            created = [t for t in clocks.since(start) if t.created < end]
+            stats.inference_pods_started += len(created)
+            stats.delayed += sum(1 for t in created if (t.started or end) - t.created > DELAY_LIMIT_S)
+            _cleanup(r)
+        guard = r.guard
+        problems = r.problems()
+    return {**summary(stats), "pdb_violations": len(guard.violations), "hpa_overrides": len(guard.overrides),
+            "problems": problems}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--nights", type=int, default=7)
+    ap.add_argument("--cluster", choices=("rehearsal", "sim"), default="rehearsal")
+    ap.add_argument("--nights", type=int, default=None, help="default: 2 on the rehearsal cluster, 7 simulated")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--grace-period-s", type=int, default=20)
-    ap.add_argument("--quantile", type=float, default=0.5, help="forecast quantile over past nights")
+    ap.add_argument("--quantile", type=float, default=0.5, help="forecast quantile over past nights (sim)")
+    ap.add_argument("--compress", type=float, default=12.0, help="rehearsal: window time compression")
+    ap.add_argument("--speed", type=float, default=20.0, help="rehearsal: the cluster's clock speed (the flow runs "
+                    "in real time: at a higher speed its latency weighs more in cluster time)")
+    ap.add_argument("--child", choices=("ours", "peer"), help=argparse.SUPPRESS)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    policy = PlanPolicy(slot_seconds=300, grace_period_s=args.grace_period_s, runtime_margin=1.1)
-    ours = summary(simulate(args.nights, args.seed, policy, True, args.quantile))
-    peer = summary(simulate(args.nights, args.seed, policy, False, args.quantile))
+    if args.child:
+        print(json.dumps(rehearsal_nights(args.child, args.nights, args.seed, args.compress, args.speed,
+                                          args.grace_period_s)))
+        return 0
+    if args.cluster == "sim":
+        nights = args.nights or 7
+        policy = PlanPolicy(slot_seconds=300, grace_period_s=args.grace_period_s, runtime_margin=1.1)
+        ours = summary(simulate(nights, args.seed, policy, True, args.quantile))
+        peer = summary(simulate(nights, args.seed, policy, False, args.quantile))
+        extra = {"forecast_quantile": args.quantile, "pdb_violations": None, "hpa_overrides": None}
+    else:
+        nights = args.nights or 2
+        ours, peer = _children(args, nights)
+        extra = {"cluster": "rehearsal", "compression": args.compress, "speed": args.speed,
+                 "pdb_violations": ours["pdb_violations"] + peer["pdb_violations"],
+                 "hpa_overrides": ours["hpa_overrides"] + peer["hpa_overrides"],
+                 "problems": ours.pop("problems") + peer.pop("problems")}
+    keys = [k for k in ours if k not in ("pdb_violations", "hpa_overrides", "problems")]
     print(f"{'metric':32} {'inferops':>10} {'peer FIFO':>10}")
-    for k in ours:
+    for k in keys:
         print(f"{k:32} {ours[k]:>10} {peer[k]:>10}")
     if args.json:
         ratio = (ours["idle_gpu_hours_filled_ratio"] / peer["idle_gpu_hours_filled_ratio"]
                  if peer["idle_gpu_hours_filled_ratio"] else math.nan)
-        print(json.dumps({**ours, "nights": args.nights, "gpus": TOTAL, "grace_period_s": args.grace_period_s,
-                          "forecast_quantile": args.quantile, "peer": peer,
-                          "filled_ratio_vs_peer": round(ratio, 4)}))
+        print(json.dumps({**{k: ours[k] for k in keys}, "nights": nights, "gpus": TOTAL,
+                          "grace_period_s": args.grace_period_s, "peer": {k: peer[k] for k in keys},
+                          "filled_ratio_vs_peer": round(ratio, 4), **extra}))
     return 0
+
+
+def _children(args, nights: int) -> tuple[dict, dict]:
+    """ours and the peer, each on its own rehearsal cluster, in parallel child processes."""
+    import os
+    import subprocess
+    from concurrent.futures import ThreadPoolExecutor
+
+    repo = Path(__file__).resolve().parents[1]
+
+    def run(kind: str) -> dict:
+        out = subprocess.run([sys.executable, __file__, "--child", kind, "--nights", str(nights), "--seed",
+                              str(args.seed), "--compress", str(args.compress), "--speed", str(args.speed),
+                              "--grace-period-s", str(args.grace_period_s)], capture_output=True, text=True,
+                             env={**os.environ, "PYTHONPATH": str(repo)}, cwd=repo)
+        if out.returncode != 0:
+            raise SystemExit(f"idle_gpu_fill: {kind} failed:\n{out.stderr[-3000:]}")
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    with ThreadPoolExecutor(2) as pool:
+        ours, peer = pool.map(run, ("ours", "peer"))
+    return ours, peer
 
 
 if __name__ == "__main__":

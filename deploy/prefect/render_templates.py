@@ -22,6 +22,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 IMAGE = "ghcr.io/inferops/flow-runner:0.1.0"
 GPU_IMAGE = "ghcr.io/inferops/flow-runner-gpu:0.1.0"
+FLOW_RUN_GRACE_S = 1860  # > READINESS_TIMEOUT_MAX_S (1800) of the canary policy
 
 
 def _base(default: dict, image: str) -> dict:
@@ -50,6 +51,9 @@ def _base(default: dict, image: str) -> dict:
         "seccompProfile": {"type": "RuntimeDefault"},
     }
     pod["automountServiceAccountToken"] = True  # flows call the Kubernetes API with the SA's RBAC
+    # a cancelled or evicted canary run rolls back in its crash hook, waiting for stable up to the
+    # policy's readiness timeout (at most 1800 s, flows/canary/models.py): SIGTERM must not cut it short
+    pod["terminationGracePeriodSeconds"] = FLOW_RUN_GRACE_S
     c = pod["containers"][0]
     c["securityContext"] = {
         "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,

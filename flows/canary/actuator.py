@@ -16,7 +16,10 @@ Every write goes through :mod:`flows.common.kube`, on dicts, never through the c
   and the undo of a failed promotion) and the HTTPRoute's rules are edited in the dict the server
   returned and written as a merge patch of exactly what changed, guarded by its
   ``resourceVersion`` (``Kube.modify``; 409: read again, edit again);
-* deletes treat "already gone" as done.
+* deletes treat "already gone" as done;
+* reads for the checks before a rollout: the HorizontalPodAutoscaler of the target (whose count
+  the rollout never writes), and the NetworkPolicies and PodMonitors whose selectors canary and
+  baseline Pods must keep matching (no PodMonitor CRD installed: none).
 """
 
 from __future__ import annotations
@@ -28,7 +31,17 @@ from flows.canary.controller import StaleLease
 from flows.canary.models import RolloutState, Track
 from flows.canary.planner import STATE_ANNOTATION, StepPlan
 from flows.common.errors import BadInput
-from flows.common.kube import DEPLOYMENTS, HTTPROUTES, SERVICES, Conflict, Kube
+from flows.common.kube import (
+    DEPLOYMENTS,
+    HORIZONTAL_POD_AUTOSCALERS,
+    HTTPROUTES,
+    NETWORK_POLICIES,
+    POD_MONITORS,
+    SERVICES,
+    Conflict,
+    Kube,
+    NotFound,
+)
 
 
 class Cluster:
@@ -49,6 +62,25 @@ class Cluster:
 
     def read_route(self, name: str) -> dict[str, Any]:
         return self.kube.get(HTTPROUTES, self.namespace, name)
+
+    def find_service(self, name: str) -> dict[str, Any] | None:
+        return self.kube.find(SERVICES, self.namespace, name)
+
+    def read_autoscaler(self) -> dict[str, Any] | None:
+        for hpa in self.kube.list(HORIZONTAL_POD_AUTOSCALERS, self.namespace):
+            ref = (hpa.get("spec") or {}).get("scaleTargetRef") or {}
+            if ref.get("kind") == "Deployment" and ref.get("name") == self.name and \
+                    ref.get("apiVersion", "apps/v1").split("/")[0] == "apps":
+                return hpa
+        return None
+
+    def label_objects(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        policies = self.kube.list(NETWORK_POLICIES, self.namespace)
+        try:
+            monitors = self.kube.list(POD_MONITORS, self.namespace)
+        except NotFound:  # the prometheus-operator CRDs are not installed: nothing selects by PodMonitor
+            monitors = []
+        return policies, monitors
 
     def read_lease(self) -> tuple[RolloutState | None, str]:
         dep = self.read_target()
@@ -88,12 +120,14 @@ class Cluster:
     def scale_target(self, replicas: int) -> None:
         self.kube.merge_patch(DEPLOYMENTS, self.namespace, self.name, {"spec": {"replicas": int(replicas)}})
 
-    def set_target_template(self, template: dict[str, Any], replicas: int) -> None:
+    def set_target_template(self, template: dict[str, Any], replicas: int | None) -> None:
+        """The Pod template, and the count unless None (an HPA's count is never sent)."""
         def change(dep: dict[str, Any]) -> dict[str, Any] | None:
-            if dep["spec"]["template"] == template and dep["spec"].get("replicas") == replicas:
+            if dep["spec"]["template"] == template and replicas in (None, dep["spec"].get("replicas")):
                 return None
             dep["spec"]["template"] = template
-            dep["spec"]["replicas"] = int(replicas)
+            if replicas is not None:
+                dep["spec"]["replicas"] = int(replicas)
             return dep
 
         self.kube.modify(DEPLOYMENTS, self.namespace, self.name, change)

@@ -213,13 +213,18 @@ def _cluster(namespace: str, deployment: str) -> Any:
 
 @app.command()
 def abort(namespace: Namespace, deployment: DeploymentName, json_out: JsonOut = False) -> None:
-    """Roll back by hand: weights to stable, stable to full size, canary and baseline removed. Idempotent."""
+    """Roll back by hand: weights to stable, stable to full size, canary and baseline removed. Idempotent.
+
+    Waits for stable up to the rollout policy's readiness timeout (kept in the lease) before the
+    baseline goes."""
+    import logging
+
     from flows.canary.controller import rollback
     from flows.common.clock import WallClock
 
     cluster = _cluster(namespace, deployment)
     state = cluster.read_state()
-    done = rollback(cluster, state, WallClock(), timeout_s=60)
+    done = rollback(cluster, state, WallClock(), logger=logging.getLogger("inferops"))
     if state is not None or done:
         from flows.canary.models import EVENT_ROLLED_BACK, resource_id
         from flows.common.artifacts import emit

@@ -12,6 +12,12 @@ The lease (who runs the rollout of a target, until when, and how far it got) is 
 compare-and-swap: :meth:`CanaryCluster.write_lease` fails with :class:`StaleLease` when the target
 changed since :meth:`CanaryCluster.read_lease`, and :class:`Lease` then reads again and decides
 again. Any path that ends a rollout without promoting it goes through :func:`rollback`.
+
+The target's replica count: with a HorizontalPodAutoscaler on the target the rollout never writes
+it; canary and baseline are sized from the *current* stable count, and follow it when the HPA
+scales. Without one, replicas mode scales stable down to make room and the end of the rollout
+restores what was there, unless someone else changed the count meanwhile (it is none of the counts
+the rollout wrote, which the lease records before each write): then theirs is left, and logged.
 """
 
 from __future__ import annotations
@@ -77,7 +83,16 @@ class CanaryCluster(Protocol):
 
     def scale_target(self, replicas: int) -> None: ...
 
-    def set_target_template(self, template: dict[str, Any], replicas: int) -> None: ...
+    def set_target_template(self, template: dict[str, Any], replicas: int | None) -> None:
+        """Write the target's Pod template (and its replica count, unless None)."""
+
+    def read_autoscaler(self) -> dict[str, Any] | None:
+        """The HorizontalPodAutoscaler whose scaleTargetRef is the target, or None."""
+
+    def label_objects(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The namespace's NetworkPolicies and PodMonitors (none when the CRD is not installed)."""
+
+    def find_service(self, name: str) -> dict[str, Any] | None: ...
 
     def delete_tracks(self, tracks: tuple[Track, ...], service: str | None) -> list[str]:
         """Delete those tracks' Deployments (and Services); gone already counts as done."""
@@ -106,24 +121,65 @@ def readiness(dep: dict[str, Any]) -> str | None:
 
 
 def wait_ready(cluster: CanaryCluster, clock: Clock, name: str, timeout_s: float,
-               poll_s: float = 0.5) -> dict[str, Any]:
+               poll_s: float = 0.5, *, progress: bool = False) -> dict[str, Any]:
     """Wait until the Deployment has rolled out its current generation, up to ``timeout_s``.
 
-    Raises :class:`NotReady` on ``ProgressDeadlineExceeded``, after ``timeout_s``, or if it is gone.
+    ``progress=True`` (a rolling update of many pods, e.g. the promotion of a large Deployment with
+    ``maxSurge: 1``): ``timeout_s`` counts from the last progress (more pods updated or available), as
+    a Deployment's own progress deadline does. Raises :class:`NotReady` on ``ProgressDeadlineExceeded``,
+    when the timeout passes, or if it is gone.
     """
     deadline = clock.now() + timeout_s
+    mark: tuple | None = None
     while True:
         dep = cluster.read_deployment(name)
         why = "it does not exist" if dep is None else readiness(dep)
         if why is None:
             assert dep is not None
             return dep
+        if progress and dep is not None:
+            st = dep.get("status") or {}
+            now = (st.get("updatedReplicas") or 0, st.get("availableReplicas") or 0)
+            if mark is not None and now > mark:
+                deadline = clock.now() + timeout_s
+            mark = now if mark is None else max(mark, now)
         if dep is None or why.startswith("ProgressDeadlineExceeded") or clock.now() >= deadline:
-            raise NotReady(f"deployment {cluster.namespace}/{name} not ready after {timeout_s:g}s: {why}")
+            what = "without progress for" if progress else "after"
+            raise NotReady(f"deployment {cluster.namespace}/{name} not ready {what} {timeout_s:g}s: {why}")
         clock.sleep(poll_s)
 
 
 _KEEP = object()
+
+
+def current_replicas(cluster: CanaryCluster) -> int:
+    dep = cluster.read_deployment(cluster.name)
+    if dep is None:
+        raise BadInput(f"deployment {cluster.namespace}/{cluster.name} not found")
+    return int(dep["spec"].get("replicas", 1))
+
+
+def count_to_restore(cluster: CanaryCluster, state: RolloutState,
+                     logger: logging.Logger | logging.LoggerAdapter | None = None) -> tuple[int | None, str]:
+    """The replica count to write back on the target at the end of a rollout (None: leave it), and why.
+
+    An HPA owns the count: leave it. Unchanged: nothing to do. One of the counts this rollout wrote
+    (or a state from before they were recorded): restore ``stable_replicas``. Anything else was set
+    by someone else during the rollout: leave theirs, and log it.
+    """
+    lg = logger or log
+    where = f"deployment/{cluster.name}"
+    hpa = state.autoscaler or (cluster.read_autoscaler() or {}).get("metadata", {}).get("name", "")
+    if hpa:
+        return None, f"{where} replicas left to HorizontalPodAutoscaler {hpa}"
+    current = current_replicas(cluster)
+    if current == state.stable_replicas:
+        return None, f"{where} replicas {current}"
+    if not state.replicas_written or current in state.replicas_written:
+        return state.stable_replicas, f"{where} replicas {state.stable_replicas}"
+    lg.warning("deployment %s/%s was scaled to %d by someone else during the rollout (it had %d): leaving "
+               "their count", cluster.namespace, cluster.name, current, state.stable_replicas)
+    return None, f"{where} replicas {current} left as someone else set them (was {state.stable_replicas})"
 
 
 class Lease:
@@ -164,7 +220,8 @@ class Lease:
                     f"deployment {c.namespace}/{c.name} has a canary in flight (holder {old.holder}, lease "
                     f"for {old.expires - now:.0f}s more); wait for it or run `inferops canary abort`")
             # keep the original stable size: the stable Deployment may be scaled down right now
-            return fresh.model_copy(update={"stable_replicas": old.stable_replicas})
+            return fresh.model_copy(update={"stable_replicas": old.stable_replicas, "replicas_written": sorted(
+                {*old.replicas_written, *fresh.replicas_written})})
 
         held = self._update(decide)
         assert held is not None
@@ -186,13 +243,16 @@ class Lease:
         self._update(lambda old: _KEEP if old is None or (holder and old.holder != holder) else None)
 
 
-def rollback(cluster: CanaryCluster, state: RolloutState | None, clock: Clock, *, timeout_s: float,
-             clear: bool = True) -> list[str]:
+def rollback(cluster: CanaryCluster, state: RolloutState | None, clock: Clock, *, timeout_s: float | None = None,
+             clear: bool = True, logger: logging.Logger | logging.LoggerAdapter | None = None) -> list[str]:
     """THE rollback: all traffic back to stable, stable back to size, canary and baseline removed.
 
     Idempotent. Order matters: traffic first, then the canary goes at once; the baseline goes once
-    stable is back to full size (or ``timeout_s`` passed), so capacity does not dip.
+    stable is rolled out (or ``timeout_s`` passed: default the policy's readiness timeout, kept in
+    the lease), so capacity does not dip. The stable count is restored only as
+    :func:`count_to_restore` says (never under an HPA, never over someone else's change).
     """
+    timeout_s = timeout_s if timeout_s is not None else (state.readiness_timeout_s if state else 600)
     done: list[str] = []
     gateway = state is not None and state.traffic_mode == "gateway-api"
     service = state.service if gateway and state else None
@@ -203,8 +263,10 @@ def rollback(cluster: CanaryCluster, state: RolloutState | None, clock: Clock, *
         except BadInput as exc:  # the route is gone or no longer routes the service: nothing to reset
             done.append(f"httproute/{state.httproute} not reset: {exc}")
     if state is not None:
-        cluster.scale_target(state.stable_replicas)
-        done.append(f"deployment/{cluster.name} replicas {state.stable_replicas}")
+        count, why = count_to_restore(cluster, state, logger)
+        if count is not None:
+            cluster.scale_target(count)
+        done.append(why)
     done += cluster.delete_tracks((Track.canary,), service)
     if state is not None:
         try:
@@ -217,12 +279,14 @@ def rollback(cluster: CanaryCluster, state: RolloutState | None, clock: Clock, *
     return done
 
 
-def rollback_if_held(cluster: CanaryCluster, holder: str, clock: Clock, *, timeout_s: float) -> list[str] | None:
-    """Roll back the rollout that ``holder`` runs; None if nothing is in flight or it is another's."""
+def rollback_if_held(cluster: CanaryCluster, holder: str, clock: Clock, *, timeout_s: float | None = None,
+                     logger: logging.Logger | logging.LoggerAdapter | None = None) -> list[str] | None:
+    """Roll back the rollout that ``holder`` runs; None if nothing is in flight or it is another's.
+    Waits for stable up to ``timeout_s`` (default: the rollout policy's readiness timeout)."""
     state, _ = cluster.read_lease()
     if state is None or state.holder != holder:
         return None
-    return rollback(cluster, state, clock, timeout_s=timeout_s)
+    return rollback(cluster, state, clock, timeout_s=timeout_s, logger=logger)
 
 
 def lease_ttl(policy: CanaryPolicy) -> float:
@@ -271,6 +335,9 @@ class Rollout:
         self.state: RolloutState | None = None
         self.service = policy.service or target.deployment
         self.route = policy.httproute or target.deployment
+        self.labels = planner.LabelPlan()
+        self.autoscaler = ""
+        self.sizes: tuple[int, int] = (0, 0)  # (canary, baseline) replicas applied in the current step
 
     # -- the lease -------------------------------------------------------------------------------
     def renew(self, extra_s: float = 0.0, **update: Any) -> None:
@@ -282,8 +349,11 @@ class Rollout:
     def begin(self, stable: dict[str, Any]) -> int:
         """Take the lease; return the step index to start from (a resumed rollout continues)."""
         t = self.target
+        replicas = int(stable["spec"].get("replicas", 1))
         fresh = RolloutState(holder=self.holder, expires=self.clock.now() + lease_ttl(self.policy), image=t.image,
-                             model_manifest_uri=t.model_manifest_uri, stable_replicas=stable["spec"].get("replicas", 1),
+                             model_manifest_uri=t.model_manifest_uri, stable_replicas=replicas,
+                             replicas_written=[replicas], autoscaler=self.autoscaler,
+                             readiness_timeout_s=self.policy.readiness_timeout_s,
                              traffic_mode=self.policy.traffic_mode, httproute=self.route, service=self.service)
         self.state, stale = self.lease.acquire(fresh)
         if stale is None:
@@ -295,7 +365,9 @@ class Rollout:
             return stale.step
         self.log.warning("cleaning up an abandoned rollout of %s (holder %s, phase %s)", t.deployment,
                          stale.holder, stale.phase)
-        rollback(self.cluster, stale, self.clock, clear=False, timeout_s=self.policy.readiness_timeout_s)
+        rollback(self.cluster, stale, self.clock, clear=False, timeout_s=self.policy.readiness_timeout_s, logger=self.log)
+        now = current_replicas(self.cluster)  # what the clean-up left: this rollout starts from it
+        self.renew(stable_replicas=now, replicas_written=[now], step=0)
         return 0
 
     # -- the rollout -----------------------------------------------------------------------------
@@ -306,26 +378,27 @@ class Rollout:
             raise BadInput("approval needs a Prefect API (set PREFECT_API_URL), or run without --approval")
         policy, target, c = self.policy, self.target, self.cluster
         stable = self._stable()
+        self.preflight(stable)
         first = self.begin(stable)
         stable = self._stable()  # after any clean-up
         new = planner.new_template(stable, target, policy)
         assert self.state is not None
         for index in range(first, len(policy.steps)):
-            plan = planner.step_plan(policy, policy.steps[index], self.state.stable_replicas)
-            if plan.promote:
+            if policy.steps[index] >= 100:
                 if require_approval:
                     ok, why = self.ask(f"Promote {target.deployment} to 100%?")
                     if not ok:
                         return self.roll_back(f"promotion {why}")
                 self.promote(stable, new)
                 return self.result("promoted", f"passed {index} step(s) of analysis")
-            verdict = self.run_step(index, plan, stable, new)
+            weight = policy.steps[index]
+            verdict = self.run_step(index, stable, new)
             if verdict is Verdict.inconclusive and policy.on_inconclusive == "pause" and self.approve is not None:
-                ok, why = self.ask(f"Step {plan.weight}% is inconclusive; continue anyway?")
+                ok, why = self.ask(f"Step {weight}% is inconclusive; continue anyway?")
                 verdict = Verdict.passed if ok else Verdict.inconclusive
             if verdict is not Verdict.passed:
                 last = self.rows[-1]["reason"] if self.rows else ""
-                return self.roll_back(f"step {plan.weight}% {verdict}: {last}")
+                return self.roll_back(f"step {weight}% {verdict}: {last}")
         raise AssertionError(f"steps of {c.namespace}/{c.name} end with 100")
 
     def _stable(self) -> dict[str, Any]:
@@ -334,14 +407,67 @@ class Rollout:
             raise BadInput(f"deployment {self.target.namespace}/{self.target.deployment} not found")
         return dep
 
-    def run_step(self, index: int, plan: planner.StepPlan, stable: dict[str, Any], new: dict[str, Any]) -> Verdict:
+    def preflight(self, stable: dict[str, Any]) -> None:
+        """Before anything is created: every name valid, the labels the namespace's NetworkPolicies and
+        PodMonitors select on kept, the stable Service and route there, and whether an HPA owns the count."""
+        p, c, t = self.policy, self.cluster, self.target
+        planner.check_names(t, p)
+        service = c.find_service(self.service)
+        if p.traffic_mode == "gateway-api":
+            if service is None:
+                raise BadInput(f"service {t.namespace}/{self.service} not found (gateway-api mode weights it "
+                               f"on HTTPRoute {self.route}; set --service)")
+            c.read_route(self.route)
+        policies, monitors = c.label_objects()
+        self.labels = planner.label_plan(stable, p, network_policies=policies, pod_monitors=monitors, service=service)
+        hpa = c.read_autoscaler()
+        self.autoscaler = hpa["metadata"]["name"] if hpa else ""
+        if self.labels.drop:
+            self.log.info("canary and baseline pods of %s drop %s (no NetworkPolicy or PodMonitor needs them)",
+                          t.deployment, ", ".join(self.labels.drop))
+        if self.autoscaler:
+            self.log.info("HorizontalPodAutoscaler %s owns the replica count of %s: canary and baseline follow "
+                          "it, the rollout never writes it", self.autoscaler, t.deployment)
+
+    def scales_stable(self) -> bool:
+        """Replicas mode without an HPA scales stable down to make room (while the count is ours)."""
+        assert self.state is not None
+        return self.policy.traffic_mode == "replicas" and not self.autoscaler and \
+            (not self.state.replicas_written or current_replicas(self.cluster) in self.state.replicas_written)
+
+    def plan(self, weight: int) -> planner.StepPlan:
+        assert self.state is not None
+        if self.scales_stable():
+            return planner.step_plan(self.policy, weight, self.state.stable_replicas)
+        return planner.step_plan(self.policy, weight, current_replicas(self.cluster), scale_stable=False)
+
+    def apply_tracks(self, plan: planner.StepPlan, stable: dict[str, Any], new: dict[str, Any]) -> None:
+        p, c, drop = self.policy, self.cluster, self.labels.drop
+        c.apply_track(planner.track_deployment(stable, new, Track.canary, plan.canary_replicas, p, self.holder, drop))
+        c.apply_track(planner.track_deployment(stable, stable["spec"]["template"], Track.baseline,
+                                               plan.baseline_replicas, p, self.holder, drop))
+        self.sizes = (plan.canary_replicas, plan.baseline_replicas)
+
+    def write_count(self, replicas: int) -> None:
+        """Scale stable (replicas mode, no HPA), recording the count in the lease before writing it."""
+        assert self.state is not None
+        if replicas == current_replicas(self.cluster):
+            return
+        self.renew(replicas_written=sorted({*self.state.replicas_written, int(replicas)}))
+        self.cluster.scale_target(replicas)
+
+    def run_step(self, index: int, stable: dict[str, Any], new: dict[str, Any]) -> Verdict:
         p, c = self.policy, self.cluster
+        weight = p.steps[index]
+        scale = self.scales_stable()
+        if not scale and p.traffic_mode == "replicas" and not self.autoscaler:
+            self.log.warning("deployment %s/%s was scaled by someone else during the rollout: its count is left "
+                             "as it is, canary and baseline are sized next to it", c.namespace, c.name)
+        plan = self.plan(weight)
         self.log.info("step %d/%d: canary weight %d%% (stable %d, baseline %d, canary %d replicas; ~%.1f%% to canary)",
                       index + 1, len(p.steps), plan.weight, plan.stable_replicas, plan.baseline_replicas,
                       plan.canary_replicas, plan.effective_canary_percent)
-        c.apply_track(planner.track_deployment(stable, new, Track.canary, plan.canary_replicas, p, self.holder))
-        c.apply_track(planner.track_deployment(stable, stable["spec"]["template"], Track.baseline,
-                                               plan.baseline_replicas, p, self.holder))
+        self.apply_tracks(plan, stable, new)
         for track in planner.TRACKS:
             wait_ready(c, self.clock, planner.track_name(self.target.deployment, track), p.readiness_timeout_s)
         if p.traffic_mode == "gateway-api":
@@ -349,12 +475,24 @@ class Rollout:
             for track in planner.TRACKS:
                 c.apply_track_service(planner.track_service(svc, self.target.deployment, track))
             c.set_route(self.route, self.service, plan)
-        else:
-            c.scale_target(plan.stable_replicas)
+        elif scale:
+            self.write_count(plan.stable_replicas)
         self.renew(step=index)
-        return self.analyse_step(plan.weight)
+        return self.analyse_step(weight, stable, new)
 
-    def analyse_step(self, weight: int) -> Verdict:
+    def follow_stable(self, weight: int, stable: dict[str, Any], new: dict[str, Any]) -> None:
+        """With the stable count not ours (HPA, gateway-api, someone else's), canary and baseline
+        follow the current stable count between intervals."""
+        if self.scales_stable():
+            return
+        plan = self.plan(weight)
+        if (plan.canary_replicas, plan.baseline_replicas) != self.sizes:
+            self.log.info("stable %s now has %d replicas: canary %d, baseline %d", self.target.deployment,
+                          plan.stable_replicas, plan.canary_replicas, plan.baseline_replicas)
+            self.apply_tracks(plan, stable, new)
+
+    def analyse_step(self, weight: int, stable: dict[str, Any] | None = None,
+                     new: dict[str, Any] | None = None) -> Verdict:
         p = self.policy
         tracker, history, n = StepTracker(p), StepSamples(), 0
         while True:
@@ -371,6 +509,8 @@ class Rollout:
                 if self.on_step is not None:
                     self.on_step(self.rows)
                 return outcome
+            if stable is not None and new is not None:
+                self.follow_stable(weight, stable, new)
 
     def ask(self, question: str) -> tuple[bool, str]:
         """A human decision through ``approve``; the lease is held for the approval timeout meanwhile."""
@@ -384,11 +524,13 @@ class Rollout:
         assert self.state is not None
         c = self.cluster
         self.renew(phase="promoting")
-        c.set_target_template(new, self.state.stable_replicas)
-        try:
-            wait_ready(c, self.clock, self.target.deployment, self.policy.readiness_timeout_s)
+        count, why = count_to_restore(c, self.state, self.log)
+        self.log.info("promoting %s: %s", self.target.deployment, why)
+        c.set_target_template(new, count)
+        try:  # pods roll one by one (maxSurge): a large Deployment takes long, so the timeout is on progress
+            wait_ready(c, self.clock, self.target.deployment, self.policy.readiness_timeout_s, progress=True)
         except NotReady:
-            c.set_target_template(stable["spec"]["template"], self.state.stable_replicas)
+            c.set_target_template(stable["spec"]["template"], count)
             raise
         gateway = self.state.traffic_mode == "gateway-api"
         if gateway:
@@ -397,7 +539,7 @@ class Rollout:
         self.lease.release(self.holder)
 
     def roll_back(self, reason: str) -> RolloutResult:
-        rollback(self.cluster, self.state, self.clock, timeout_s=self.policy.readiness_timeout_s)
+        rollback(self.cluster, self.state, self.clock, timeout_s=self.policy.readiness_timeout_s, logger=self.log)
         return self.result("rolled back", reason)
 
     def result(self, outcome: Literal["promoted", "rolled back"], reason: str) -> RolloutResult:

@@ -130,7 +130,9 @@ def rollback_on_failure(flow: Any, flow_run: Any, state: Any) -> None:  # Prefec
     params = flow_run.parameters or {}
     try:
         cluster = Cluster(client_from_settings(), params["namespace"], params["deployment"])
-        done = rollback_if_held(cluster, str(flow_run.id), WallClock(), timeout_s=60)
+        # waits for stable up to the policy's readiness timeout (kept in the lease); the k8s pool's
+        # flow-run pods have a longer termination grace period, so SIGTERM does not cut this short
+        done = rollback_if_held(cluster, str(flow_run.id), WallClock(), logger=log)
     except Exception as exc:  # a hook must report, not raise
         log.error("rollback after %s failed: %s (run `inferops canary abort`)", state.name, exc)
         return
@@ -194,11 +196,15 @@ def canary_rollout(
 
 def dry_run_plan(target: Target, policy: CanaryPolicy, cluster: Cluster, stable: dict[str, Any],
                  require_approval: bool) -> dict[str, Any]:
-    svc = route = None
+    route = None
+    svc = cluster.find_service(policy.service or target.deployment)
     if policy.traffic_mode == "gateway-api":
         svc = cluster.read_service(policy.service or target.deployment)
         route = cluster.read_route(policy.httproute or target.deployment)
-    plan = planner.render_plan(target, policy, stable, svc, route, require_approval=require_approval)
+    policies, monitors = cluster.label_objects()
+    plan = planner.render_plan(target, policy, stable, svc, route, require_approval=require_approval,
+                               autoscaler=cluster.read_autoscaler(), network_policies=policies,
+                               pod_monitors=monitors)
     artifacts.markdown(f"canary-{target.deployment}-plan", plan_markdown(target, plan))
     return {"outcome": "planned", **plan}
 

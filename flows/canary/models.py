@@ -30,6 +30,10 @@ PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 # the metrics the two-metric shorthand fields of CanaryPolicy refer to, in every preset
 SHORTHAND = {"error_rate": ("error_rate_query", "max_error_rate"), "latency_s": ("latency_query", "max_latency_s")}
 
+# a rollback waits up to the readiness timeout for stable; the k8s work pool's job template gives
+# flow-run pods a terminationGracePeriodSeconds above this (deploy/prefect/render_templates.py)
+READINESS_TIMEOUT_MAX_S = 1800
+
 EVENT_PROMOTED = "inferops.canary.promoted"
 EVENT_ROLLED_BACK = "inferops.canary.rolled_back"
 
@@ -207,7 +211,9 @@ class CanaryPolicy(BaseModel):
     inconclusive_limit: int = Field(3, ge=1, le=100, description="Inconclusive intervals (no data, NaN, Prometheus down) that end a step")
     on_inconclusive: Literal["rollback", "pause"] = Field(
         "rollback", description="When the inconclusive limit is reached: roll back, or pause for a human decision")
-    readiness_timeout_s: int = Field(600, ge=5, description="Progress deadline for canary/baseline/stable readiness")
+    readiness_timeout_s: int = Field(600, ge=5, le=READINESS_TIMEOUT_MAX_S, description=(
+        "Progress deadline for canary/baseline/stable readiness; a rollback waits this long for stable "
+        "(the k8s pool gives flow-run pods a longer termination grace period)"))
     approval_timeout_s: int = Field(3600, ge=10, description="How long to wait for approval before 100% (then roll back)")
 
     @field_validator("steps")
@@ -339,7 +345,12 @@ class RolloutState(BaseModel):
     expires: float  # epoch seconds; the holder renews it every interval
     image: str = ""
     model_manifest_uri: str = ""
-    stable_replicas: int
+    stable_replicas: int  # the target's replica count when the rollout began
+    # replica counts this rollout wrote on the target (recorded before each write): a count that is
+    # none of these (nor stable_replicas) was set by someone else, and the rollback leaves it
+    replicas_written: list[int] = Field(default_factory=list)
+    autoscaler: str = ""  # the HorizontalPodAutoscaler of the target: the rollout never writes its count
+    readiness_timeout_s: int = 600  # the policy's: how long a rollback (hook, abort) waits for stable
     step: int = 0  # index into the policy's steps reached so far
     traffic_mode: Literal["gateway-api", "replicas"] = "replicas"
     httproute: str = ""

@@ -30,7 +30,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -57,6 +57,10 @@ class Forbidden(InferopsError):
 
 class NotFound(BadInput):
     """404: the object, or its namespace, does not exist (exit 2: the name came from the user)."""
+
+
+class Expired(InferopsError):
+    """410 Gone: the resourceVersion a watch asked for is older than the server keeps; list again."""
 
 
 class Conflict(InferopsError):
@@ -101,6 +105,9 @@ NODES = Kind("Node", "nodes", namespaced=False)
 JOBS = Kind("Job", "jobs", "batch")
 HTTPROUTES = Kind("HTTPRoute", "httproutes", "gateway.networking.k8s.io")
 HORIZONTAL_POD_AUTOSCALERS = Kind("HorizontalPodAutoscaler", "horizontalpodautoscalers", "autoscaling", "v2")
+NETWORK_POLICIES = Kind("NetworkPolicy", "networkpolicies", "networking.k8s.io")
+POD_MONITORS = Kind("PodMonitor", "podmonitors", "monitoring.coreos.com")
+EVENTS = Kind("Event", "events")
 
 
 def _where(kind: Kind, namespace: str | None, name: str | None) -> str:
@@ -266,6 +273,59 @@ class Kube:
             if not token:
                 return out
 
+    def list_at(self, kind: Kind, namespace: str | None = None, *, labels: str | None = None,
+                fields: str | None = None) -> tuple[list[Obj], str]:
+        """Like :meth:`list`, unpaged, with the list's ``resourceVersion`` to :meth:`watch` from."""
+        page = self.request("list", kind, namespace, query={"labelSelector": labels, "fieldSelector": fields})
+        items = [{"apiVersion": kind.api_version, "kind": kind.kind, **o} for o in page.get("items") or []]
+        return items, str((page.get("metadata") or {}).get("resourceVersion") or "")
+
+    def watch(self, kind: Kind, namespace: str | None, resource_version: str, *, labels: str | None = None,
+              fields: str | None = None, timeout_s: int = 300) -> Iterator[tuple[str, Obj]]:
+        """The changes after ``resource_version`` as ``(type, object)``: ADDED, MODIFIED, DELETED (the
+        object's last state). Ends when the server closes the watch (``timeout_s``); raises
+        :class:`Expired` when the version is too old (list again), other errors as :meth:`request`."""
+        from urllib3.exceptions import HTTPError
+
+        query = [(k, v) for k, v in {"watch": "true", "resourceVersion": resource_version, "labelSelector": labels,
+                                      "fieldSelector": fields, "timeoutSeconds": str(int(timeout_s)),
+                                      "allowWatchBookmarks": "true"}.items() if v]
+        req = self.api.param_serialize(method="GET", resource_path=kind.path(namespace), query_params=query,
+                                       header_params={"Accept": _JSON}, auth_settings=["BearerToken"])
+        try:
+            resp = self.api.call_api(*req, _request_timeout=(self.timeout_s, timeout_s + self.timeout_s))
+        except (HTTPError, OSError) as exc:
+            raise BackendUnavailable(f"Kubernetes API unreachable (watch {_where(kind, namespace, None)}): "
+                                     f"{type(exc).__name__}: {exc}") from None
+        raw = resp.response
+        try:
+            if resp.status == 410:
+                raise Expired(f"watch {_where(kind, namespace, None)}: resourceVersion {resource_version} expired")
+            if not 200 <= resp.status < 300:
+                raise status_error(resp.status, raw.data, verb="watch", kind=kind, namespace=namespace)
+            buf = b""
+            for chunk in raw.stream(65536, decode_content=True):
+                buf += chunk
+                *lines, buf = buf.split(b"\n")
+                for line in lines:
+                    if not line.strip():
+                        continue
+                    ev = json.loads(line)
+                    obj = ev.get("object") or {}
+                    if ev.get("type") == "ERROR":
+                        if obj.get("code") == 410:
+                            raise Expired(f"watch {_where(kind, namespace, None)}: {obj.get('message', 'expired')}")
+                        raise status_error(int(obj.get("code") or 500), json.dumps(obj), verb="watch", kind=kind,
+                                           namespace=namespace)
+                    if ev.get("type") == "BOOKMARK":
+                        continue
+                    yield ev["type"], {"apiVersion": kind.api_version, "kind": kind.kind, **obj}
+        except (HTTPError, OSError) as exc:
+            raise BackendUnavailable(f"watch {_where(kind, namespace, None)} broke: {type(exc).__name__}: {exc}") \
+                from None
+        finally:
+            raw.close()  # a watch left before its end must not go back to the pool half read
+
     # -- writes ----------------------------------------------------------------------------------
     def create(self, kind: Kind, obj: Obj, namespace: str | None = None) -> Obj:
         ns = namespace or _ns(obj)
@@ -418,3 +478,47 @@ def is_not_found(exc: BaseException) -> bool:
     from kubernetes.client.exceptions import ApiException
 
     return isinstance(exc, NotFound) or (isinstance(exc, ApiException) and exc.status == 404)
+
+
+# ---- label selectors ------------------------------------------------------------------------------
+
+def selector_matches(selector: Obj | None, labels: dict[str, str]) -> bool:
+    """Does a ``LabelSelector`` (``matchLabels`` + ``matchExpressions``) select ``labels``?
+
+    The API's semantics: an empty selector selects everything, None selects nothing.
+    """
+    if selector is None:
+        return False
+    for k, v in (selector.get("matchLabels") or {}).items():
+        if labels.get(k) != v:
+            return False
+    for e in selector.get("matchExpressions") or []:
+        key, op, values = e.get("key"), e.get("operator"), e.get("values") or []
+        if op == "In" and labels.get(key) not in values:
+            return False
+        if op == "NotIn" and key in labels and labels[key] in values:
+            return False
+        if op == "Exists" and key not in labels:
+            return False
+        if op == "DoesNotExist" and key in labels:
+            return False
+        if op not in ("In", "NotIn", "Exists", "DoesNotExist"):
+            return False
+    return True
+
+
+def selector_keys(selector: Obj | None) -> set[str]:
+    """The label keys a ``LabelSelector`` looks at."""
+    sel = selector or {}
+    return set(sel.get("matchLabels") or {}) | {e.get("key") for e in sel.get("matchExpressions") or []}
+
+
+def describe_selector(selector: Obj | None) -> str:
+    """``app=x,tier in (a,b)``: a selector as ``kubectl`` prints it (``<all>`` for an empty one)."""
+    sel = selector or {}
+    parts = [f"{k}={v}" for k, v in sorted((sel.get("matchLabels") or {}).items())]
+    for e in sel.get("matchExpressions") or []:
+        op, key, vals = e.get("operator"), e.get("key"), ",".join(e.get("values") or [])
+        parts.append({"In": f"{key} in ({vals})", "NotIn": f"{key} notin ({vals})", "Exists": key,
+                      "DoesNotExist": f"!{key}"}.get(op, f"{key} {op} ({vals})"))
+    return ",".join(parts) or "<all>"

@@ -36,12 +36,17 @@ def pod_gpu_request(pod: dict[str, Any]) -> int:
 def kube_nodes(pods: Iterable[dict[str, Any]], nodes: Iterable[dict[str, Any]],
                product_label: str = PRODUCT_LABEL) -> tuple[list[NodeCapacity], list[str]]:
     """GPU nodes with allocatable, requested and free GPUs (free = allocatable - requested), from the
-    cluster's Pods (all namespaces) and Nodes as the API returns them."""
+    cluster's Pods (all namespaces) and Nodes as the API returns them.
+
+    A pending pod the scheduler nominated for a node (``status.nominatedNodeName``: it preempted pods
+    there and waits for them to go) counts as requesting its GPUs on that node: they are its, not free.
+    """
     notes: list[str] = []
     requested: dict[str, int] = {}
     for pod in pods:
-        node = (pod.get("spec") or {}).get("nodeName")
-        if node and ((pod.get("status") or {}).get("phase") or "Pending") not in ("Succeeded", "Failed"):
+        status = pod.get("status") or {}
+        node = (pod.get("spec") or {}).get("nodeName") or status.get("nominatedNodeName")
+        if node and (status.get("phase") or "Pending") not in ("Succeeded", "Failed"):
             requested[node] = requested.get(node, 0) + pod_gpu_request(pod)
     out = []
     for n in nodes:

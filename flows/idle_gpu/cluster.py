@@ -3,25 +3,118 @@
 It implements :class:`~flows.idle_gpu.controller.NightCluster`: GPU capacity, this room's Jobs and
 their pods as :class:`~flows.idle_gpu.tracker.JobView`, and submit (create or adopt), suspend (a
 merge patch of ``spec.suspend``) and delete (already gone is success).
+
+Pods are *watched*, not polled (:class:`PodWatch`, an informer: list once, then a watch from that
+version, list again on 410 Gone). A preempted pod is deleted once its grace period is over, which
+can fall between two ticks of the night window; the watch keeps the last state of every deleted pod
+(a tombstone) until its Job is gone, so the tracker always sees the ``DisruptionTarget`` condition
+and requeues a checkpointable job every time.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 from datetime import datetime
 from typing import Any
 
-from flows.common.kube import JOBS, NODES, PODS, Kube, NotFound
+from flows.common.errors import InferopsError
+from flows.common.kube import JOBS, NODES, PODS, Expired, Kube, NotFound
 from flows.idle_gpu.capacity import PRODUCT_LABEL, kube_nodes
 from flows.idle_gpu.manifest import JOB_LABEL, SELECTOR, WINDOW_LABEL
 from flows.idle_gpu.models import NodeCapacity
 from flows.idle_gpu.tracker import JobView, PodView
 
 CONTROLLER_UID = "batch.kubernetes.io/controller-uid"
+log = logging.getLogger("inferops")
+
+
+class PodWatch:
+    """The pods of one label selector, kept current by a watch on a background thread.
+
+    :meth:`pods` returns the live pods and the tombstones (last state of pods deleted since), and
+    :meth:`forget` drops tombstones whose Job is gone. Until the first list succeeds, and after the
+    watch thread died, :meth:`synced` is False and the caller lists pods itself.
+    """
+
+    def __init__(self, kube: Kube, namespace: str, selector: str, *, watch_timeout_s: int = 60) -> None:
+        self.kube, self.namespace, self.selector, self.watch_timeout_s = kube, namespace, selector, watch_timeout_s
+        self._lock = threading.Lock()
+        self._live: dict[str, dict[str, Any]] = {}
+        self._gone: dict[str, dict[str, Any]] = {}
+        self._synced = threading.Event()
+        self._stop = threading.Event()
+        self.errors = 0
+        self._thread = threading.Thread(target=self._run, name=f"pod-watch-{namespace}", daemon=True)
+
+    def start(self, timeout_s: float = 10.0) -> PodWatch:
+        self._thread.start()
+        self._synced.wait(timeout_s)
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def synced(self) -> bool:
+        return self._synced.is_set() and self._thread.is_alive()
+
+    def pods(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [*self._live.values(), *self._gone.values()]
+
+    def forget(self, job_uids: set[str]) -> None:
+        """Drop tombstones of pods whose Job is not among ``job_uids`` (deleted: nothing to learn)."""
+        with self._lock:
+            for uid in [u for u, p in self._gone.items() if _job_uid(p) not in job_uids]:
+                del self._gone[uid]
+
+    def _relist(self) -> str:
+        items, version = self.kube.list_at(PODS, self.namespace, labels=self.selector)
+        with self._lock:
+            fresh = {p["metadata"]["uid"]: p for p in items}
+            for uid, pod in self._live.items():  # gone while we were not watching: keep what we knew
+                if uid not in fresh:
+                    self._gone[uid] = pod
+            self._live = fresh
+        self._synced.set()
+        return version
+
+    def _run(self) -> None:
+        version = ""
+        while not self._stop.is_set():
+            try:
+                if not version:
+                    version = self._relist()
+                for kind, pod in self.kube.watch(PODS, self.namespace, version, labels=self.selector,
+                                                 timeout_s=self.watch_timeout_s):
+                    version = pod["metadata"].get("resourceVersion") or version
+                    uid = pod["metadata"]["uid"]
+                    with self._lock:
+                        if kind == "DELETED":
+                            self._live.pop(uid, None)
+                            self._gone[uid] = pod
+                        else:
+                            self._live[uid] = pod
+                    if self._stop.is_set():
+                        return
+            except Expired:
+                version = ""
+            except InferopsError as exc:  # unreachable, or a 5xx: list again after a pause
+                self.errors += 1
+                log.warning("pod watch in %s: %s; listing again", self.namespace, exc)
+                version = ""
+                self._stop.wait(min(30.0, 0.5 * 2 ** min(self.errors, 6)))
+
+
+def _job_uid(pod: dict[str, Any]) -> str:
+    return (pod["metadata"].get("labels") or {}).get(CONTROLLER_UID, "")
 
 
 class Cluster:
     def __init__(self, kube: Kube, namespace: str, product_label: str = PRODUCT_LABEL) -> None:
         self.kube, self.namespace, self.product_label = kube, namespace, product_label
+        self._watch: PodWatch | None = None
 
     def nodes(self) -> tuple[list[NodeCapacity], list[str]]:
         """GPU nodes as Kubernetes sees them (free = allocatable - requested), and notes."""
@@ -31,13 +124,33 @@ class Cluster:
         """Create the Job; False if it already exists (a re-run adopts it: idempotent)."""
         return self.kube.create_or_adopt(JOBS, manifest, self.namespace)[1]
 
+    def watch(self, selector: str) -> PodWatch:
+        """The pod watch of ``selector``, started on first use (a new selector starts a new one)."""
+        if self._watch is None or self._watch.selector != selector or not self._watch.synced:
+            if self._watch is not None:
+                self._watch.stop()
+            self._watch = PodWatch(self.kube, self.namespace, selector).start()
+        return self._watch
+
+    def close(self) -> None:
+        if self._watch is not None:
+            self._watch.stop()
+            self._watch = None
+
     def views(self, window_tag: str | None = None) -> list[JobView]:
         selector = SELECTOR + (f",{WINDOW_LABEL}={window_tag}" if window_tag else "")
         jobs = self.kube.list(JOBS, self.namespace, labels=selector)
-        pods = self.kube.list(PODS, self.namespace, labels=selector)
+        watch = self.watch(selector)
+        if watch.synced:
+            pods = watch.pods()
+            watch.forget({j["metadata"].get("uid", "") for j in jobs})
+        else:  # no watch (yet): what a list shows now
+            log.warning("pods of %s are listed, not watched: a preemption between two ticks can be missed",
+                        self.namespace)
+            pods = self.kube.list(PODS, self.namespace, labels=selector)
         by_uid: dict[str, list[dict[str, Any]]] = {}
         for p in pods:
-            by_uid.setdefault((p["metadata"].get("labels") or {}).get(CONTROLLER_UID, ""), []).append(p)
+            by_uid.setdefault(_job_uid(p), []).append(p)
         return [_view(j, by_uid.get(j["metadata"].get("uid", ""), [])) for j in jobs]
 
     def suspend(self, name: str) -> bool:
@@ -83,11 +196,16 @@ def _view(job: dict[str, Any], pods: list[dict[str, Any]]) -> JobView:
 def _pod(p: dict[str, Any]) -> PodView:
     status = p.get("status") or {}
     finished = None
+    waiting, message = "", ""
     for cs in status.get("containerStatuses") or []:
-        term = (cs.get("state") or {}).get("terminated") or {}
+        state = cs.get("state") or {}
+        term = state.get("terminated") or {}
         if term.get("finishedAt"):
             finished = max(filter(None, [finished, _when(term["finishedAt"])]))
+        if state.get("waiting") and not waiting:
+            waiting, message = state["waiting"].get("reason") or "", state["waiting"].get("message") or ""
     disrupted = any(c.get("type") == "DisruptionTarget" and c.get("status") == "True"
                     for c in status.get("conditions") or [])
     return PodView(uid=p["metadata"]["uid"], phase=status.get("phase") or "Pending",
-                   started=_when(status.get("startTime")), finished=finished, disrupted=disrupted)
+                   started=_when(status.get("startTime")), finished=finished, disrupted=disrupted,
+                   waiting=waiting, message=message)

@@ -6,7 +6,9 @@ No Prefect and no Kubernetes client here. A :class:`NightWindow` drives a narrow
 :class:`~flows.common.clock.Clock`. Every tick it reads the cluster, lets the
 :class:`~flows.idle_gpu.tracker.Tracker` book what happened (and delete preempted Jobs), re-plans
 the pending jobs from the live capacity with :func:`~flows.idle_gpu.packer.pack`, and submits what
-starts now. At the window's end :meth:`NightWindow.stop` suspends what still runs.
+starts now. At the window's end :meth:`NightWindow.stop` suspends what still runs, waits out the
+grace period (the jobs checkpoint), then deletes every Job of the window still suspended:
+``ttlSecondsAfterFinished`` never applies to a suspended Job, so nothing else would.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ class NightCluster(Protocol):
         """GPU nodes as the scheduler sees them (free = allocatable - requested), and notes."""
 
     def views(self, window_tag: str | None = None) -> list[JobView]:
-        """This room's Jobs (of one window, if given) and their pods."""
+        """This room's Jobs (of one window, if given) and their pods, including pods deleted since
+        the last call (their last state: a preemption between two calls is never missed)."""
 
     def submit(self, manifest: dict[str, Any]) -> bool:
         """Create the Job; False if it already existed (adopted)."""
@@ -107,8 +110,10 @@ class NightWindow:
                 break
             try:
                 views = c.views(self.tag)
+                jobs = {v.k8s_name: v.job for v in views}
                 for name in tracker.observe(views, now):
-                    self.log.warning("job %s was preempted: deleting it", name)
+                    r = tracker.records.get(jobs.get(name, ""))
+                    self.log.warning("job %s: %s; deleting it", name, r.reason if r else "retired")
                     c.delete(name, policy.grace_period_s)
                 nodes, _ = c.nodes()
             except BackendUnavailable as exc:  # a blip must not end the night; the Jobs' deadlines still hold
@@ -157,7 +162,9 @@ class NightWindow:
                       p.node, p.gpus, p.end.isoformat(), " (tail segment)" if p.partial else "")
 
     def stop(self) -> int:
-        """Suspend what still runs (SIGTERM, then the grace period), wait for it, book the outcomes.
+        """Suspend what still runs (SIGTERM, then the grace period), wait for it, book the outcomes,
+        then delete every Job of the window still suspended (the ones just stopped, and any a queue
+        manager never admitted): a suspended Job never finishes, so its TTL never deletes it.
 
         Returns how many Jobs were suspended.
         """
@@ -174,6 +181,9 @@ class NightWindow:
             if utcnow(self.clock) >= deadline or not any(p.phase == "Running" for v in views for p in v.pods):
                 break
             self.clock.sleep(1.0)
-        if active:
-            self.log.info("window end: %d jobs suspended", len(active))
+        suspended = [v.k8s_name for v in views if v.state == "suspended"]
+        for name in suspended:
+            c.delete(name, self.policy.grace_period_s)
+        if active or suspended:
+            self.log.info("window end: %d jobs suspended, %d suspended Jobs deleted", len(active), len(suspended))
         return len(active)

@@ -214,8 +214,11 @@ def idle_gpu_nightly(
     window = NightWindow(cluster, tracker, snap, window_start=ws, window_end=we, policy=policy, clock=CLOCK,
                          poll_seconds=poll_seconds, excluded=excluded,
                          jobs=JobSettings(priority_class, kueue_queue), logger=get_logger())
-    idle_gpu_hours, first_plan = run_window(window, metrics_textfile)
-    stop_window(window)
+    try:
+        idle_gpu_hours, first_plan = run_window(window, metrics_textfile)
+        stop_window(window)
+    finally:
+        cluster.close()
     _write_metrics(metrics_textfile, namespace, 0, we)
     report = tracker.report(ws, we, idle_gpu_hours)
     report["rejected"] = [asdict(r) for r in q.rejected]

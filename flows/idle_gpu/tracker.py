@@ -4,7 +4,12 @@ The flow feeds it what it reads from the cluster (``JobView``/``PodView``) each 
 answers with the Jobs to delete. A preempted job is always deleted (its replacement pod would wait,
 pinned, for the node inference just took). One that can checkpoint goes back to the queue with what
 is left of its estimate, and the planner places it again (``-rN`` attempts); one that cannot is done
-for tonight.
+for tonight. The pods it is shown include those already gone since the last tick (the cluster side
+watches them), so a preemption between two ticks is never missed.
+
+A pod whose container can never start (``CreateContainerConfigError``: e.g. a root image under
+``runAsNonRoot``) fails its job at once, and the Job is deleted so its GPUs go back to the pool
+instead of being held until the deadline.
 """
 
 from __future__ import annotations
@@ -22,6 +27,13 @@ class PodView:
     started: datetime | None
     finished: datetime | None
     disrupted: bool  # DisruptionTarget: preempted or evicted
+    waiting: str = ""  # a container's waiting reason (ContainerCreating, CreateContainerConfigError, ...)
+    message: str = ""  # its message
+
+
+# waiting reasons no retry fixes: the job fails and its GPUs are released at once
+NEVER_STARTS = frozenset({"CreateContainerConfigError", "CreateContainerError", "InvalidImageName",
+                          "ErrImageNeverPull"})
 
 
 @dataclass(frozen=True)
@@ -107,8 +119,13 @@ class Tracker:
                 r.k8s_name, r.node = v.k8s_name, v.node
             if v.k8s_name != r.k8s_name:
                 continue
+            broken = next((p for p in v.pods if p.waiting in NEVER_STARTS), None)
             if any(p.disrupted for p in v.pods):
                 self._preempted(r, now)
+                to_delete.append(v.k8s_name)
+            elif broken is not None and r.outcome in (None, Outcome.requeued):
+                r.outcome, r.reason = Outcome.failed, f"{broken.waiting}: {broken.message}".strip(": ")
+                self._retired.add(v.k8s_name)  # released now, not at its deadline
                 to_delete.append(v.k8s_name)
             elif v.state == "complete":
                 r.outcome, r.reason = Outcome.done, ""

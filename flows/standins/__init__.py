@@ -7,6 +7,8 @@ The tests, ``make demo``, ``make up`` and the benchmarks all use these; none pat
 * :mod:`flows.standins.prometheus`: the Prometheus binary with a generated scrape config;
 * :mod:`flows.standins.sshhosts`: Debian SSH hosts in network namespaces (root only);
 * :mod:`flows.standins.traffic`: Triton/vLLM-like exporters for canary and baseline pods;
+* :mod:`flows.standins.rehearsal`: the production rehearsal: deploy/k8s on the emulator, scraped and
+  served per pod (tests/integration/test_rehearsal_stack.py and the canary/idle-GPU benchmarks);
 * :mod:`flows.standins.faults`, :mod:`flows.standins.ports`: fault injection and free ports.
 
 Production code paths never import this package: only the local stack, the demo, the benchmarks and

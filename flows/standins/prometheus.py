@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+import yaml
 from prometheus_client import CollectorRegistry, start_http_server
 
 from flows.common.localstack import stop_group
@@ -68,7 +69,10 @@ class Exporter:
 
 
 class PrometheusServer:
-    def __init__(self, workdir: Path | None = None, port: int | None = None) -> None:
+    def __init__(self, workdir: Path | None = None, port: int | None = None,
+                 scrape_configs: list[dict] | None = None) -> None:
+        """``scrape_configs``: more jobs beside the exporters' file SD (e.g. generated from a PodMonitor)."""
+        self.scrape_configs = list(scrape_configs or [])
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="inferops-prom-"))
         self.targets_dir = self.workdir / "targets"
         self.targets_dir.mkdir(parents=True, exist_ok=True)
@@ -80,7 +84,9 @@ class PrometheusServer:
 
     def start(self, timeout: float = 60.0) -> PrometheusServer:
         cfg = self.workdir / "prometheus.yml"
-        cfg.write_text(CONFIG.format(targets=self.targets_dir))
+        config = yaml.safe_load(CONFIG.format(targets=self.targets_dir))
+        config["scrape_configs"] += self.scrape_configs
+        cfg.write_text(yaml.safe_dump(config, sort_keys=False))
         self._log = open(self.workdir / "prometheus.log", "wb")
         self._proc = subprocess.Popen(
             [prometheus_binary(), f"--config.file={cfg}", f"--storage.tsdb.path={self.workdir / 'data'}",

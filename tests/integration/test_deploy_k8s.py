@@ -157,6 +157,40 @@ def test_inference_deployment_matches_the_serving_contract(built):
     assert (staging["minReplicas"], staging["maxReplicas"]) == (1, 4)
 
 
+def build_with_component(tmp_path: Path, overlay: str, component: str) -> list[dict]:
+    """An overlay plus one of deploy/k8s/components, as a user's kustomization would add it."""
+    rel = Path(*[".."] * len(tmp_path.parts[1:])) / K8S.relative_to("/")
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump({
+        "resources": [str(rel / "overlays" / overlay)], "components": [str(rel / "components" / component)]}))
+    return kustomize(tmp_path)
+
+
+@pytest.mark.parametrize("mode", ["gateway-api", "replicas"])
+def test_the_shipped_stack_passes_the_canary_label_checks(built, tmp_path, mode):
+    """issue 14, defect 1: canary and baseline pods of llm-server keep app.kubernetes.io/name, so the
+    NetworkPolicy (traffic, DNS, S3) and the PodMonitor (scrapes) select them, while the stable
+    Deployment (its HPA, its PDB) never does; the stable Service selects them in replicas mode only
+    (with the canary-replicas-mode component), and never in gateway-api mode (the HTTPRoute weights)."""
+    from flows.canary import planner
+    from flows.canary.models import CanaryPolicy
+
+    docs = built["prod"] if mode == "gateway-api" else build_with_component(tmp_path, "prod", "canary-replicas-mode")
+    ns = [d for d in docs if d["metadata"].get("namespace") == "inference"]
+    stable = by_kind(ns, "Deployment")["llm-server"]
+    service = by_kind(ns, "Service")["llm-server"]
+    plan = planner.label_plan(stable, CanaryPolicy(traffic_mode=mode), network_policies=list(
+        by_kind(ns, "NetworkPolicy").values()), pod_monitors=list(by_kind(ns, "PodMonitor").values()), service=service)
+    assert plan.drop == ()
+    assert {"NetworkPolicy default-deny", "NetworkPolicy llm-server", "PodMonitor llm-server"} <= set(plan.kept_for)
+    base = stable["spec"]["template"]["metadata"]["labels"]
+    for track in planner.TRACKS:
+        labels = planner.track_pod_labels(base, "llm-server", track)
+        assert labels["app.kubernetes.io/name"] == "llm-server"
+        for selector in (stable["spec"]["selector"], by_kind(ns, "PodDisruptionBudget")["llm-server"]["spec"]["selector"]):
+            assert not planner.selector_matches(selector, labels)
+        assert planner.selector_matches({"matchLabels": service["spec"]["selector"]}, labels) is (mode == "replicas")
+
+
 def test_regions_pin_placement_hostname_and_model_bucket(built):
     for region in ("us-east-1", "eu-west-1"):
         docs = built[region]
@@ -221,7 +255,12 @@ def test_rbac_is_least_privilege(built):
     canary = rules_of(docs, "Role", "inferops-canary")
     assert [v for g, r, v in canary if r == "deployments" and g == "apps"] == full
     assert [v for g, r, v in canary if r == "httproutes" and g == "gateway.networking.k8s.io"] == full
-    assert {r for _, r, _ in canary} == {"deployments", "httproutes", "services"}
+    assert {r for _, r, _ in canary} == {"deployments", "httproutes", "services", "horizontalpodautoscalers",
+                                         "networkpolicies", "podmonitors"}
+    # read-only, for the checks before a rollout: the target's HPA, the selectors its pods must keep
+    assert [v for g, r, v in canary if r == "horizontalpodautoscalers" and g == "autoscaling"] == ["get", "list"]
+    assert [v for g, r, v in canary if r == "networkpolicies" and g == "networking.k8s.io"] == ["list"]
+    assert [v for g, r, v in canary if r == "podmonitors" and g == "monitoring.coreos.com"] == ["list"]
     idle = rules_of(docs, "Role", "inferops-idle-gpu")
     assert {r for _, r, _ in idle} == {"jobs", "pods"}
     assert {v for _, r, v in idle if r == "pods"} == {"get", "list", "watch"}

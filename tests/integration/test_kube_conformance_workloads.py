@@ -438,3 +438,51 @@ def test_defaults_are_set_on_write(apis, kube_clean):
             c.readiness_probe.http_get.path) == (10, 1, 3, "/")
     assert (p.spec.restart_policy, p.spec.termination_grace_period_seconds, p.spec.service_account_name) == (
         "Always", 30, "default")
+
+
+def test_every_pod_gets_its_own_address_from_the_pod_network(apis, kube_clean):
+    """https://kubernetes.io/docs/concepts/services-networking/#the-kubernetes-network-model — every pod
+    gets its own cluster-wide unique IP address (from the cluster's pod CIDR, ``kube.pods.pod_cidr``)."""
+    import ipaddress
+
+    apps, core, _, _ = apis
+    kube_clean.pods.pod_cidr = "127.42.0.0/29"  # 6 addresses: a test can serve pods' endpoints on loopback
+    kube_clean.add_node("gpu-a", gpus=8)
+    apps.create_namespaced_deployment(NS, deployment("web", replicas=6, gpus=0))
+    wait_until(lambda: available(apps, "web") == 6, what="6 pods")
+    ips = [p.status.pod_ip for p in core.list_namespaced_pod(NS).items]
+    assert len(set(ips)) == 6 and all(ipaddress.ip_address(ip) in ipaddress.ip_network("127.42.0.0/29") for ip in ips)
+    assert all([i.ip for i in p.status.pod_ips] == [p.status.pod_ip] for p in core.list_namespaced_pod(NS).items)
+    apps.patch_namespaced_deployment_scale("web", NS, {"spec": {"replicas": 5}})
+    wait_until(lambda: len(core.list_namespaced_pod(NS).items) == 5, what="one pod gone")
+    apps.patch_namespaced_deployment_scale("web", NS, {"spec": {"replicas": 6}})  # its address is free again
+    wait_until(lambda: available(apps, "web") == 6, what="6 pods again")
+    assert len({p.status.pod_ip for p in core.list_namespaced_pod(NS).items}) == 6
+
+
+def test_several_preemptors_at_once_each_make_their_own_room(apis, kube_clean):
+    """https://kubernetes.io/docs/concepts/scheduling-eviction/pod-priority-preemption/#user-exposed-information
+    — the scheduler filters with the nominated pods added: four 2-GPU pods arriving together on a node
+    full of 2-GPU batch pods each preempt a victim of their own (not four times the same one)."""
+    apps, core, batch, c = apis
+    sched = client.SchedulingV1Api(c)
+    sched.create_priority_class({"metadata": {"name": "offline-batch"}, "value": -10, "preemptionPolicy": "Never"})
+    sched.create_priority_class({"metadata": {"name": "inference-critical"}, "value": 1000000})
+    kube_clean.add_node("gpu-a", gpus=8)
+    for i in range(4):
+        fill = job(f"fill-{i}", gpus=2, annotations=SLOW)
+        fill["spec"]["template"]["spec"].update(priorityClassName="offline-batch", terminationGracePeriodSeconds=30)
+        fill["spec"]["template"]["metadata"] = {"annotations": {"emulator.inferops.dev/shutdown-seconds": "3"}}
+        batch.create_namespaced_job(NS, fill)
+    wait_until(lambda: len([p for p in core.list_namespaced_pod(NS).items if p.status.phase == "Running"]) == 4,
+               what="batch running")
+    d = deployment(replicas=4, gpus=2)
+    d["spec"]["template"]["spec"]["priorityClassName"] = "inference-critical"
+    start = kube_clean.clock.time()
+    apps.create_namespaced_deployment(NS, d)
+    wait_until(lambda: available(apps) == 4, timeout=20, what="the four preemptors")
+    # one victim each, each preempted once; a terminating victim still holds its GPUs (as in the
+    # scheduler's cache) so a late preemptor may wait one more round, never one per preemptor
+    assert kube_clean.clock.time() - start < 2 * 3 + 2
+    preempted = [e for e in core.list_namespaced_event(NS).items if e.reason == "Preempted"]
+    assert len({e.involved_object.name for e in preempted}) == 4 == len(preempted)

@@ -32,6 +32,10 @@ class FakeCluster:
         self.stalled: set[str] = set()
         self.ops: list[str] = []
         self.on_write_lease = None  # called before a lease write: simulate someone writing in between
+        self.hpa: dict | None = None  # a HorizontalPodAutoscaler on the target
+        self.network_policies: list[dict] = []
+        self.pod_monitors: list[dict] = []
+        self.on_interval = None  # called by the analysis after each interval (e.g. the HPA scales)
 
     def _rolled_out(self, dep: dict) -> dict:
         dep = copy.deepcopy(dep)
@@ -81,9 +85,26 @@ class FakeCluster:
 
     def set_target_template(self, template, replicas):
         dep = self.deployments[DEP]
-        dep["spec"].update(template=copy.deepcopy(template), replicas=replicas)
+        dep["spec"]["template"] = copy.deepcopy(template)
+        if replicas is not None:
+            dep["spec"]["replicas"] = replicas
         self.deployments[DEP] = self._rolled_out(dep)
-        self.ops.append(f"template {template['spec']['containers'][0]['image']}")
+        self.ops.append(f"template {template['spec']['containers'][0]['image']}"
+                        + ("" if replicas is None else f" x{replicas}"))
+
+    def find_service(self, name):
+        return copy.deepcopy(self.services.get(name))
+
+    def read_autoscaler(self):
+        return copy.deepcopy(self.hpa)
+
+    def label_objects(self):
+        return copy.deepcopy(self.network_policies), copy.deepcopy(self.pod_monitors)
+
+    def hpa_scales(self, replicas):  # the HPA controller writes the count (not an op of the rollout)
+        dep = self.deployments[DEP]
+        dep["spec"]["replicas"] = replicas
+        self.deployments[DEP] = self._rolled_out(dep)
 
     def delete_tracks(self, tracks, service):
         done = []
@@ -125,7 +146,7 @@ def test_healthy_canary_is_promoted_on_the_simulated_clock():
     assert set(c.deployments) == {DEP} and c.state is None
     steps = [o for o in c.ops if o.startswith(("apply", "scale", "template", "delete"))]
     assert steps == ["apply llm-canary x1", "apply llm-baseline x1", "scale 2", "apply llm-canary x2",
-                     "apply llm-baseline x2", "scale 1", "template " + NEW, "delete baseline,canary"]
+                     "apply llm-baseline x2", "scale 1", "template " + NEW + " x4", "delete baseline,canary"]
 
 
 def test_failed_step_rolls_back_through_the_one_path():
@@ -202,7 +223,8 @@ def test_resume_continues_and_a_different_rollout_is_cleaned_up():
     seen = []
     assert rollout(c, SimClock(T0), scripted({}, seen)).run().outcome == "promoted"
     assert {w for w, *_ in seen} == {25, 50}  # started over after the clean-up
-    assert c.ops[:4] == ["lease", "scale 4", "delete canary", "delete baseline"]  # clean-up before step 1
+    # clean-up before step 1 (stable is at its size already: no scale)
+    assert c.ops[:4] == ["lease", "delete canary", "delete baseline", "lease"]
 
 
 def test_failed_promotion_restores_the_template_and_the_failure_hook_rolls_back():
@@ -217,7 +239,7 @@ def test_failed_promotion_restores_the_template_and_the_failure_hook_rolls_back(
             c.stalled.discard(DEP)
 
     c.set_target_template = stall_promotion
-    with pytest.raises(NotReady, match="not ready after 60s"):
+    with pytest.raises(NotReady, match="not ready without progress for 60s"):
         r.run()
     assert c.image() == OLD and c.state.holder == "run-1" and clock.now() - T0 >= 60
     assert rollback_if_held(c, "someone-else", clock, timeout_s=60) is None  # not ours: untouched
@@ -234,3 +256,126 @@ def test_gateway_mode_weights_the_route_and_resets_it():
     assert result.outcome == "rolled back" and "route 25" in c.ops and c.ops.count("route stable") == 1
     assert c.routes[DEP]["spec"]["rules"][0]["backendRefs"] == [{"name": DEP, "port": 8000, "weight": 1}]
     assert c.services.keys() == {DEP} and c.deployments[DEP]["spec"]["replicas"] == 4
+
+
+# ---- issue 14, defects 2, 3 and 7 -------------------------------------------------------------------
+
+HPA = {"metadata": {"name": "llm"}, "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
+                                                                "name": DEP}, "minReplicas": 3, "maxReplicas": 50}}
+
+
+def surge_at(c, weight, interval, replicas, seen=None):
+    """An analysis that passes, and where the HPA scales stable to ``replicas`` after that interval."""
+    inner = scripted({}, seen)
+
+    def analyse(w, n, history, end):
+        if (w, n) == (weight, interval):
+            c.hpa_scales(replicas)
+        return inner(w, n, history, end)
+    return analyse
+
+
+@pytest.mark.parametrize("mode", ["replicas", "gateway-api"])
+def test_with_an_hpa_the_count_is_never_written_and_tracks_follow_it(mode):
+    c, clock = FakeCluster(replicas=3), SimClock(T0)
+    c.hpa = HPA
+    if mode == "gateway-api":
+        c.services[DEP] = {"metadata": {"name": DEP, "namespace": NS}, "spec": {"ports": [{"port": 8000}]}}
+        c.routes[DEP] = {"metadata": {"name": DEP}, "spec": {"rules": [{"backendRefs": [{"name": DEP, "port": 8000}]}]}}
+    policy = POLICY.model_copy(update={"traffic_mode": mode})
+    result = rollout(c, clock, surge_at(c, 25, 1, 7), policy=policy).run()
+    assert result.outcome == "promoted"
+    ops = [o for o in c.ops if o.startswith(("apply", "scale", "template"))]
+    assert not [o for o in ops if o.startswith("scale")]  # the HPA's count is never written
+    assert ops[-1] == "template " + NEW  # promotion writes the template only
+    assert c.deployments[DEP]["spec"]["replicas"] == 7  # the HPA's scale-up survived the rollout
+    if mode == "replicas":  # 25 %: two of each next to 3 (2/7), then four next to 7 (4/15), 50 %: 7 each
+        assert ops[:6] == ["apply llm-canary x2", "apply llm-baseline x2", "apply llm-canary x4",
+                           "apply llm-baseline x4", "apply llm-canary x7", "apply llm-baseline x7"]
+    else:  # ceil(n * w / 100): 1 next to 3, then 2 next to 7 at 25 %, 4 at 50 %
+        assert ops[:6] == ["apply llm-canary x1", "apply llm-baseline x1", "apply llm-canary x2",
+                           "apply llm-baseline x2", "apply llm-canary x4", "apply llm-baseline x4"]
+    assert c.state is None and set(c.deployments) == {DEP}
+
+
+def test_with_an_hpa_rollback_leaves_the_count_to_it():
+    c, clock = FakeCluster(replicas=3), SimClock(T0)
+    c.hpa = HPA
+    analyse = surge_at(c, 25, 1, 9)
+    fail = scripted({25: [Verdict.passed, Verdict.failed, Verdict.failed]})
+    result = rollout(c, clock, lambda *a: (analyse(*a), fail(*a))[1]).run()
+    assert result.outcome == "rolled back"
+    assert not [o for o in c.ops if o.startswith(("scale", "template"))]
+    assert c.deployments[DEP]["spec"]["replicas"] == 9 and set(c.deployments) == {DEP}
+
+
+def test_without_an_hpa_someone_elses_count_is_left_and_logged(caplog):
+    c, clock = FakeCluster(replicas=4), SimClock(T0)
+
+    def analyse(w, n, history, end):
+        if (w, n) == (25, 2):
+            c.hpa_scales(6)  # an operator scales by hand during the rollout
+        return IntervalResult(step=w, interval=n, verdict=Verdict.failed if w == 50 else Verdict.passed,
+                              metrics=[], reason="scripted")
+    with caplog.at_level("WARNING", logger="inferops"):
+        result = rollout(c, clock, analyse).run()
+    assert result.outcome == "rolled back"
+    assert [o for o in c.ops if o.startswith("scale")] == ["scale 2"]  # step 25 %; none after the operator's
+    assert c.deployments[DEP]["spec"]["replicas"] == 6
+    assert "was scaled to 6 by someone else during the rollout (it had 4): leaving their count" in caplog.text
+
+
+def test_rollback_waits_for_stable_up_to_the_policys_readiness_timeout():
+    """Not a fixed 60 s: the crash hook and `canary abort` read the timeout from the lease."""
+    c, clock = FakeCluster(), SimClock(T0)
+    slow = POLICY.model_copy(update={"readiness_timeout_s": 900})
+    r = rollout(c, clock, policy=slow)
+    stable = c.read_deployment(DEP)
+    r.begin(stable)
+    c.scale_target(2)
+    c.state = c.state.model_copy(update={"replicas_written": [4, 2]})
+    c.stalled.add(DEP)  # stable takes long to come back
+    start = clock.now()
+    done = rollback_if_held(c, "run-1", clock)
+    assert clock.now() - start >= 900 and any("stable not ready yet" in d for d in done)
+    assert c.deployments[DEP]["spec"]["replicas"] == 4 and c.state is None
+
+
+def test_nothing_is_created_when_names_or_labels_are_refused():
+    c, clock = FakeCluster(), SimClock(T0)
+    gw = POLICY.model_copy(update={"traffic_mode": "gateway-api", "service": "s" * 60})
+    with pytest.raises(BadInput, match="69 characters"):
+        rollout(c, clock, policy=gw).run()
+    c.deployments[DEP]["spec"]["selector"] = {"matchLabels": {"app.kubernetes.io/name": DEP}}
+    c.network_policies = [{"metadata": {"name": "llm"}, "spec": {"podSelector": {"matchLabels": {
+        "app.kubernetes.io/name": DEP}}}}]
+    with pytest.raises(BadInput, match="NetworkPolicy llm"):
+        rollout(c, clock).run()
+    assert c.ops == [] and c.state is None and set(c.deployments) == {DEP}
+
+
+def test_a_large_promotion_waits_on_progress_not_a_total_deadline():
+    """50 pods that each take 30 s to load roll one by one (maxSurge 1): 25 minutes, more than the 60 s
+    readiness timeout, but never 60 s without progress. A stall still fails after 60 s."""
+    from flows.canary.controller import wait_ready
+
+    c, clock = FakeCluster(replicas=50), SimClock(T0)
+    dep = c.deployments[DEP]
+    dep["metadata"]["generation"] += 1
+    start = clock.now()
+
+    def rolling(name):
+        done = min(50, int((clock.now() - start) // 30))
+        st = {"observedGeneration": dep["metadata"]["generation"], "replicas": 51 if done < 50 else 50,
+              "updatedReplicas": done, "availableReplicas": 50, "readyReplicas": 50}
+        return {**copy.deepcopy(dep), "status": st}
+
+    c.read_deployment = rolling
+    wait_ready(c, clock, DEP, 60, poll_s=5, progress=True)
+    assert clock.now() - start == pytest.approx(1500, abs=5)
+    stuck = clock.now()
+    c.read_deployment = lambda name: {**copy.deepcopy(dep), "status": {
+        "observedGeneration": dep["metadata"]["generation"], "updatedReplicas": 7, "availableReplicas": 50}}
+    with pytest.raises(NotReady, match="without progress for 60s"):
+        wait_ready(c, clock, DEP, 60, poll_s=5, progress=True)
+    assert clock.now() - stuck == pytest.approx(60, abs=5)

@@ -18,6 +18,7 @@ from flows.canary.models import (
 )
 from flows.canary.promql import check_template, rate_window, render
 from flows.common.errors import BadInput
+from flows.common.kube import selector_matches
 
 T = Target(namespace="inference", deployment="llm", image="registry.example/llm:2",
            model_manifest_uri="s3://models/llm/manifest.json")
@@ -160,8 +161,10 @@ def test_plan_objects_validate_strictly(mode):
     sel = canary["spec"]["selector"]["matchLabels"]
     assert sel[planner.TRACK_LABEL] == "canary"
     assert all(canary["spec"]["template"]["metadata"]["labels"][k] == v for k, v in sel.items())
-    if mode == "gateway-api":  # the stable Service (selecting app.kubernetes.io/name) must not pick it up
-        assert "app.kubernetes.io/name" not in canary["spec"]["template"]["metadata"]["labels"]
+    labels = canary["spec"]["template"]["metadata"]["labels"]
+    # every stable label kept (NetworkPolicies, PodMonitors), but never selected by the stable Deployment
+    assert labels == {"app.kubernetes.io/name": "llm", planner.TRACK_LABEL: "canary", planner.ROLLOUT_OF_LABEL: "llm"}
+    assert not selector_matches(stable["spec"]["selector"], labels)
     baseline = created[1]
     assert baseline["spec"]["template"]["spec"]["containers"][0]["image"] == \
         stable["spec"]["template"]["spec"]["containers"][0]["image"]
@@ -184,3 +187,128 @@ def test_route_rules_weights_and_reset():
     assert planner.route_rules(route, "llm", None)[0]["backendRefs"] == [{"name": "llm", "port": 8000, "weight": 1}]
     with pytest.raises(ValueError, match="no rule"):
         planner.route_rules(route, "nope", plan)
+
+
+# ---- issue 14, defect 1: canary and baseline pods keep what NetworkPolicies and PodMonitors select on
+
+NAME = {"app.kubernetes.io/name": "llm"}
+
+
+def stable_with(selector, pod_labels=None):
+    dep = planner.sample_deployment("inference", "llm", 4)
+    dep["spec"]["selector"] = {"matchLabels": selector}
+    dep["spec"]["template"]["metadata"]["labels"] = pod_labels or dict(selector)
+    return dep
+
+
+def netpol(name, selector):
+    return {"metadata": {"name": name}, "spec": {"podSelector": selector}}
+
+
+def monitor(name, selector):
+    return {"metadata": {"name": name}, "spec": {"selector": selector}}
+
+
+def service(selector):
+    return {"metadata": {"name": "llm", "namespace": "inference"}, "spec": {"selector": selector}}
+
+
+def track_pods(stable, drop):
+    base = stable["spec"]["template"]["metadata"]["labels"]
+    return [planner.track_pod_labels(base, "llm", t, drop) for t in planner.TRACKS]
+
+
+@pytest.mark.parametrize("mode", ["replicas", "gateway-api"])
+def test_track_pods_keep_every_label_policies_and_monitors_select(mode):
+    """The stack as deploy/k8s ships it: the stable selector and pods carry inferops.io/track=stable,
+    the NetworkPolicy and PodMonitor select app.kubernetes.io/name; the Service selects stable only in
+    gateway-api mode (the HTTPRoute weights the tracks) and every track in replicas mode."""
+    tracked = {**NAME, planner.TRACK_LABEL: "stable"}
+    stable = stable_with(tracked)
+    svc = service(tracked if mode == "gateway-api" else NAME)
+    policy = CanaryPolicy(traffic_mode=mode)
+    plan = planner.label_plan(stable, policy, network_policies=[netpol("default-deny", {}), netpol("llm", {
+        "matchLabels": NAME}), netpol("other-app", {"matchLabels": {"app.kubernetes.io/name": "other"}})],
+        pod_monitors=[monitor("llm", {"matchExpressions": [
+            {"key": "app.kubernetes.io/name", "operator": "In", "values": ["llm", "llm-v2"]}]})], service=svc)
+    assert plan.drop == ()
+    assert set(plan.kept_for) >= {"NetworkPolicy default-deny", "NetworkPolicy llm", "PodMonitor llm"}
+    assert "NetworkPolicy other-app" not in plan.kept_for
+    for labels in track_pods(stable, plan.drop):
+        assert labels["app.kubernetes.io/name"] == "llm"
+        assert not selector_matches(stable["spec"]["selector"], labels)
+        assert selector_matches({"matchLabels": svc["spec"]["selector"]}, labels) is (mode == "replicas")
+
+
+def test_a_label_nothing_needs_is_dropped_to_keep_the_stable_service_away():
+    """gateway-api mode, an old-style selector (app name only), nothing selecting by it: the label
+    goes (what the planner always did), so neither the stable Service nor its ReplicaSets pick them up."""
+    stable = stable_with(NAME)
+    plan = planner.label_plan(stable, CanaryPolicy(traffic_mode="gateway-api"), service=service(NAME))
+    assert plan.drop == ("app.kubernetes.io/name",)
+    assert not any(selector_matches(stable["spec"]["selector"], p) for p in track_pods(stable, plan.drop))
+
+
+@pytest.mark.parametrize("mode", ["replicas", "gateway-api"])
+def test_refused_when_a_policy_needs_a_label_the_stable_selector_also_uses(mode):
+    stable = stable_with(NAME)
+    with pytest.raises(BadInput) as err:
+        planner.label_plan(stable, CanaryPolicy(traffic_mode=mode), network_policies=[netpol("llm", {"matchLabels": NAME})],
+                           service=service(NAME))
+    msg = str(err.value)
+    assert "the selector of Deployment llm (app.kubernetes.io/name=llm) would also select the baseline and canary pods" in msg
+    assert "NetworkPolicy llm" in msg and "add inferops.io/track: stable" in msg and "\n" not in msg
+
+
+def test_refused_when_a_selector_depends_on_the_stable_track():
+    tracked = {**NAME, planner.TRACK_LABEL: "stable"}
+    stable = stable_with(tracked)
+    with pytest.raises(BadInput, match="PodMonitor llm selects the stable pods by app.kubernetes.io/name=llm,"
+                       "inferops.io/track=stable, which baseline pods cannot match"):
+        planner.label_plan(stable, CanaryPolicy(), pod_monitors=[monitor("llm", {"matchLabels": tracked})])
+    # replicas mode sends traffic through the stable Service: one that selects stable only is refused
+    with pytest.raises(BadInput, match="Service llm .it sends canary and baseline their traffic"):
+        planner.label_plan(stable, CanaryPolicy(traffic_mode="replicas"), service=service(tracked))
+
+
+# ---- issue 14, defect 7: every name validated before anything is created
+
+def test_every_name_the_rollout_creates_is_validated_first():
+    long_service = "s" * 60  # a valid DNS-1035 label; -baseline makes it 69 characters
+    gw = CanaryPolicy(traffic_mode="gateway-api", service=long_service)
+    with pytest.raises(BadInput) as err:
+        planner.check_names(T, gw)
+    assert f"Service {long_service}-baseline (69 characters) is not a DNS-1035 label of at most 63" in str(err.value)
+    assert f"Service {long_service}-canary (67 characters)" in str(err.value)
+    planner.check_names(T, CanaryPolicy(traffic_mode="replicas", service=long_service))  # no Services made
+    digits = Target(namespace="inference", deployment="7b-llm", image="registry.example/llm:2")
+    with pytest.raises(BadInput, match="Service 7b-llm-canary .* starting with a letter"):
+        planner.check_names(digits, CanaryPolicy(traffic_mode="gateway-api"))
+    with pytest.raises(BadInput, match="69 characters"):
+        planner.render_plan(T, gw, planner.sample_deployment("inference", "llm", 4))
+
+
+def test_hpa_schedule_never_touches_stable_and_sizes_next_to_it():
+    steps = planner.schedule(CanaryPolicy(), 3, scale_stable=False)
+    assert [(s.stable_replicas, s.canary_replicas, s.baseline_replicas) for s in steps[:-1]] == \
+        [(3, 1, 1), (3, 2, 2), (3, 3, 3)]
+    assert [s.effective_canary_percent for s in steps[:-1]] == [20.0, 28.6, 33.3]
+    assert planner.step_plan(CanaryPolicy(), 5, 30, scale_stable=False).canary_replicas == 2  # ~5.9 %
+    plan = planner.render_plan(T, CanaryPolicy(), planner.sample_deployment("inference", "llm", 3),
+                               autoscaler={"metadata": {"name": "llm"}})
+    assert not [o for o in plan["objects"] if o.get("kind") == "Deployment" and o["action"] == "patch"]
+    assert plan["stable_replicas"] == "left to HorizontalPodAutoscaler llm"
+
+
+def test_flow_run_pods_outlive_a_rollback():
+    """issue 14, defect 3: the crash hook of a cancelled canary run waits for stable up to the policy's
+    readiness timeout; the k8s pool gives its flow-run pods a longer termination grace period."""
+    from pathlib import Path
+
+    from flows.canary.models import READINESS_TIMEOUT_MAX_S
+
+    template = json.loads((Path(__file__).resolve().parents[2] / "deploy/prefect/k8s.json").read_text())
+    pod = template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] > READINESS_TIMEOUT_MAX_S
+    with pytest.raises(ValidationError, match="less than or equal to 1800"):
+        CanaryPolicy(readiness_timeout_s=READINESS_TIMEOUT_MAX_S + 1)

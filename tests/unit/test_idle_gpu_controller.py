@@ -132,5 +132,38 @@ def test_an_api_blip_skips_a_tick_and_the_stop_suspends_what_still_runs():
     window.run()
     assert tracker.api_errors == 1 and clock.now() == pytest.approx(window.stop_at.timestamp())
     assert window.stop() == 1 and fake.suspended == ["idle-long-20261128t0100"]
+    # issue 14, defect 6: a suspended Job never finishes (no TTL): deleted once stopped
+    assert fake.deleted == ["idle-long-20261128t0100"] and not fake.jobs
     out = tracker.report(WS, WS + timedelta(hours=1), 1.0)["jobs"][0]
     assert out["outcome"] == "stopped" and out["gpu_hours"] == pytest.approx(4 * (3600 - 60 - 20) / 3600, rel=0.01)
+
+
+def test_a_container_that_can_never_start_fails_its_job_and_releases_the_gpus_at_once():
+    """A root image under runAsNonRoot (no runAsUser): CreateContainerConfigError. The Job is deleted
+    at the next tick, not held (with its GPUs) until its deadline; the next job gets the node."""
+    clock = SimClock(WS.timestamp())
+    fake = FakeCluster(clock, run_s={"next": 600})
+    real_submit = fake.submit
+
+    def submit(manifest):
+        created = real_submit(manifest)
+        name = manifest["metadata"]["name"]
+        if "root" in name:  # its pod waits forever, holding 8 GPUs
+            p = fake.jobs[name]["pod"]
+            fake.jobs[name]["pod"] = PodView(p.uid, "Pending", None, None, False, "CreateContainerConfigError",
+                                             "container has runAsNonRoot and image will run as root")
+            fake.jobs[name]["ends"] = WS + timedelta(days=1)
+        return created
+
+    def nodes():  # a pending pod bound to the node holds its GPUs, as the scheduler counts them
+        n, notes = real_nodes()
+        held = sum(j["gpus"] for j in fake.jobs.values() if j["pod"].waiting)
+        return [x.model_copy(update={"requested": x.requested + held, "idle": x.idle - held}) for x in n], notes
+
+    fake.submit, real_nodes, fake.nodes = submit, fake.nodes, nodes
+    window, tracker = night(fake, clock, [job("root", 1.0, gpus=8, priority=1), job("next", 0.2, gpus=8)])
+    window.run()
+    by = {r["job"]: r for r in tracker.report(WS, WS + timedelta(hours=3), 1.0)["jobs"]}
+    assert by["root"]["outcome"] == "failed" and by["root"]["reason"].startswith("CreateContainerConfigError: ")
+    assert fake.deleted == ["idle-root-20261128t0100"] and by["next"]["outcome"] == "done"
+    assert clock.now() < (WS + timedelta(minutes=30)).timestamp()  # released at the next tick, not the deadline

@@ -243,3 +243,21 @@ def test_checkpointable_jobs_fill_the_tail_and_stop_at_the_window_end():
     off = pack([job("b", hours=5, checkpointable=True)], snap(1), ws, we,
                policy.model_copy(update={"tail_segments": False}), now=ws)
     assert not off.placements
+
+
+def test_gpus_a_nominated_preemptor_waits_for_are_not_free():
+    """An inference pod that preempted batch pods on a node is nominated there while they terminate:
+    its GPUs are taken, or the next tick would give them to a new batch Job and inference would have
+    to preempt again (issue 14 rehearsal: inference pods ready within 30 s)."""
+    from flows.idle_gpu.capacity import kube_nodes
+
+    node = {"metadata": {"name": "gpu-0", "labels": {}}, "spec": {}, "status": {
+        "allocatable": {"nvidia.com/gpu": "8"}, "conditions": [{"type": "Ready", "status": "True"}]}}
+
+    def pod(gpus, **status):
+        return {"spec": {"containers": [{"resources": {"requests": {"nvidia.com/gpu": str(gpus)}}}]},
+                "status": {"phase": "Pending", **status}}
+
+    bound = {**pod(4), "spec": {**pod(4)["spec"], "nodeName": "gpu-0"}}
+    [n], _ = kube_nodes([bound, pod(2, nominatedNodeName="gpu-0"), pod(1)], [node])
+    assert (n.requested, n.idle) == (6, 2)  # the unnominated pending pod has no node yet

@@ -36,8 +36,12 @@ class HPAController:
         self._recs: dict[str, list[tuple[float, int]]] = defaultdict(list)
         self._scales: dict[str, list[tuple[float, int]]] = defaultdict(list)
 
-    def set_metric(self, namespace: str, hpa: str, metric: str, value: float) -> None:
+    def set_metric(self, namespace: str, hpa: str, metric: str, value: float, *, evaluate_now: bool = True) -> None:
+        """``evaluate_now=False``: as a metrics adapter would, the value changes and the HPA reads it at
+        its next sync (every ``sync_period_s``, 15 s as kube-controller-manager's default)."""
         self._metrics[(namespace, hpa)][metric] = float(value)
+        if not evaluate_now:
+            return
         self._next.clear()  # evaluate at the next tick, which must not be skipped as idle
         with self.store.lock:
             self.store.changes += 1

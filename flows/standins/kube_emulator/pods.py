@@ -3,6 +3,7 @@ graceful termination), on the emulated clock."""
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -84,6 +85,11 @@ class PodController:
         self.enabled = True
         self.default_image_user = 1000
         self.image_users = {}
+        # the cluster's pod network: every pod gets a unique address from it while it exists (a test
+        # that serves a pod's endpoints itself uses a loopback range, e.g. 127.42.0.0/16)
+        self.pod_cidr = "10.244.0.0/16"
+        self._ips: dict[str, str] = {}
+        self._next_ip = 0
         self._runs: dict[str, _Run] = {}
         self._ready_after: dict[tuple[str, str], float] = {}
         self._unschedulable: dict[str, str] = {}
@@ -106,7 +112,26 @@ class PodController:
         live = {p["metadata"]["uid"] for p in pods}
         for uid in [u for u in self._runs if u not in live]:
             del self._runs[uid]
+        for uid in [u for u in self._ips if u not in live]:
+            del self._ips[uid]
         return due
+
+    def pod_ip(self, pod: Obj) -> str:
+        """The pod's address: unique in ``pod_cidr`` among existing pods (reused once a pod is gone)."""
+        uid = pod["metadata"]["uid"]
+        if uid not in self._ips:
+            net = ipaddress.ip_network(self.pod_cidr)
+            used = set(self._ips.values())
+            hosts = net.num_addresses - 2
+            for _ in range(hosts):
+                self._next_ip = self._next_ip % hosts + 1
+                ip = str(net.network_address + self._next_ip)
+                if ip not in used:
+                    self._ips[uid] = ip
+                    break
+            else:
+                raise RuntimeError(f"pod network {self.pod_cidr} is full")
+        return self._ips[uid]
 
     # ---- scheduling ----
     @staticmethod
@@ -194,6 +219,7 @@ class PodController:
             nn = (p.get("status") or {}).get("nominatedNodeName")
             if nn in nodes:
                 nominated[nn].append(p)
+        victims_now: set[str] = set()  # pods preempted earlier in this pass (the snapshot predates it)
         for pod in pending:
             want = pod_requests(pod)
             prio = pod["spec"].get("priority", 0)
@@ -230,7 +256,7 @@ class PodController:
                 f"{n} {r}" for r, n in sorted(reasons.items(), key=lambda x: x[0])) + "."
             node_name = None
             if pod["spec"].get("preemptionPolicy", "PreemptLowerPriority") != "Never":
-                node_name = self._preempt(pod, want, passing, nodes, by_node, used, t)
+                node_name = self._preempt(pod, want, passing, nodes, by_node, used, t, nominated, victims_now)
             if node_name:
                 nominated[node_name].append(pod)
                 msg += " preemption: victims selected on node " + node_name + "."
@@ -283,9 +309,16 @@ class PodController:
             self.events.record(pod, "FailedScheduling", msg, "default-scheduler", "Warning")
 
     def _preempt(self, pod: Obj, want: dict[str, float], passing: list[str], nodes: dict[str, Obj],
-                 by_node: dict[str, list[Obj]], used: dict[str, dict[str, float]], t: float) -> str | None:
+                 by_node: dict[str, list[Obj]], used: dict[str, dict[str, float]], t: float,
+                 nominated_pods: dict[str, list[Obj]] | None = None, chosen: set[str] | None = None) -> str | None:
         """DefaultPreemption: the node where the fewest, lowest-priority victims make room; the victims
-        are deleted gracefully (https://kubernetes.io/docs/concepts/scheduling-eviction/pod-priority-preemption/)."""
+        are deleted gracefully (https://kubernetes.io/docs/concepts/scheduling-eviction/pod-priority-preemption/).
+
+        As the scheduler's filters run with nominated pods added, the requests of pods of equal or higher
+        priority already nominated for a node count as taken there, and a pod already chosen as a victim
+        (terminating) is not chosen again: several preemptors at once each make their own room."""
+        nominated_pods = nominated_pods if nominated_pods is not None else defaultdict(list)
+        chosen = chosen if chosen is not None else set()
         prio = pod["spec"].get("priority", 0)
         nominated = (pod.get("status") or {}).get("nominatedNodeName")
         if nominated in nodes and any(is_terminating(p) and p["spec"].get("priority", 0) < prio
@@ -295,10 +328,17 @@ class PodController:
         for name in passing:
             node = nodes[name]
             alloc = self._allocatable(node)
-            lower = [p for p in by_node[name] if p["spec"].get("priority", 0) < prio and not is_terminating(p)]
+            lower = [p for p in by_node[name] if p["spec"].get("priority", 0) < prio and not is_terminating(p)
+                     and p["metadata"]["uid"] not in chosen]
+            reserved: dict[str, float] = defaultdict(float)
+            for other in nominated_pods[name]:
+                if other is not pod and other["spec"].get("priority", 0) >= prio:
+                    for k, q in pod_requests(other).items():
+                        reserved[k] += q
 
-            def free_without(victims: list[Obj], name: str = name, alloc: dict = alloc) -> dict[str, float]:
-                free = {k: v - used[name].get(k, 0) for k, v in alloc.items()}
+            def free_without(victims: list[Obj], name: str = name, alloc: dict = alloc,
+                             reserved: dict = reserved) -> dict[str, float]:
+                free = {k: v - used[name].get(k, 0) - reserved.get(k, 0) for k, v in alloc.items()}
                 for v in victims:
                     for k, q in pod_requests(v).items():
                         free[k] = free.get(k, 0) + q
@@ -321,6 +361,7 @@ class PodController:
             return None
         _, name, victims = best
         for v in victims:
+            chosen.add(v["metadata"]["uid"])
             self.preempt_pod(v, f"Preempted by pod {pod['metadata']['uid']} on node {name}")
         return name
 
@@ -465,8 +506,7 @@ class PodController:
         run.written = key
         status = copy_json(pod.get("status") or {})
         now = self.store.now()
-        status.update(phase=phase, hostIP="10.0.0.1", podIP=f"10.244.{hash(pod['metadata']['uid']) % 250}."
-                      f"{hash(pod['metadata']['name']) % 250 + 1}", startTime=status.get("startTime") or now,
+        status.update(phase=phase, hostIP="10.0.0.1", podIP=self.pod_ip(pod), startTime=status.get("startTime") or now,
                       qosClass=_qos(pod))
         status["podIPs"] = [{"ip": status["podIP"]}]
         set_condition(status, "PodReadyToStartContainers", "True", "", "", now)
