@@ -5,8 +5,8 @@ in every URL-bearing input of a set of commands appears in none of their outputs
 from __future__ import annotations
 
 import json
-import re
 import logging
+import re
 from pathlib import Path
 
 import pytest
