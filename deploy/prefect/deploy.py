@@ -29,6 +29,7 @@ import os
 import shutil
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -74,8 +75,13 @@ def _substitute(value: Any, stack: str) -> Any:
     return value
 
 
-def render_local(spec: dict[str, Any], overlay: dict[str, Any], stack: Path) -> dict[str, Any]:
-    """prefect.yaml's deployments with the local overlay: local parameters, every schedule active."""
+def render_local(spec: dict[str, Any], overlay: dict[str, Any], stack: Path,
+                 now: datetime | None = None) -> dict[str, Any]:
+    """prefect.yaml's deployments with the local overlay: local parameters, every schedule active.
+    A deployment whose overlay sets ``first_run_after_s`` has its interval schedules anchored so that
+    the first run comes that long after ``now`` (the interval is kept: in production the anchor keeps
+    runs on the clock; locally nobody should wait up to a whole interval to see the first one)."""
+    now = now or datetime.now(UTC)
     out = copy.deepcopy(spec)
     changes = _substitute(overlay.get("deployments") or {}, str(stack))
     names = {d["name"] for d in out["deployments"]}
@@ -87,6 +93,9 @@ def render_local(spec: dict[str, Any], overlay: dict[str, Any], stack: Path) -> 
         d["parameters"] = {**(d.get("parameters") or {}), **(local.get("parameters") or {})}
         for s in d.get("schedules") or []:
             s["active"] = True
+            if "interval" in s and local.get("first_run_after_s") is not None:
+                first = now + timedelta(seconds=float(local["first_run_after_s"]))
+                s["anchor_date"] = (first - timedelta(seconds=float(s["interval"]))).isoformat()
         for t in d.get("triggers") or []:
             t["parameters"] = {**(t.get("parameters") or {}), **(local.get("trigger_parameters") or {})}
     return out

@@ -6,6 +6,7 @@ import importlib.util
 import ipaddress
 import json
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -71,7 +72,8 @@ def test_canary_trigger_uses_the_builds_serving_deployment():
 def test_local_overlay_points_every_deployment_at_local_inputs(tmp_path):
     deploy = deploy_module()
     overlay = yaml.safe_load((REPO / "deploy/prefect/local.yaml").read_text())
-    local = deploy.render_local(SPEC, overlay, tmp_path / "stack")
+    now = datetime(2026, 11, 29, 7, 21, 13, tzinfo=UTC)
+    local = deploy.render_local(SPEC, overlay, tmp_path / "stack", now=now)
     assert set(overlay["work_pools"]) == {"ops", "k8s", "a100"} and set(overlay["work_pools"].values()) == {"process"}
     text = json.dumps(local)
     assert "${STACK}" not in text and "CHANGE-ME" not in text
@@ -87,6 +89,11 @@ def test_local_overlay_points_every_deployment_at_local_inputs(tmp_path):
     assert by["canary-rollout"]["triggers"][0]["parameters"]["require_approval"] is False
     assert by["canary-rollout"]["triggers"][0]["parameters"]["deployment"] == "{{ event.payload.serving.deployment }}"
     assert by["drbd-health"]["parameters"]["textfile"].startswith(str(tmp_path / "stack"))
+    # every 5 minutes, the first a minute after `make up` deploys (prefect.yaml keeps them on the clock)
+    (schedule,) = by["drbd-health"]["schedules"]
+    assert schedule["interval"] == 300 and schedule["anchor_date"] == "2026-11-29T07:17:13+00:00"
+    assert SPEC["deployments"][[d["name"] for d in SPEC["deployments"]].index("drbd-health")][
+        "schedules"][0]["anchor_date"] == "2026-01-01T00:00:00Z"
 
 
 def _descriptions(schema):
