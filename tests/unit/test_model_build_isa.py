@@ -88,7 +88,7 @@ def _matmul_model(path):
     graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "mm",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 64])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 32])], [w])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
     return path
 
 
@@ -207,7 +207,7 @@ def test_on_an_avx2_cpu_u8s8_saturates_and_our_avx2_schemes_are_exact(tmp_path):
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 64])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8])], [w])
     fp32 = tmp_path / "mm.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(fp32))
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(fp32))
     calib = {"x": rng.random((32, 64), dtype=np.float32)}
     x = np.full((4, 64), 0.999, np.float32)  # activations that quantise to ~255
     models = {s: quantize.int8(fp32, tmp_path / f"{s.value}.onnx", calib, scheme=s, batch_size=16)

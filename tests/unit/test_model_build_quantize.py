@@ -161,7 +161,7 @@ def test_attention_style_matmuls_stay_float_on_cpu(tmp_path):
     graph = helper.make_graph(nodes, "attn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [8, 8])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [8, 8])], [w])
     path = tmp_path / "attn.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
     assert quantize.activation_matmuls(onnx.load(str(path)).graph) == ["scores"]
     calib = {"x": normal(8, 8, seed=5)}
     cpu = quantize.int8(path, tmp_path / "cpu.onnx", calib, batch_size=8, constant_weights_only=True)
