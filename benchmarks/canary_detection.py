@@ -67,7 +67,7 @@ def one_mode(mode: str, faulty_each: int, healthy: int) -> dict:
                          "seconds": run.seconds, "detection_s": run.detection_s, "reason": run.reason[:90],
                          "hpa_before": run.hpa_desired_before, "hpa_peak": run.hpa_desired_peak,
                          "replicas_after": run.replicas_after, "violations": run.violations,
-                         "overrides": run.overrides})
+                         "overrides": run.overrides, "notes": run.notes})
         problems = r.problems()
     return {"mode": mode, "rows": rows, "problems": problems}
 
@@ -127,6 +127,8 @@ def main() -> int:
         print(f"{r['mode']:<12} {r['policy']:<13} {r['canary']:<8} {r['outcome']:<12} {r['seconds']:>6} "
               f"{r['detection_s'] if r['detection_s'] is not None else '-':>8} "
               f"{r['hpa_before']}->{r['hpa_peak']:<4}  {r['reason']}")
+        for note in r.get("notes") or []:
+            print(f"{'':<12} {note}")
     result = {**summarise(rows), "interval_s": policies()[0].interval_s,
               "modes": {res["mode"]: summarise(res["rows"]) for res in results},
               "problems": [p for res in results for p in res["problems"]]}

@@ -208,6 +208,19 @@ class Rehearsal:
         assert self.kube is not None
         return self.kube.store.get(lookup("autoscaling", "horizontalpodautoscalers"), NS, APP)
 
+    def free_gpus(self) -> int:
+        """GPUs on the nodes that no pod holds (requests of every bound, unfinished pod)."""
+        from flows.common.kube import NODES, PODS
+
+        kube = self.client()
+        total = sum(int((n.get("status") or {}).get("allocatable", {}).get("nvidia.com/gpu", 0))
+                    for n in kube.list(NODES))
+        held = sum(int((c.get("resources") or {}).get("requests", {}).get("nvidia.com/gpu", 0))
+                   for p in kube.list(PODS) if p["spec"].get("nodeName")
+                   and (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+                   for c in p["spec"].get("containers") or [])
+        return total - held
+
     def pod_clock(self, namespace: str = NS, labels: str = f"app.kubernetes.io/name={APP}") -> PodClock:
         return PodClock(self.client(), namespace, labels).start()
 

@@ -6,11 +6,14 @@
 * :class:`PodClock`: when each pod was created, scheduled, started and became ready, on the cluster's
   clock (inference pods waiting for GPUs that offline jobs held).
 
-PDB floor. The budget allows ``maxUnavailable`` below the serving size its owner asks for: the HPA's
-``desiredReplicas`` (else the Deployment's count when the guard started). Capacity the HPA just
-asked for is not yet there, so the size counts only as far as pods have been ready since the HPA
-last raised it: ``floor = min(desired, most ready since the last raise) - maxUnavailable``. A
-violation is each time the ready, not terminating pods the PDB selects drop below the floor.
+PDB floor. The budget allows ``maxUnavailable`` below the serving size its owner asks for: the
+Deployment's ``spec.replicas``, the scale the disruption controller takes as the expected count (the
+HPA writes it; a write by anyone else is an override, counted apart). Capacity just asked for is
+not yet there, so the size counts only as far as pods have been ready since it was last raised:
+``floor = min(replicas, most ready since the last raise) - maxUnavailable``. A violation is each time
+the ready, not terminating pods the PDB selects drop below the floor. Watches of different kinds
+arrive in no set order (a pod's deletion can be seen before the scale-down that caused it), so a
+drop below the floor is confirmed against a fresh read of the Deployment before it counts.
 """
 
 from __future__ import annotations
@@ -189,21 +192,16 @@ class ServingGuard:
                    and selector_matches(self.selector, p["metadata"].get("labels") or {}))
 
     def _check(self) -> None:
-        if self.selector is None:
+        if self.selector is None or self.replicas is None:
             return
-        desired = self.hpa_desired if self.hpa_desired is not None else self.start_replicas
-        if desired is None:
-            return
-        ready = self.serving()
-        if desired > self.last_desired:
-            self.high_water = ready  # the new capacity counts as it comes up
-        self.last_desired = desired
-        self.high_water = max(self.high_water, ready)
-        size = min(desired, self.high_water)
-        if self.min_available is not None:
-            floor = _amount(self.min_available, size, up=True)
-        else:
-            floor = size - _amount(self.max_unavailable, size, up=True)
+        desired, ready = self.replicas, self.serving()
+        if ready < self._floor(desired, ready, commit=False):
+            try:  # confirm against the scale as it is now, not as the Deployment watch has told so far
+                self.replicas = desired = int(self.kube.get(DEPLOYMENTS, self.namespace, self.deployment)
+                                              ["spec"].get("replicas", 1))
+            except InferopsError as exc:
+                self._informers[0].errors.append(f"confirming a PDB floor: {exc}")
+        floor = self._floor(desired, ready, commit=True)
         margin = ready - floor
         self.min_margin = margin if self.min_margin is None else min(self.min_margin, margin)
         now = ready < floor
@@ -211,6 +209,17 @@ class ServingGuard:
             self.violations.append(Violation(self.clock(), ready, floor, desired))
             log.warning("PDB floor: %d ready %s pods, %d allowed (desired %d)", ready, self.deployment, floor, desired)
         self.violated = now
+
+
+    def _floor(self, desired: int, ready: int, *, commit: bool) -> int:
+        high_water = ready if desired > self.last_desired else self.high_water  # new capacity counts as it comes up
+        high_water = max(high_water, ready)
+        if commit:
+            self.last_desired, self.high_water = desired, high_water
+        size = min(desired, high_water)
+        if self.min_available is not None:
+            return _amount(self.min_available, size, up=True)
+        return size - _amount(self.max_unavailable, size, up=True)
 
 
 def _amount(value: Any, total: int, up: bool) -> int:

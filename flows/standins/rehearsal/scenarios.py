@@ -105,7 +105,10 @@ def run_canary(rehearsal: Rehearsal, image: str, *, surge_pods: int = 3, policy:
     return CanaryRun(outcome, reason, round(end - t0, 1),
                      round(end - serving["at"], 1) if "at" in serving else None, before, desired_before, peak[0],
                      after, int((rehearsal.hpa().get("status") or {}).get("desiredReplicas") or after),
-                     "at" in serving, series, len(guard.violations) - violations, len(guard.overrides) - overrides)
+                     "at" in serving, series, len(guard.violations) - violations, len(guard.overrides) - overrides,
+                     notes=[f"PDB floor at {v.at}: {v.ready} ready, {v.floor} allowed (replicas {v.desired})"
+                            for v in guard.violations[violations:]]
+                     + [f"HPA override at {o.at}: {o.manager} {o.before} -> {o.after}" for o in guard.overrides[overrides:]])
 
 
 def _canary_series(rehearsal: Rehearsal) -> int:
@@ -183,7 +186,7 @@ class NightRun:
     notes: list[str] = field(default_factory=list)
 
 
-def run_night(rehearsal: Rehearsal, queue: list[dict[str, Any]], *, window_s: float, demand: list[tuple[float, int]],
+def run_night(rehearsal: Rehearsal, queue: list[dict[str, Any]], *, window_s: float, demand: list[tuple[float, Any]],
               queue_file: Any, poll_s: float = 30.0, grace_s: int = 20, slot_s: int = 60,
               model_load_s: float = 5.0, speed: float | None = None) -> NightRun:
     """Run ``idle_gpu_nightly`` on the rehearsal cluster, on its clock, for a window of ``window_s``
@@ -270,20 +273,21 @@ def run_night(rehearsal: Rehearsal, queue: list[dict[str, Any]], *, window_s: fl
         get_settings.cache_clear()
 
 
-def drive_demand(rehearsal: Rehearsal, start: float, demand: list[tuple[float, int]],
+def drive_demand(rehearsal: Rehearsal, start: float, demand: list[tuple[float, Any]],
                  going: Any = lambda: True) -> None:
-    """Play ``demand`` ((offset in cluster seconds from ``start``, stable pods the HPA should want), ...)
-    as the load on the stable track, on the cluster's clock, while ``going()``."""
+    """Play ``demand`` ((offset in cluster seconds from ``start``, stable pods the HPA should want, or a
+    function giving that count when the offset comes), ...) as the load on the stable track, on the
+    cluster's clock, while ``going()``."""
     from flows.standins.rehearsal import EmulatedClock
 
     assert rehearsal.kube is not None and rehearsal.dataplane is not None
     clock = EmulatedClock(rehearsal.kube)
-    for offset, stable_pods in sorted(demand):
+    for offset, stable_pods in sorted(demand, key=lambda d: d[0]):
         while clock.now() < start + offset and going():
             time.sleep(0.05)
         if not going():
             return
-        rehearsal.dataplane.stable_rps = rehearsal.load_for(stable_pods)
+        rehearsal.dataplane.stable_rps = rehearsal.load_for(stable_pods() if callable(stable_pods) else stable_pods)
 
 
 def _events():
