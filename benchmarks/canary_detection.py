@@ -57,9 +57,11 @@ def one_mode(mode: str, faulty_each: int, healthy: int) -> dict:
     with Rehearsal(speed=40.0, model_load_s=400.0) as r:
         r.use_traffic_mode(mode)
         runner = flow_runner(r.env())
+        # ours first, faulty then healthy; the peer last: a faulty image it promotes stays in production
+        # (the slow one makes the HPA scale the fleet up) and must not weigh on our runs
         plan = [("ours", kind, ours) for kind in KINDS for _ in range(faulty_each)]
-        plan += [("flagger-like", kind, flagger) for kind in KINDS for _ in range(faulty_each)]
         plan += [("ours", "healthy", ours)] * healthy
+        plan += [("flagger-like", kind, flagger) for kind in KINDS for _ in range(faulty_each)]
         for n, (who, kind, policy) in enumerate(plan):
             image = canary_image(f"25.{n + 2:02d}-{kind}", None if kind == "healthy" else kind, r)
             run = run_canary(r, image, surge_pods=1, policy=policy, run=runner(image), keep_surge=False)

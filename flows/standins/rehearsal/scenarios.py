@@ -124,7 +124,7 @@ def flow_runner(env: dict[str, str]):
     import os
 
     from flows.canary.flow import canary_rollout
-    from flows.common.errors import GateFailed
+    from flows.common.errors import GateFailed, InferopsError
     from flows.common.runtime import run_flow
     from flows.common.settings import get_settings
 
@@ -137,6 +137,8 @@ def flow_runner(env: dict[str, str]):
                 return out["outcome"], out["reason"]
             except GateFailed as exc:
                 return "rolled back", str(exc)
+            except InferopsError as exc:  # e.g. canary or baseline never ready (the flow rolled back)
+                return "failed", f"{type(exc).__name__}: {exc}"
         return run
     return run_with
 
