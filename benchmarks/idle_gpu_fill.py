@@ -564,6 +564,8 @@ def _cleanup(rehearsal) -> None:
     kube = rehearsal.client()
     for j in kube.list(JOB_KIND, "offline-batch"):
         kube.delete(JOB_KIND, "offline-batch", j["metadata"]["name"], grace_period_s=0)
+    for p in kube.list(POD_KIND, "offline-batch"):  # a Job deleted through the API orphans its pods by default
+        kube.delete(POD_KIND, "offline-batch", p["metadata"]["name"], grace_period_s=0)
     rehearsal.wait(lambda: not kube.list(POD_KIND, "offline-batch"), "offline pods gone", 60)
 
 
