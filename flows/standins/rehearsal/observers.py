@@ -122,10 +122,8 @@ class ServingGuard:
         self.pods: dict[str, dict[str, Any]] = {}
         self.selector: dict[str, Any] | None = None
         self.max_unavailable: Any = 1
-        self.hpa_desired: int | None = None
         self.has_hpa = False
         self.replicas: int | None = None
-        self.start_replicas: int | None = None
         self.last_desired = 0
         self.high_water = 0
         self.violated = False
@@ -160,16 +158,12 @@ class ServingGuard:
             return
         with self._lock:
             self.has_hpa = kind != "DELETED"
-            self.hpa_desired = (hpa.get("status") or {}).get("desiredReplicas") if self.has_hpa else None
-            self._check()
 
     def _deployment(self, kind: str, dep: dict[str, Any]) -> None:
         if dep["metadata"]["name"] != self.deployment or kind == "DELETED":
             return
         with self._lock:
             n = int(dep["spec"].get("replicas", 1))
-            if self.start_replicas is None:
-                self.start_replicas = n
             if self.replicas is not None and n != self.replicas and self.has_hpa:
                 who = replicas_manager(dep)
                 if who != HPA_MANAGER:
