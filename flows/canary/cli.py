@@ -185,7 +185,8 @@ def plan(
     try:
         out = render_plan(target, policy, stable, _load_manifest(service_manifest, "service manifest"),
                           _load_manifest(route_manifest, "route manifest"), require_approval=approval)
-    except (KeyError, ValueError, TypeError, AttributeError, IndexError) as exc:  # a manifest of the wrong shape
+    # the planner's own refusal (a selector that would take the track pods) or a manifest of the wrong shape
+    except (BadInput, KeyError, ValueError, TypeError, AttributeError, IndexError) as exc:
         raise BadInput(f"cannot plan: {exc}") from None
     if stable_manifest is None:
         out["stable_source"] = f"sample Deployment with {replicas} replicas (pass --stable-manifest for yours)"

@@ -190,6 +190,9 @@ def label_plan(stable: dict[str, Any], policy: CanaryPolicy, *, network_policies
         sel = (pm.get("spec") or {}).get("selector") or {}
         if selector_matches(sel, base):
             keep.append((f"PodMonitor {pm['metadata']['name']}", sel))
+    if not selector_keys(stable["spec"].get("selector")):  # apps/v1 refuses it: it would select every pod
+        raise BadInput(f"canary of {ns}/{name}: Deployment {name} has an empty spec.selector, which apps/v1 "
+                       "refuses; give it the stable pods' matchLabels")
     avoid: list[tuple[str, dict[str, Any]]] = [(f"the selector of Deployment {name}", stable["spec"]["selector"])]
     svc_sel = ((service or {}).get("spec") or {}).get("selector")
     if svc_sel and selector_matches({"matchLabels": svc_sel}, base):

@@ -260,6 +260,15 @@ def test_refused_when_a_policy_needs_a_label_the_stable_selector_also_uses(mode)
     assert "NetworkPolicy llm" in msg and "add inferops.io/track: stable" in msg and "\n" not in msg
 
 
+@pytest.mark.parametrize("selector", [None, {}, {"matchLabels": None}, {"matchLabels": {}, "matchExpressions": []}])
+def test_an_empty_deployment_selector_is_refused_by_name(selector):
+    """apps/v1 refuses an empty selector (it would select every pod, the track pods too)."""
+    stable = stable_with(NAME)
+    stable["spec"]["selector"] = selector
+    with pytest.raises(BadInput, match="Deployment llm has an empty spec.selector, which apps/v1 refuses"):
+        planner.label_plan(stable, CanaryPolicy())
+
+
 def test_refused_when_a_selector_depends_on_the_stable_track():
     tracked = {**NAME, planner.TRACK_LABEL: "stable"}
     stable = stable_with(tracked)
