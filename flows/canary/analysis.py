@@ -28,16 +28,18 @@ class StepSamples:
         return self.values.get((metric, track), [])
 
 
-def promql_for(spec: MetricSpec, target: Target, track: Track, policy: CanaryPolicy) -> str:
-    return render(spec.query, namespace=target.namespace, deployment=target.deployment, track=track,
-                  interval=rate_window(policy), args=spec.args)
+def promql_for(spec: MetricSpec, target: Target, track: Track, policy: CanaryPolicy, *, count: bool = False) -> str:
+    return render(spec.count_query if count else spec.query, namespace=target.namespace,
+                  deployment=target.deployment, track=track, interval=rate_window(policy), args=spec.args)
 
 
 def sample(client: PrometheusClient, spec: MetricSpec, target: Target, track: Track, policy: CanaryPolicy,
-           end: float) -> list[float]:
-    """The interval's points for one track: ``samples_per_interval`` evenly spaced, NaN kept."""
+           end: float, *, count: bool = False) -> list[float]:
+    """The interval's points for one track (of the count query with ``count``): ``samples_per_interval``
+    evenly spaced, NaN kept."""
     step = policy.interval_s / policy.samples_per_interval
-    series = client.query_range(promql_for(spec, target, track, policy), end - policy.interval_s + step, end, step)
+    series = client.query_range(promql_for(spec, target, track, policy, count=count),
+                                end - policy.interval_s + step, end, step)
     return [v for _, points in series for _, v in points]
 
 
@@ -51,17 +53,21 @@ def analyse(client: PrometheusClient, target: Target, policy: CanaryPolicy, hist
     results = []
     for spec in policy.analysis():
         now: dict[Track, list[float]] = {Track.canary: [], Track.baseline: []}
+        counts: dict[Track, list[float]] = {Track.canary: [], Track.baseline: []}
         error = None
         try:
             for t in tracks_of(spec):
                 now[t] = sample(client, spec, target, t, policy, end)
+                if spec.count_query:
+                    counts[t] = sample(client, spec, target, t, policy, end, count=True)
         except BackendUnavailable as exc:
-            now, error = {Track.canary: [], Track.baseline: []}, str(exc)
+            now, counts, error = {Track.canary: [], Track.baseline: []}, {}, str(exc)
         for t, values in now.items():
             history.add(spec.name, t, values)
         results.append(judge_metric(
             spec, interval_canary=now[Track.canary], interval_baseline=now[Track.baseline],
             step_canary=history.get(spec.name, Track.canary), step_baseline=history.get(spec.name, Track.baseline),
+            canary_count=counts.get(Track.canary, []), baseline_count=counts.get(Track.baseline, []),
             policy=policy, error=error))
     return judge_interval(weight, interval, results)
 

@@ -3,8 +3,11 @@
 Per metric (Kayenta's NetflixACAJudge style): the canary and baseline samples are compared with a
 Mann-Whitney U test; the Hodges-Lehmann shift and its confidence interval classify the metric as
 Pass (within the tolerance of the baseline), High or Low. High fails a metric whose higher values
-are worse (error ratio, latency), Low one whose higher values are better. A ``threshold`` judge
-compares the interval's medians instead. Too few samples, NaN or no data classify as NoData, which
+are worse (error ratio, latency), Low one whose higher values are better. A ``binomial`` judge, for a
+ratio of requests, tests the request counts of the interval's window instead: at LLM request rates
+an interval holds a handful of errors, and rate() windows that overlap make the U test's samples
+repeat one another, so a few chance errors would read as a shift. A ``threshold`` judge compares the
+interval's medians. Too few samples, NaN or no data classify as NoData, which
 makes the interval inconclusive: never a pass.
 """
 
@@ -59,11 +62,61 @@ def classify(canary: Sequence[float], baseline: Sequence[float], *, tolerance: f
     return Classification.passed, p
 
 
+@dataclass(frozen=True)
+class Counted:
+    """A ratio of requests in one window, as counts: ``bad`` of ``n`` requests were worse (failed)."""
+
+    bad: int
+    n: int
+
+    @classmethod
+    def of(cls, ratios: Sequence[float], counts: Sequence[float], *, worse_is_higher: bool) -> Counted | None:
+        """The freshest window of an interval (its last finite ratio and count); None without requests."""
+        r, n = finite(ratios), finite(counts)
+        if not len(r) or not len(n) or n[-1] < 1 or not 0 <= r[-1] <= 1:
+            return None
+        total = int(round(float(n[-1])))
+        share = float(r[-1]) if worse_is_higher else 1.0 - float(r[-1])
+        return cls(min(max(int(round(share * total)), 0), total), total)
+
+    @property
+    def ratio(self) -> float:
+        return self.bad / self.n
+
+
+def classify_counts(canary: Counted, baseline: Counted, *, tolerance: float, confidence: float,
+                    floor: float) -> tuple[Classification, float]:
+    """(High, Low or Pass, one-sided p) of the canary's share of bad requests against the baseline's.
+
+    Conditional on the bad requests of both tracks together, the canary's are binomial; under the
+    null that the canary's rate is at most ``1 + tolerance`` times the baseline's, that binomial has
+    p = (1+t)·n_c / ((1+t)·n_c + n_b) (and symmetrically for Low). An exact test on the counts: 3 errors
+    against 0 in a few hundred requests is what chance gives, whatever the ratios look like. The
+    difference must also exceed ``tolerance`` times the baseline's ratio (at least ``floor``), the
+    same practical bound as the U test's.
+    """
+    from scipy.stats import binom  # only when a metric is judged (scipy is slow to import)
+
+    k, alpha, rho = canary.bad + baseline.bad, (1 - confidence) / 2, 1 + tolerance
+    if k == 0:
+        return Classification.passed, 1.0
+    allowed = tolerance * max(baseline.ratio, floor)
+    p_high = float(binom.sf(canary.bad - 1, k, rho * canary.n / (rho * canary.n + baseline.n)))
+    if p_high < alpha and canary.ratio - baseline.ratio > allowed:
+        return Classification.high, p_high
+    p_low = float(binom.cdf(canary.bad, k, canary.n / (canary.n + rho * baseline.n)))
+    if p_low < alpha and baseline.ratio - canary.ratio > allowed:
+        return Classification.low, p_low
+    return Classification.passed, min(p_high, p_low)
+
+
 def judge_metric(spec: MetricSpec, *, interval_canary: Sequence[float], interval_baseline: Sequence[float],
                  step_canary: Sequence[float], step_baseline: Sequence[float], policy: CanaryPolicy,
+                 canary_count: Sequence[float] = (), baseline_count: Sequence[float] = (),
                  error: str | None = None) -> MetricResult:
     """One metric for one interval: its failure and success conditions on this interval's canary
-    median, and the comparison against the baseline (a U test over the step so far, or medians).
+    median, and the comparison against the baseline (a U test over the step so far, an exact test on
+    the request counts of the interval's window, or medians).
 
     The interval itself must have data for the tracks it compares: earlier samples never stand in.
     """
@@ -99,6 +152,18 @@ def judge_metric(spec: MetricSpec, *, interval_canary: Sequence[float], interval
         if cls is (Classification.high if sign > 0 else Classification.low):
             return result(cls, p, Verdict.failed,
                           f"canary {worse_word} than baseline beyond {tolerance:.0%} (p={p:.3g})")
+    elif spec.compare == "baseline" and spec.judge == "binomial":
+        c = Counted.of(interval_canary, canary_count, worse_is_higher=sign > 0)
+        b = Counted.of(interval_baseline, baseline_count, worse_is_higher=sign > 0)
+        if c is None or b is None or canary is None or baseline is None:
+            return no_data(f"; requests in the window: canary {c.n if c else 0}, baseline {b.n if b else 0}")
+        cls, p = classify_counts(c, b, tolerance=tolerance, confidence=policy.confidence, floor=spec.scale_floor)
+        if sign < 0:
+            cls = {Classification.high: Classification.low, Classification.low: Classification.high}.get(cls, cls)
+        if cls is (Classification.high if sign > 0 else Classification.low):
+            return result(cls, p, Verdict.failed,
+                          f"canary {worse_word} than baseline beyond {tolerance:.0%} ({c.bad} of {c.n} requests "
+                          f"against {b.bad} of {b.n}, p={p:.3g})")
     elif spec.compare == "baseline":  # threshold judge against the baseline's median
         if canary is None or baseline is None:
             return no_data()

@@ -104,9 +104,14 @@ class MetricSpec(BaseModel):
         "{{args.NAME}} (a quoted value from args)"))
     args: dict[str, str] = Field(default_factory=dict, description="Named arguments of the query: label values "
                                  "for its {{args.NAME}} placeholders")
-    judge: Literal["mann-whitney", "threshold"] = Field(
+    judge: Literal["mann-whitney", "binomial", "threshold"] = Field(
         "mann-whitney", description="mann-whitney: Mann-Whitney U test of the step's samples against the "
-        "baseline (Kayenta); threshold: compare the interval's median only")
+        "baseline (Kayenta); binomial: for a ratio of requests (errors over all), an exact test on the "
+        "request counts of the interval's window (needs count_query), so a handful of errors at low "
+        "traffic is not mistaken for a regression; threshold: compare the interval's median only")
+    count_query: str = Field("", description=(
+        "binomial: PromQL template for the number of requests the ratio is taken over, in the same "
+        "window, e.g. sum(increase(requests_total{track={{track}}}[{{interval}}])); same placeholders"))
     compare: Literal["baseline", "absolute"] = Field(
         "baseline", description="baseline: judge the canary against the fresh baseline (and the thresholds); "
         "absolute: against the thresholds only")
@@ -136,12 +141,17 @@ class MetricSpec(BaseModel):
     @model_validator(mode="after")
     def _consistent(self) -> MetricSpec:
         try:
-            check_template(self.query, self.name, self.args)
+            check_template(self.query, self.name, self.args, sibling=self.count_query)
+            if self.count_query:
+                check_template(self.count_query, self.name, self.args, sibling=self.query)
         except BadInput as exc:
             raise ValueError(str(exc).removeprefix(f"metric {self.name}: ")) from None
-        if self.judge == "mann-whitney" and self.compare != "baseline":
-            raise ValueError("judge mann-whitney compares against the baseline (use judge threshold with "
+        if self.judge != "threshold" and self.compare != "baseline":
+            raise ValueError(f"judge {self.judge} compares against the baseline (use judge threshold with "
                              "compare absolute)")
+        if (self.judge == "binomial") != bool(self.count_query):
+            raise ValueError("judge binomial needs a count_query (the requests behind the ratio), and only it "
+                             "reads one")
         if self.compare == "absolute" and self.failure_threshold is None and self.success_threshold is None:
             raise ValueError("compare absolute needs a failure_threshold or a success_threshold")
         f, s = self.failure_threshold, self.success_threshold
@@ -264,6 +274,8 @@ class CanaryPolicy(BaseModel):
                 query_field, threshold_field = SHORTHAND[m.name]
                 update = {"query": getattr(self, query_field) or m.query,
                           "failure_threshold": getattr(self, threshold_field)}
+                if getattr(self, query_field) and m.judge == "binomial":  # its count_query is the preset's
+                    update |= {"judge": "mann-whitney", "count_query": ""}
                 try:
                     m = MetricSpec.model_validate({**m.model_dump(), **update})
                 except ValidationError as exc:

@@ -81,9 +81,11 @@ def _balanced(query: str) -> str | None:
     return None
 
 
-def check_template(template: str, metric: str, args: dict[str, str] | None = None) -> str:
+def check_template(template: str, metric: str, args: dict[str, str] | None = None, *,
+                   sibling: str = "") -> str:
     """Validate a query template at load time: it selects by track, every placeholder is known,
-    every named argument is a valid name and value, and the rendered query is well formed."""
+    every named argument is a valid name and value (and used by it or by the metric's ``sibling``
+    query), and the rendered query is well formed."""
     if not template.strip():
         raise BadInput(f"metric {metric}: empty query")
     for name in args or {}:
@@ -96,7 +98,7 @@ def check_template(template: str, metric: str, args: dict[str, str] | None = Non
         rendered = render(template, namespace="x", deployment="x", track="canary", interval="1m", args=args)
     except BadInput as exc:
         raise BadInput(f"metric {metric}: {exc}") from None
-    unused = {f"args.{k}" for k in args or {}} - names
+    unused = {f"args.{k}" for k in args or {}} - names - set(_PLACEHOLDER.findall(sibling))
     if unused:
         raise BadInput(f"metric {metric}: argument(s) {', '.join(sorted(unused))} not used by the query")
     why = _balanced(rendered)

@@ -121,3 +121,67 @@ def test_per_metric_limits_add_to_the_policy_limits():
     t = StepTracker(p)
     assert t.add(err_bad) is None and t.add(err_bad) is None  # error_rate: only the policy's limit of 3
     assert StepTracker(p).add(lat_bad) is Verdict.failed  # latency_s: its own limit of 1
+
+
+# ---- binomial: a ratio of requests judged on its counts (LLM request rates: a handful of errors)
+COUNT_Q = "sum(increase(r{track={{track}}}[{{interval}}]))"
+
+
+def counted(c_ratio, c_n, b_ratio, b_n, threshold=None, **k):
+    """One interval of a binomial metric: five points per track, the freshest window last."""
+    return judge_metric(spec(failure_threshold=threshold, judge="binomial", count_query=COUNT_Q, **k),
+                        interval_canary=[c_ratio] * 5, interval_baseline=[b_ratio] * 5,
+                        step_canary=[c_ratio] * 5, step_baseline=[b_ratio] * 5, policy=P,
+                        canary_count=[c_n] * 5, baseline_count=[b_n] * 5)
+
+
+def test_chance_errors_at_llm_request_rates_do_not_fail_the_interval():
+    """The false rollback the U test made on the rehearsal: ~800 requests a window, 0.1 % errors, so
+    0-4 errors per track; overlapping rate windows repeat each one in every sample of the step."""
+    sim = np.random.default_rng(11)
+    n, p = 800, 0.001
+    ranks, counts = 0, 0
+    for _ in range(2000):
+        kc, kb = sim.binomial(n, p), sim.binomial(n, p)
+        # the U test sees the same window ten times a track (samples between scrapes repeat it)
+        ranks += classify([kc / n] * 10, [kb / n] * 10, **kw())[0] is Classification.high
+        counts += counted(kc / n, n, kb / n, n).verdict is Verdict.failed
+    assert ranks > 20  # the rank test on repeated samples: a few percent of healthy intervals fail
+    assert counts <= 2  # the exact test: what its 2.5 % one-sided level allows, less (tolerance, discreteness)
+
+
+def test_a_real_regression_in_the_counts_fails_and_names_them():
+    r = counted(0.0125, 800, 0.00125, 800)  # 10 errors against 1
+    assert r.verdict is Verdict.failed and r.classification is Classification.high
+    assert r.reason.startswith("canary higher than baseline beyond 25% (10 of 800 requests against 1 of 800, p=")
+    assert r.p_value < 0.025
+    assert counted(0.00875, 800, 0.00125, 800).verdict is Verdict.passed  # 7 against 1: p 0.07, chance enough
+    assert counted(0.0125, 800, 0.00125, 800, threshold=0.01).reason == "canary 0.0125 above threshold 0.01"
+
+
+def test_counts_keep_the_tolerance_and_the_floor():
+    # 20 % more errors at high traffic is significant but within the 25 % tolerance
+    assert counted(0.0012, 10_000_000, 0.001, 10_000_000, scale_floor=0.0).verdict is Verdict.passed
+    assert counted(0.0015, 10_000_000, 0.001, 10_000_000, scale_floor=0.0).verdict is Verdict.failed
+    # under the floor (1 % x 25 %): significant, but a quarter of a percentage point is not a regression
+    assert counted(0.002, 1_000_000, 0.0, 1_000_000).verdict is Verdict.passed
+    # fewer errors than baseline: Low, which passes a metric whose higher values are worse
+    low = counted(0.0, 5000, 0.02, 5000)
+    assert low.verdict is Verdict.passed and low.classification is Classification.low
+
+
+def test_counts_without_requests_are_no_data_and_never_pass():
+    for c_n, b_n in ((0.0, 800), (800, 0.0), (math.nan, 800)):
+        r = counted(0.0, c_n, 0.0, b_n)
+        assert r.verdict is Verdict.inconclusive and "requests in the window" in r.reason
+    missing = judge_metric(spec(judge="binomial", count_query=COUNT_Q), interval_canary=[0.0] * 5,
+                           interval_baseline=[0.0] * 5, step_canary=[], step_baseline=[], policy=P)
+    assert missing.verdict is Verdict.inconclusive
+
+
+def test_counts_of_a_ratio_whose_higher_values_are_better():
+    """A success ratio: the bad requests are the rest."""
+    worse = counted(0.95, 2000, 0.999, 2000, higher_is="better")
+    assert worse.verdict is Verdict.failed and worse.classification is Classification.low
+    assert "canary lower than baseline" in worse.reason and "100 of 2000 requests against 2 of 2000" in worse.reason
+    assert counted(0.999, 2000, 0.998, 2000, higher_is="better").verdict is Verdict.passed

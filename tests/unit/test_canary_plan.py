@@ -74,14 +74,24 @@ def test_presets_render_per_track(preset):
     for m in metrics:
         q = render(m.query, namespace="ns", deployment="d", track=Track.baseline, interval="30s", args=m.args)
         assert 'track="baseline"' in q and "{{" not in q and "[30s]" in q
+    # the error ratio is judged on its request counts, taken over the same window as the ratio
+    err = metrics[0]
+    assert err.judge == "binomial"
+    n = render(err.count_query, namespace="ns", deployment="d", track=Track.canary, interval="30s", args=err.args)
+    assert n.startswith("sum(increase(") and 'track="canary"' in n and "[30s]" in n
 
 
 def test_shorthand_expands_to_the_metrics_list():
     p = CanaryPolicy(metrics_preset="http", max_error_rate=0.05, max_latency_s=0.3, tolerance=0.5)
     err, lat = p.analysis()
     assert (err.name, err.failure_threshold, lat.name, lat.failure_threshold) == ("error_rate", 0.05, "latency_s", 0.3)
-    assert "http_requests_total" in err.query and err.judge == "mann-whitney" and err.tolerance is None
+    assert "http_requests_total" in err.query and err.judge == "binomial" and err.tolerance is None
+    assert lat.judge == "mann-whitney"
     assert CanaryPolicy().analysis() == preset_metrics("triton")
+    # a custom error-ratio query has no count query to go with it: the U test judges it
+    custom = CanaryPolicy(error_rate_query="sum(rate(errs{track={{track}}}[{{interval}}])) / "
+                                           "sum(rate(reqs{track={{track}}}[{{interval}}]))").analysis()[0]
+    assert (custom.judge, custom.count_query) == ("mann-whitney", "")
 
 
 def test_any_number_of_metrics_and_named_args():
@@ -103,6 +113,12 @@ def test_any_number_of_metrics_and_named_args():
     ({"judge": "mann-whitney", "compare": "absolute"}, "compares against the baseline"),
     ({"judge": "threshold", "compare": "absolute"}, "needs a failure_threshold"),
     ({"failure_threshold": 0.1, "success_threshold": 0.2}, "worse than failure_threshold"),
+    ({"judge": "binomial"}, "binomial needs a count_query"),
+    ({"count_query": "sum(increase(r{track={{track}}}[{{interval}}]))"}, "binomial needs a count_query"),
+    ({"judge": "binomial", "count_query": "sum(increase(r[{{interval}}]))"}, "must use .*track"),
+    ({"judge": "binomial", "count_query": "sum(increase(r{track={{track}}}[{{interval}}])"}, "malformed PromQL"),
+    ({"judge": "binomial", "compare": "absolute", "failure_threshold": 0.1,
+      "count_query": "r{track={{track}}}"}, "binomial compares against the baseline"),
     ({"extra": 1}, "Extra inputs"),
 ])
 def test_metric_specs_are_validated_when_loaded(change, msg):
