@@ -203,18 +203,19 @@ def idle_gpu_nightly(
     if ws - now > timedelta(minutes=max_wait_minutes) and not dry_run:
         raise BadInput(f"the window opens at {ws.isoformat()}, more than {max_wait_minutes} minutes from now")
     q = load_jobs(queue)
-    if ws > now and not dry_run:
-        get_logger().info("waiting for the window to open at %s", ws.isoformat())
-        CLOCK.sleep((ws - now).total_seconds())
+    # connected before the window opens (a run scheduled a few minutes early): its first minutes are the jobs'
     cluster = _cluster(namespace, discovery)
-    snap, excluded = discover(cluster, ws, we, discovery, _utcnow())
-    if dry_run:
-        return _plan_report(pack(q.jobs, snap, ws, we, policy, _utcnow()), snap, q)
-    tracker = Tracker(q.jobs)
-    window = NightWindow(cluster, tracker, snap, window_start=ws, window_end=we, policy=policy, clock=CLOCK,
-                         poll_seconds=poll_seconds, excluded=excluded,
-                         jobs=JobSettings(priority_class, kueue_queue), logger=get_logger())
     try:
+        if ws > _utcnow() and not dry_run:
+            get_logger().info("waiting for the window to open at %s", ws.isoformat())
+            CLOCK.sleep(max(0.0, (ws - _utcnow()).total_seconds()))
+        snap, excluded = discover(cluster, ws, we, discovery, _utcnow())
+        if dry_run:
+            return _plan_report(pack(q.jobs, snap, ws, we, policy, _utcnow()), snap, q)
+        tracker = Tracker(q.jobs)
+        window = NightWindow(cluster, tracker, snap, window_start=ws, window_end=we, policy=policy, clock=CLOCK,
+                             poll_seconds=poll_seconds, excluded=excluded,
+                             jobs=JobSettings(priority_class, kueue_queue), logger=get_logger())
         idle_gpu_hours, first_plan = run_window(window, metrics_textfile)
         stop_window(window)
     finally:

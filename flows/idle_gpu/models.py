@@ -130,7 +130,7 @@ class PlanPolicy(BaseModel):
                                   description="estimated hours are multiplied by this when packing")
     tail_segments: bool = Field(True, description="let a checkpointable job that cannot finish tonight run "
                                                   "until the window closes, then stop at a checkpoint")
-    min_segment_minutes: int = Field(20, ge=1, description="shortest such tail segment worth starting")
+    min_segment_minutes: float = Field(20, gt=0, le=1440, description="shortest such tail segment worth starting")
 
 
 class Outcome(StrEnum):

@@ -60,7 +60,7 @@ def test_prefect_yaml_shape():
     assert deps["model-build"]["work_pool"]["name"] == "a100" and not deps["model-build"]["schedules"]
     assert deps["canary-rollout"]["concurrency_limit"] == {"limit": 1, "collision_strategy": "CANCEL_NEW"}
     nightly = deps["idle-gpu-nightly"]["schedules"][0]
-    assert nightly["cron"] == "0 1 * * *" and nightly["timezone"]
+    assert nightly["cron"] == "55 0 * * *" and nightly["timezone"]
     assert deps["log-backup-hourly"]["schedules"][0]["interval"] == 3600
     assert deps["drbd-health"]["schedules"][0]["interval"] == 300
     assert "cron" in deps["cost-report-daily"]["schedules"][0]
@@ -84,7 +84,7 @@ def test_deploy_registers_pools_deployments_and_automations(deployed, prefect_cl
         assert d.parameter_openapi_schema.get("properties"), name
         assert d.parameter_openapi_schema.get("additionalProperties") is False, name
     cron = deps["idle-gpu-nightly"].schedules[0].schedule
-    assert cron.cron == "0 1 * * *" and cron.timezone
+    assert cron.cron == "55 0 * * *" and cron.timezone
     assert deps["log-backup-hourly"].schedules[0].schedule.interval.total_seconds() == 3600
     assert [s.active for s in deps["drbd-health"].schedules] == [True]
     assert [s.active for s in deps["log-backup-hourly"].schedules] == [False]

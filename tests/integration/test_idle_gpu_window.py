@@ -277,3 +277,36 @@ def test_preemptions_between_polls_are_seen_every_time_and_a_root_image_is_relea
     assert by["rootimg"]["outcome"] == "failed" and by["rootimg"]["reason"].startswith("CreateContainerConfigError")
     assert not [j for j in batch.list_namespaced_job(NS).items if j.metadata.labels["inferops.io/job"] == "rootimg"]
     assert not [j for j in batch.list_namespaced_job(NS).items if j.spec.suspend]  # deleted at the window's end
+
+
+@pytest.mark.slow
+def test_a_run_started_before_its_window_waits_for_it(cluster, tmp_path):
+    """The schedule starts the flow five minutes early: it connects, then submits nothing before the
+    window opens, and its first Jobs are created as it opens."""
+    kube, api = cluster
+    queue = tmp_path / "queue.yaml"
+    queue.write_text(yaml.safe_dump({"jobs": [job("early", 1, 2, 5, 1)]}))
+    ws = datetime.now(UTC) + timedelta(seconds=3)
+    we = ws + timedelta(seconds=10)
+    result: dict = {}
+
+    def night() -> None:
+        from flows.idle_gpu.flow import idle_gpu_nightly
+
+        with offline():
+            result["report"] = idle_gpu_nightly.fn(
+                queue=str(queue), window_start=ws.isoformat(), window_end=we.isoformat(), timezone="UTC",
+                policy=PlanPolicy(slot_seconds=1, grace_period_s=2, runtime_margin=1.0),
+                discovery=Discovery(forecast_nights=0), poll_seconds=0.25, max_wait_minutes=1)
+
+    t = threading.Thread(target=night)
+    t.start()
+    batch = client.BatchV1Api(api)
+    while datetime.now(UTC) < ws - timedelta(seconds=0.3):
+        assert not batch.list_namespaced_job(NS).items, "a Job was created before the window opened"
+        time.sleep(0.1)
+    t.join(timeout=60)
+    assert not t.is_alive()
+    created = [j.metadata.creation_timestamp for j in batch.list_namespaced_job(NS).items]
+    assert len(created) == 1 and created[0] >= ws.replace(microsecond=0)  # the API keeps whole seconds
+    assert [j["outcome"] for j in result["report"]["jobs"]] == ["done"]

@@ -190,12 +190,13 @@ class NightRun:
 
 def run_night(rehearsal: Rehearsal, queue: list[dict[str, Any]], *, window_s: float, demand: list[tuple[float, Any]],
               queue_file: Any, poll_s: float = 30.0, grace_s: int = 20, slot_s: int = 60,
-              model_load_s: float = 5.0, speed: float | None = None) -> NightRun:
+              model_load_s: float = 5.0, speed: float | None = None, opens_at: float | None = None) -> NightRun:
     """Run ``idle_gpu_nightly`` on the rehearsal cluster, on its clock, for a window of ``window_s``
     cluster seconds starting now, while inference demand follows ``demand`` ((offset s, stable pods
     the HPA should want), ...). Inference pods load their model in ``model_load_s`` (engines cached on
-    the node). ``speed``: the cluster's clock speed during the night (then back). Returns the flow's
-    report and what the cluster saw."""
+    the node). ``speed``: the cluster's clock speed during the night (then back). ``opens_at``: the
+    cluster time the window opens (default now; later: the flow starts before it, as its schedule
+    starts it five minutes early). Returns the flow's report and what the cluster saw."""
     import json
     import os
     from datetime import UTC, datetime, timedelta
@@ -221,7 +222,8 @@ def run_night(rehearsal: Rehearsal, queue: list[dict[str, Any]], *, window_s: fl
     violations, overrides = len(guard.violations), len(guard.overrides)
     pods = rehearsal.pod_clock()
     start = clock.now()
-    ws = datetime.fromtimestamp(start, UTC)
+    opens = start if opens_at is None else max(start, opens_at)
+    ws = datetime.fromtimestamp(opens, UTC)
     result: dict[str, Any] = {}
 
     def night() -> None:
@@ -230,9 +232,10 @@ def run_night(rehearsal: Rehearsal, queue: list[dict[str, Any]], *, window_s: fl
                 result["report"] = night_flow.idle_gpu_nightly.fn(
                     queue=str(queue_file), window_start=ws.isoformat(),
                     window_end=(ws + timedelta(seconds=window_s)).isoformat(), timezone="UTC",
-                    # the window is compressed: a tail segment worth starting is a tenth of it, not 20 min
+                    # the window is compressed: the shortest tail segment keeps the default's share of
+                    # a 6-hour window (20 minutes), not 20 minutes
                     policy=PlanPolicy(slot_seconds=slot_s, grace_period_s=grace_s, runtime_margin=1.1,
-                                      min_segment_minutes=max(1, round(window_s / 600))),
+                                      min_segment_minutes=window_s / 18 / 60),
                     discovery=Discovery(forecast_nights=0), poll_seconds=poll_s)
         except BaseException as exc:  # reported below
             result["error"] = exc
@@ -240,8 +243,8 @@ def run_night(rehearsal: Rehearsal, queue: list[dict[str, Any]], *, window_s: fl
     t = threading.Thread(target=night, name="rehearsal-night", daemon=True)
     try:
         t.start()
-        drive_demand(rehearsal, start, demand, t.is_alive)
-        t.join(timeout=window_s / kube.clock.speed + 120)
+        drive_demand(rehearsal, opens, demand, t.is_alive)
+        t.join(timeout=(opens - start + window_s) / kube.clock.speed + 120)
         if t.is_alive() or "error" in result:
             raise RuntimeError(f"the night did not end cleanly: {result.get('error', 'still running')}")
         batch = rehearsal.client()
