@@ -80,6 +80,22 @@ def running_pods(api, job_name: str) -> list:
     return [p for p in pods if p.status.phase == "Running"]
 
 
+def night_thread(result: dict, queue: Path, ws: datetime, we: datetime, grace_s: int = 2, poll_s: float = 0.25,
+                 **kw) -> threading.Thread:
+    """The nightly flow (inline, offline) for one window, in a thread; its report goes to ``result``."""
+
+    def night() -> None:
+        from flows.idle_gpu.flow import idle_gpu_nightly
+
+        with offline():
+            result["report"] = idle_gpu_nightly.fn(
+                queue=str(queue), window_start=ws.isoformat(), window_end=we.isoformat(), timezone="UTC",
+                policy=PlanPolicy(slot_seconds=1, grace_period_s=grace_s, runtime_margin=1.0),
+                discovery=Discovery(forecast_nights=0), poll_seconds=poll_s, **kw)
+
+    return threading.Thread(target=night)
+
+
 @pytest.mark.slow
 def test_a_night_in_the_emulator(cluster, tmp_path):
     """Preempted pods are deleted once their grace period is over, as on a real cluster: the flow
@@ -99,17 +115,7 @@ def test_a_night_in_the_emulator(cluster, tmp_path):
     ws, we = now, now + timedelta(seconds=30)
     report_path = tmp_path / "report.json"
     result: dict = {}
-
-    def night() -> None:
-        from flows.idle_gpu.flow import idle_gpu_nightly
-
-        with offline():
-            result["report"] = idle_gpu_nightly.fn(
-                queue=str(queue), window_start=ws.isoformat(), window_end=we.isoformat(), timezone="UTC",
-                policy=PlanPolicy(slot_seconds=1, grace_period_s=2, runtime_margin=1.0),
-                discovery=Discovery(forecast_nights=0), poll_seconds=0.25, report_path=str(report_path))
-
-    t = threading.Thread(target=night)
+    t = night_thread(result, queue, ws, we, report_path=str(report_path))
     t.start()
     wait(lambda: running_pods(api, "nockpt") and running_pods(api, "ckpt"), "batch pods running")
     # inference wants gpu-a back: the scheduler preempts the batch pod (DisruptionTarget)
@@ -251,17 +257,7 @@ def test_preemptions_between_polls_are_seen_every_time_and_a_root_image_is_relea
     queue.write_text(yaml.safe_dump({"jobs": [job("ckpt", 2, 20, 8, 999, checkpointable=True), root]}))
     now = datetime.now(UTC)
     result: dict = {}
-
-    def night() -> None:
-        from flows.idle_gpu.flow import idle_gpu_nightly
-
-        with offline():
-            result["report"] = idle_gpu_nightly.fn(
-                queue=str(queue), window_start=now.isoformat(), window_end=(now + timedelta(seconds=24)).isoformat(),
-                timezone="UTC", policy=PlanPolicy(slot_seconds=1, grace_period_s=0, runtime_margin=1.0),
-                discovery=Discovery(forecast_nights=0), poll_seconds=4)
-
-    t = threading.Thread(target=night)
+    t = night_thread(result, queue, now, now + timedelta(seconds=24), grace_s=0, poll_s=4)
     t.start()
     batch = client.BatchV1Api(api)
     tag = f"idle-ckpt-{now.strftime('%Y%m%dt%H%M')}"
@@ -289,17 +285,7 @@ def test_a_run_started_before_its_window_waits_for_it(cluster, tmp_path):
     ws = datetime.now(UTC) + timedelta(seconds=3)
     we = ws + timedelta(seconds=10)
     result: dict = {}
-
-    def night() -> None:
-        from flows.idle_gpu.flow import idle_gpu_nightly
-
-        with offline():
-            result["report"] = idle_gpu_nightly.fn(
-                queue=str(queue), window_start=ws.isoformat(), window_end=we.isoformat(), timezone="UTC",
-                policy=PlanPolicy(slot_seconds=1, grace_period_s=2, runtime_margin=1.0),
-                discovery=Discovery(forecast_nights=0), poll_seconds=0.25, max_wait_minutes=1)
-
-    t = threading.Thread(target=night)
+    t = night_thread(result, queue, ws, we, max_wait_minutes=1)
     t.start()
     batch = client.BatchV1Api(api)
     while datetime.now(UTC) < ws - timedelta(seconds=0.3):

@@ -119,9 +119,11 @@ def test_an_idle_gpu_night_on_the_serving_fleet(rehearsal, tmp_path):
     free = r.nodes * r.gpus - stable
     window = 1000.0  # cluster seconds: 50 s at 20x (the flow runs in real time: faster makes it late)
     queue = night_queue(free, window, seed=3)
-    def surge() -> int:  # 12 more pods, and always more than the GPUs the offline jobs left free
-        return min(max(stable + 12, int(r.stable()["spec"]["replicas"]) + r.free_gpus() + 2),
-                   int(r.hpa()["spec"]["maxReplicas"]))
+    # the surge takes the HPA to its maximum: it adds max(4 pods, 50 %) a minute, so reaching it takes
+    # minutes, in which offline jobs end and free GPUs that new inference pods take without preempting
+    # anything; only the maximum leaves offline fewer GPUs (64 - 50) than it holds whatever the timing
+    surge = int(r.hpa()["spec"]["maxReplicas"])
+    assert r.nodes * r.gpus - surge < free // 2
 
     run = run_night(r, queue, window_s=window, demand=[(0, stable), (250, surge)], queue_file=tmp_path / "queue.json")
     report = run.report
@@ -131,8 +133,11 @@ def test_an_idle_gpu_night_on_the_serving_fleet(rehearsal, tmp_path):
     jobs = report["jobs"]
     preempted = [j for j in jobs if j["preemptions"]]
     requeued = [j for j in preempted if j["checkpointable"]]
-    assert requeued and all(j["attempts"] == j["preemptions"] + 1 and j["outcome"] != "preempted"
-                            for j in requeued), preempted  # requeued every time
+    # requeued every time: never dropped; resubmitted (one attempt more than its preemptions) when GPUs
+    # freed up again, or still queued for them when inference kept them to the end
+    assert requeued and all(j["outcome"] != "preempted" and j["attempts"] - j["preemptions"] in (0, 1)
+                            for j in requeued), requeued
+    assert any(j["attempts"] == j["preemptions"] + 1 for j in requeued), requeued  # and some did resume
     assert all(j["outcome"] == "preempted" for j in preempted if not j["checkpointable"])
     assert run.left_running == 0 and run.left_jobs == 0, run  # nothing past the window
     # how full, at 20x on a shared machine, varies with how fast the flow answers: the target (0.9) is
