@@ -27,7 +27,10 @@ demand, offline work is the real ``idle-gpu-nightly`` flow submitting real Jobs 
 minutes before the window, as its shipped schedule starts it), preemption is the
 emulated scheduler's, and every number comes from watching the cluster (pods' start, end and
 ``DisruptionTarget``; inference pods' creation and start; the GPUs inference holds), not from the
-controller. The peer, on its own rehearsal cluster in parallel, is a plain batch queue: first-fit
+controller. Its jobs checkpoint every 10 compressed minutes and on SIGTERM (5 s, within the grace
+period: the container exits 143), so a checkpointable run stopped or preempted that way keeps its
+work up to the SIGTERM; one killed (137) keeps its periodic checkpoints only
+(``filled_ratio_periodic_checkpoints_only`` reports the ratio as if no job saved on SIGTERM). The peer, on its own rehearsal cluster in parallel, is a plain batch queue: first-fit
 submission of the queue as Jobs the scheduler places, retried by the Job controller after a
 preemption, nothing stopped at the window's end. Both report the PodDisruptionBudget violations and
 HPA overrides of llm-server the whole time (``pdb_violations``, ``hpa_overrides``: ServingGuard).
@@ -125,6 +128,7 @@ class SimJob:
 class Stats:
     idle_gpu_s: float = 0.0
     useful_gpu_s: float = 0.0
+    sigterm_saved_gpu_s: float = 0.0  # of useful_gpu_s: progress a job saved on SIGTERM (rehearsal)
     busy_gpu_s: float = 0.0
     delayed: int = 0
     inference_pods_started: int = 0
@@ -384,6 +388,8 @@ def summary(s: Stats) -> dict:
         "idle_gpu_hours": round(s.idle_gpu_s / 3600, 1),
         "idle_gpu_hours_filled": round(s.useful_gpu_s / 3600, 1),
         "idle_gpu_hours_filled_ratio": round(s.useful_gpu_s / s.idle_gpu_s, 4),
+        # the same without the checkpoints written on SIGTERM: whole periodic checkpoints only
+        "filled_ratio_periodic_checkpoints_only": round((s.useful_gpu_s - s.sigterm_saved_gpu_s) / s.idle_gpu_s, 4),
         "gpu_hours_lost_to_preemption": round(s.lost_gpu_s / 3600, 1),
         "inference_pods_started": s.inference_pods_started,
         "inference_pods_delayed": s.delayed,
@@ -407,6 +413,7 @@ class PodRun:
     ended: float | None = None
     phase: str = "Pending"
     disrupted: bool = False
+    exit_code: int | None = None
 
 
 class Ledger:
@@ -450,6 +457,7 @@ class Ledger:
             term = state.get("terminated") or {}
             if term.get("finishedAt"):
                 run.ended = _ts(term["finishedAt"])
+                run.exit_code = term.get("exitCode")
                 run.started = run.started or _ts(term.get("startedAt") or term["finishedAt"])
 
     def _sample(self) -> None:
@@ -478,6 +486,13 @@ class Ledger:
                 stats.completed += 1
                 continue
             saved = (ran // CHECKPOINT_S_REHEARSAL) * CHECKPOINT_S_REHEARSAL if run.checkpointable else 0.0
+            if run.checkpointable and run.exit_code == SIGTERM_EXIT and end == run.ended:
+                # it exited on SIGTERM within its grace period: it wrote a checkpoint of everything up to
+                # the SIGTERM (the last SHUTDOWN_S of the run were spent writing it); a SIGKILL (137)
+                # keeps the periodic checkpoints only
+                at_sigterm = max(saved, ran - SHUTDOWN_S)
+                stats.sigterm_saved_gpu_s += (at_sigterm - saved) * run.gpus
+                saved = at_sigterm
             stats.useful_gpu_s += saved * run.gpus
             stats.lost_gpu_s += (ran - saved) * run.gpus
             if run.disrupted:
@@ -491,6 +506,8 @@ class Ledger:
 
 
 CHECKPOINT_S_REHEARSAL = CHECKPOINT_S / 12  # checkpointable jobs save every 10 minutes, compressed
+SHUTDOWN_S = 5.0  # and on SIGTERM, which takes them 5 s (the emulated container then exits 143)
+SIGTERM_EXIT = 143
 
 
 def _ts(stamp: str) -> float:
@@ -509,7 +526,7 @@ def _queue_for_cluster(jobs: list[OfflineJob], factor: dict[str, float], ws: dat
         if j.deadline is not None:
             d["deadline"] = (ws + (j.deadline - ws) / compress).isoformat()
         d["annotations"] = {RUN_SECONDS: f"{j.estimated_hours * 3600 * factor[j.name] / compress:.0f}",
-                            SHUTDOWN_SECONDS: "5"}
+                            SHUTDOWN_SECONDS: f"{SHUTDOWN_S:g}"}
         out.append(d)
     return out
 

@@ -126,6 +126,13 @@ def judge_metric(spec: MetricSpec, *, interval_canary: Sequence[float], interval
     sign = 1.0 if spec.higher_is == "worse" else -1.0  # >0: a is worse than b when sign * (a - b) > 0
     worse_word = "higher" if sign > 0 else "lower"
     tolerance = policy.tolerance if spec.tolerance is None else spec.tolerance
+    worse = Classification.high if sign > 0 else Classification.low  # the class that fails the canary
+
+    def unflip(cls: Classification) -> Classification:
+        """A class of the sign-flipped samples (``sign * x``: higher is worse) as one of the metric's own."""
+        if sign > 0:
+            return cls
+        return {Classification.high: Classification.low, Classification.low: Classification.high}.get(cls, cls)
 
     def result(cls: Classification, p: float | None, verdict: Verdict, reason: str) -> MetricResult:
         return MetricResult(metric=spec.name, canary=canary, baseline=baseline, threshold=spec.failure_threshold,
@@ -139,7 +146,7 @@ def judge_metric(spec: MetricSpec, *, interval_canary: Sequence[float], interval
         return result(Classification.nodata, None, Verdict.inconclusive, error)
     f = spec.failure_threshold
     if canary is not None and f is not None and sign * (canary - f) > 0:
-        return result(Classification.high if sign > 0 else Classification.low, None, Verdict.failed,
+        return result(worse, None, Verdict.failed,
                       f"canary {canary:.4g} {'above' if sign > 0 else 'below'} threshold {f:g}")
     cls, p = Classification.passed, None
     if spec.compare == "baseline" and spec.judge == "mann-whitney":
@@ -147,9 +154,8 @@ def judge_metric(spec: MetricSpec, *, interval_canary: Sequence[float], interval
                           confidence=policy.confidence, floor=spec.scale_floor)
         if canary is None or baseline is None or cls is Classification.nodata:
             return no_data(f"; step: {len(finite(step_canary))}/{len(finite(step_baseline))}")
-        if sign < 0:  # classes are about "worse", not "higher", on the flipped samples
-            cls = {Classification.high: Classification.low, Classification.low: Classification.high}.get(cls, cls)
-        if cls is (Classification.high if sign > 0 else Classification.low):
+        cls = unflip(cls)
+        if cls is worse:
             return result(cls, p, Verdict.failed,
                           f"canary {worse_word} than baseline beyond {tolerance:.0%} (p={p:.3g})")
     elif spec.compare == "baseline" and spec.judge == "binomial":
@@ -158,9 +164,8 @@ def judge_metric(spec: MetricSpec, *, interval_canary: Sequence[float], interval
         if c is None or b is None or canary is None or baseline is None:
             return no_data(f"; requests in the window: canary {c.n if c else 0}, baseline {b.n if b else 0}")
         cls, p = classify_counts(c, b, tolerance=tolerance, confidence=policy.confidence, floor=spec.scale_floor)
-        if sign < 0:
-            cls = {Classification.high: Classification.low, Classification.low: Classification.high}.get(cls, cls)
-        if cls is (Classification.high if sign > 0 else Classification.low):
+        cls = unflip(cls)
+        if cls is worse:
             return result(cls, p, Verdict.failed,
                           f"canary {worse_word} than baseline beyond {tolerance:.0%} ({c.bad} of {c.n} requests "
                           f"against {b.bad} of {b.n}, p={p:.3g})")
@@ -169,10 +174,10 @@ def judge_metric(spec: MetricSpec, *, interval_canary: Sequence[float], interval
             return no_data()
         allowed = tolerance * max(abs(baseline), spec.scale_floor)
         if sign * (canary - baseline) > allowed:
-            return result(Classification.high if sign > 0 else Classification.low, None, Verdict.failed,
+            return result(worse, None, Verdict.failed,
                           f"canary {canary:.4g} {worse_word} than baseline {baseline:.4g} beyond {tolerance:.0%}")
         if sign * (baseline - canary) > allowed:
-            cls = Classification.low if sign > 0 else Classification.high
+            cls = unflip(Classification.low)
     elif canary is None:
         return no_data()
     s = spec.success_threshold
