@@ -26,11 +26,12 @@ APT_BINS += qemu-x86_64
 PYTEST_ARGS ?=
 UP_ARGS ?=
 
-.PHONY: help setup apt demo up test deploy bench lint image clean
+.PHONY: help setup apt demo up test fuzz deploy bench lint image clean
 
 help:
 	@echo "make demo    run every pipeline once on embedded local defaults (results in demo-output/)"
 	@echo "make test    run the whole test suite against real local services"
+	@echo "make fuzz    the property-based tests with new random examples (CI replays fixed ones; HOSTILE_EXAMPLES=300)"
 	@echo "make up      the local stack: Prefect server + UI (port INFEROPS_LOCAL__PORT, 4200), local services,"
 	@echo "             every deployment and automation, a worker per pool (UP_ARGS=--port=4300 ...)"
 	@echo "make deploy  create/update work pools, deployments and automations on \$$PREFECT_API_URL"
@@ -73,6 +74,10 @@ up: setup
 
 test: setup
 	$(BIN)/pytest tests --durations=25 $(PYTEST_ARGS)
+
+# new random examples for every property-based test, many more of the hostile CLI inputs (CI replays fixed ones)
+fuzz: setup
+	HYPOTHESIS_PROFILE=fuzz HOSTILE_EXAMPLES=$${HOSTILE_EXAMPLES:-300} $(BIN)/pytest -q $$(grep -rl --include='test_*.py' '^from hypothesis' tests)
 
 deploy: setup
 	PREFECT=$(BIN)/prefect deploy/prefect/deploy.sh

@@ -326,6 +326,9 @@ class SimCluster:
         return [NodeCapacity(name=str(i), allocatable=GPUS_PER_NODE, requested=GPUS_PER_NODE - int(free[i]),
                              idle=int(free[i])) for i in range(NODES)], []
 
+    def waiting_gpus(self) -> int:
+        return 0  # the simulated fleet places inference at once (preempting): nothing waits between ticks
+
     def views(self, window_tag: str | None = None) -> list[JobView]:
         self.night._finish(self.clock.now())
         return [JobView(j.name, j.job.name, j.state, "", str(j.node), (j.pod,) if j.pod else ())

@@ -11,6 +11,16 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 # which importing the Prefect server (the `prefect_api` harness) adds. Load Ansible's first.
 import ansible.utils.collection_loader._collection_finder  # noqa: F401
 
+# Hypothesis: CI (the CI variable set) replays the same examples every run, so a red CI names a change,
+# not a roll of the dice; a plain `make test` explores new examples each run, and `make fuzz` explores
+# many more. A failure prints its reproduce blob either way. HYPOTHESIS_PROFILE picks one explicitly.
+from hypothesis import settings as _hypothesis_settings  # noqa: E402
+
+_hypothesis_settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+_hypothesis_settings.register_profile("dev", print_blob=True)
+_hypothesis_settings.register_profile("fuzz", derandomize=False, print_blob=True)
+_hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
+
 pytest_plugins = [
     "tests.fixtures.common",
     "tests.fixtures.prefect_api",

@@ -66,6 +66,38 @@ def kube_nodes(pods: Iterable[dict[str, Any]], nodes: Iterable[dict[str, Any]],
     return out, notes
 
 
+# the scheduler's verdicts that preempting lower-priority pods (ours) would not place the pod
+NO_HELP = ("No preemption victims found", "Preemption is not helpful")
+
+
+def waiting_gpus(pods: Iterable[dict[str, Any]], own_namespace: str) -> int:
+    """GPUs that pods of other workloads wait for: pending, neither placed on nor nominated for a node,
+    at priority 0 or above (not a deliberately low batch class, as ours is), requesting GPUs, and either
+    not tried by the scheduler yet or unschedulable for want of GPUs (``Insufficient nvidia.com/gpu``).
+
+    Inference scaling up: any GPU that frees up is theirs, so a night submits nothing new meanwhile.
+    A pod that waits for anything else (a node selector no node matches, a missing volume), or that
+    preempting every lower-priority pod would not place (the scheduler says so), is not counted: our
+    jobs do not stand in its way, and it would otherwise hold the whole night back.
+    """
+    total = 0
+    for pod in pods:
+        meta, spec, status = pod.get("metadata") or {}, pod.get("spec") or {}, pod.get("status") or {}
+        if meta.get("namespace") == own_namespace or meta.get("deletionTimestamp") or spec.get("nodeName"):
+            continue
+        if (status.get("phase") or "Pending") != "Pending" or status.get("nominatedNodeName"):
+            continue
+        gpus = pod_gpu_request(pod)
+        if not gpus or int(spec.get("priority") or 0) < 0:
+            continue
+        cond = next((c for c in status.get("conditions") or [] if c.get("type") == "PodScheduled"), None)
+        msg = (cond or {}).get("message") or ""
+        if cond is None or (cond.get("status") == "False" and f"Insufficient {GPU}" in msg
+                            and not any(s in msg for s in NO_HELP)):
+            total += gpus
+    return total
+
+
 def dcgm_idle_gpus(prom: PrometheusClient, *, lookback: str = "15m", util_below: float = 10.0,
                    fb_used_below_mib: float = 1024.0, node_label: str = "Hostname") -> dict[str, int]:
     """Per node, GPUs whose utilisation and frame-buffer use stayed low over the whole lookback."""

@@ -20,7 +20,7 @@ from typing import Any
 
 from flows.common.errors import InferopsError
 from flows.common.kube import JOBS, NODES, PODS, Expired, Kube, NotFound
-from flows.idle_gpu.capacity import PRODUCT_LABEL, kube_nodes
+from flows.idle_gpu.capacity import PRODUCT_LABEL, kube_nodes, waiting_gpus
 from flows.idle_gpu.manifest import JOB_LABEL, SELECTOR, WINDOW_LABEL
 from flows.idle_gpu.models import NodeCapacity
 from flows.idle_gpu.tracker import JobView, PodView
@@ -115,10 +115,17 @@ class Cluster:
     def __init__(self, kube: Kube, namespace: str, product_label: str = PRODUCT_LABEL) -> None:
         self.kube, self.namespace, self.product_label = kube, namespace, product_label
         self._watch: PodWatch | None = None
+        self._waiting = 0
 
     def nodes(self) -> tuple[list[NodeCapacity], list[str]]:
         """GPU nodes as Kubernetes sees them (free = allocatable - requested), and notes."""
-        return kube_nodes(self.kube.list(PODS), self.kube.list(NODES), self.product_label)
+        pods = self.kube.list(PODS)
+        self._waiting = waiting_gpus(pods, self.namespace)
+        return kube_nodes(pods, self.kube.list(NODES), self.product_label)
+
+    def waiting_gpus(self) -> int:
+        """GPUs pods of other workloads waited for at the last :meth:`nodes` (``capacity.waiting_gpus``)."""
+        return self._waiting
 
     def submit(self, manifest: dict[str, Any]) -> bool:
         """Create the Job; False if it already exists (a re-run adopts it: idempotent)."""

@@ -37,6 +37,9 @@ class NightCluster(Protocol):
     def nodes(self) -> tuple[list[NodeCapacity], list[str]]:
         """GPU nodes as the scheduler sees them (free = allocatable - requested), and notes."""
 
+    def waiting_gpus(self) -> int:
+        """GPUs that pods of other workloads (inference scaling up) waited for at the last ``nodes()``."""
+
     def views(self, window_tag: str | None = None) -> list[JobView]:
         """This room's Jobs (of one window, if given) and their pods, including pods deleted since
         the last call (their last state: a preemption between two calls is never missed)."""
@@ -134,6 +137,17 @@ class NightWindow:
             level = sum(n.idle for n in nodes) + ours
             idle_gpu_s += level * elapsed
             last = now
+            waiting = c.waiting_gpus()
+            if waiting:
+                # inference is scaling up: every GPU that frees up is its; a job started now would be
+                # preempted within seconds (and a requeued one again and again), and could hold a pod
+                # of theirs back for another grace period
+                tracker.deferred_ticks += 1
+                if tracker.deferred_ticks == 1 or tracker.deferred_ticks % 20 == 0:
+                    self.log.info("%d GPUs wanted by pending pods of other workloads: starting nothing until "
+                                  "they are placed (%d ticks so far)", waiting, tracker.deferred_ticks)
+                self._sleep()
+                continue
             plan = pack(tracker.pending(), self.snapshot.model_copy(update={"nodes": nodes, "taken_at": now}),
                         self.window_start, self.window_end, policy, now,
                         busy=busy(tracker, running.values(), policy, now), remaining_hours=tracker.remaining_hours())

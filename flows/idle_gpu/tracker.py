@@ -83,6 +83,7 @@ class Tracker:
     _pods: dict[str, tuple[str, str, datetime, datetime]] = field(default_factory=dict)
     _retired: set[str] = field(default_factory=set)  # Jobs deleted after a preemption
     api_errors: int = 0  # ticks skipped because the cluster did not answer
+    deferred_ticks: int = 0  # ticks that started nothing: pods of other workloads waited for GPUs
 
     def __post_init__(self) -> None:
         self.records = {j.name: JobRecord(j) for j in self.jobs}
@@ -187,4 +188,5 @@ class Tracker:
             "fill_ratio": round(used / idle_gpu_hours, 4) if idle_gpu_hours else 0.0,
             "outcomes": outcomes, "jobs": [r.to_dict() for r in self.records.values()],
             "ticks_skipped_api_errors": self.api_errors,
+            "ticks_deferred_to_waiting_pods": self.deferred_ticks,
         }

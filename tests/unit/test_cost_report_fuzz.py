@@ -34,7 +34,7 @@ FIXTURES = {name: (DATA / name).read_bytes() for name in ("legacy.csv.gz", "athe
                                                          "cur2.csv.gz")}
 LEGACY_HEADER = gzip.decompress(FIXTURES["legacy.csv.gz"]).split(b"\n", 1)[0] + b"\n"
 ATHENA = pl.read_parquet(DATA / "athena.parquet")
-FUZZ = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=False)
+FUZZ = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @pytest.fixture(autouse=True)

@@ -30,6 +30,7 @@ class FakeCluster:
         self.deleted: list[str] = []
         self.suspended: list[str] = []
         self.blips = 0
+        self.waiting = 0  # GPUs pending pods of other workloads wait for
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self.clock.now(), UTC)
@@ -44,6 +45,9 @@ class FakeCluster:
         self._tick()
         used = sum(j["gpus"] for j in self.jobs.values() if j["pod"].phase == "Running")
         return [NodeCapacity(name="n1", allocatable=self.gpus, requested=used, idle=self.gpus - used)], []
+
+    def waiting_gpus(self):
+        return self.waiting
 
     def views(self, window_tag=None):
         if self.blips:
@@ -122,6 +126,28 @@ def test_preempted_jobs_are_deleted_and_checkpointable_ones_resume():
     # the loop ended once nothing was pending or running; idle capacity counts to the stop time
     assert clock.now() < (WS + timedelta(hours=2)).timestamp()
     assert idle_hours == pytest.approx(8 * (3 - 20 / 3600), rel=0.02)
+
+
+def test_nothing_starts_while_pods_of_other_workloads_wait_for_gpus():
+    """Inference scaling up: while its pods wait for GPUs, a tick starts nothing (they take whatever
+    frees up); once they are placed, the queue goes on."""
+    events = {WS.timestamp() + 150: lambda: setattr(fake, "waiting", 0)}
+
+    def world(old, new):
+        for t in [t for t in events if old < t <= new]:
+            events.pop(t)()
+
+    clock = SimClock(WS.timestamp(), on_advance=world)
+    fake = FakeCluster(clock, run_s={"a": 600})
+    fake.waiting = 2
+    window, tracker = night(fake, clock, [job("a", 0.2)])
+    window.run()
+    assert tracker.deferred_ticks == 3  # ticks at 0, 60 and 120 s
+    tag = "20261128t0100"
+    assert fake.submitted == [f"idle-a-{tag}"]
+    assert fake.jobs[f"idle-a-{tag}"]["pod"].started == WS + timedelta(seconds=180)
+    assert tracker.records["a"].outcome.value == "done"
+    assert tracker.report(WS, WS + timedelta(hours=3), 1.0)["ticks_deferred_to_waiting_pods"] == 3
 
 
 def test_an_api_blip_skips_a_tick_and_the_stop_suspends_what_still_runs():

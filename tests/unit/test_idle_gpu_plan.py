@@ -261,3 +261,42 @@ def test_gpus_a_nominated_preemptor_waits_for_are_not_free():
     bound = {**pod(4), "spec": {**pod(4)["spec"], "nodeName": "gpu-0"}}
     [n], _ = kube_nodes([bound, pod(2, nominatedNodeName="gpu-0"), pod(1)], [node])
     assert (n.requested, n.idle) == (6, 2)  # the unnominated pending pod has no node yet
+
+
+def test_gpus_pending_pods_of_other_workloads_wait_for():
+    """A surge's pods, pending before the scheduler placed or nominated them, want GPUs a night must not
+    take; a pod stuck on something else, or one that preempting our pods would not place, holds no
+    night back; our own pods, bound or nominated pods and low batch classes are not waiting demand."""
+    from flows.idle_gpu.capacity import waiting_gpus
+
+    def pod(gpus, ns="serving", priority=1000000, cond=None, **extra):
+        spec = {"priority": priority, "containers": [{"resources": {"requests": {"nvidia.com/gpu": str(gpus)}}}]}
+        status = {"phase": "Pending", **({"conditions": [cond]} if cond else {}), **extra.pop("status", {})}
+        return {"metadata": {"namespace": ns, "name": f"p{gpus}", **extra.pop("meta", {})},
+                "spec": {**spec, **extra.pop("spec", {})}, "status": status}
+
+    def unschedulable(msg):
+        return {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": msg}
+
+    insufficient = "0/8 nodes are available: 8 Insufficient nvidia.com/gpu."
+    counted = [
+        pod(1),  # not tried yet
+        pod(2, cond=unschedulable(insufficient)),
+        pod(4, cond=unschedulable(insufficient + " preemption: not eligible due to preemptionPolicy=Never.")),
+    ]
+    not_counted = [
+        pod(8, ns="offline-batch"),  # ours
+        pod(1, spec={"nodeName": "gpu-0"}),  # bound
+        pod(1, status={"nominatedNodeName": "gpu-0"}),  # its GPUs are counted on that node already
+        pod(1, priority=-100),  # another low batch class
+        pod(0),  # no GPU
+        pod(1, meta={"deletionTimestamp": "2026-11-29T01:00:00Z"}),
+        pod(1, status={"phase": "Running"}),
+        pod(1, cond=unschedulable("0/8 nodes are available: 8 node(s) didn't match Pod's node affinity/selector.")),
+        pod(16, cond=unschedulable(insufficient + " preemption: 0/8 nodes are available: 8 Preemption is not "
+                                               "helpful for scheduling.")),
+        pod(3, cond=unschedulable(insufficient + " preemption: 0/8 nodes are available: 8 No preemption "
+                                              "victims found for incoming pod.")),
+    ]
+    assert waiting_gpus(counted + not_counted, "offline-batch") == 7
+    assert waiting_gpus(not_counted, "offline-batch") == 0
