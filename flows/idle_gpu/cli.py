@@ -91,6 +91,8 @@ def run(
     namespace: Namespace = "offline-batch",
     priority_class: Annotated[str, typer.Option(help="low PriorityClass of the Jobs")] = "offline-batch",
     kueue_queue: Annotated[str | None, typer.Option(help="Kueue LocalQueue (label kueue.x-k8s.io/queue-name)")] = None,
+    checkpointable_priority_class: Annotated[str, typer.Option(
+        help="PriorityClass of checkpointable jobs, preempted first; empty: --priority-class")] = "offline-batch-checkpointable",
     grace_period: Grace = 20,
     headroom_gpus: Headroom = 0,
     slot_seconds: Slot = 300,
@@ -107,7 +109,8 @@ def run(
     policy = _policy(slot_seconds=slot_seconds, headroom_gpus=headroom_gpus, grace_period_s=grace_period)
     result = run_flow(idle_gpu_nightly, queue=queue, window_start=window_start, window_end=window_end,
                       timezone=timezone, namespace=namespace, priority_class=priority_class,
-                      kueue_queue=kueue_queue, policy=policy, poll_seconds=poll_seconds, dry_run=dry_run,
+                      kueue_queue=kueue_queue, checkpointable_priority_class=checkpointable_priority_class,
+                      policy=policy, poll_seconds=poll_seconds, dry_run=dry_run,
                       report_path=report, metrics_textfile=metrics_textfile)
     rows = result["plan"]["placements"] if dry_run else result["jobs"]
     cols = ["job", "node", "gpus", "start", "end"] if dry_run else ["job", "outcome", "gpus", "gpu_hours", "reason"]

@@ -60,6 +60,11 @@ class JobSettings:
 
     priority_class: str = "offline-batch"
     kueue_queue: str | None = None
+    # checkpointable jobs get a lower class, so the scheduler preempts them first; empty: priority_class
+    checkpointable_priority_class: str = ""
+
+    def priority_for(self, checkpointable: bool) -> str:
+        return (self.checkpointable_priority_class or self.priority_class) if checkpointable else self.priority_class
 
 
 def busy(tracker: Tracker, running: Iterable[JobView], policy: PlanPolicy, now: datetime) -> list[Busy]:
@@ -168,7 +173,7 @@ class NightWindow:
         manifest = job_manifest(record.job, node=p.node, namespace=self.cluster.namespace,
                                 window_start=self.window_start, window_end=self.window_end,
                                 active_deadline_s=int((self.stop_at - now).total_seconds()),
-                                priority_class=self.jobs.priority_class, grace_period_s=self.policy.grace_period_s,
+                                priority_class=self.jobs.priority_for(record.job.checkpointable), grace_period_s=self.policy.grace_period_s,
                                 kueue_queue=self.jobs.kueue_queue, attempt=record.attempt)
         created = self.cluster.submit(manifest)
         self.tracker.submitted(p.job, manifest["metadata"]["name"], p.node, now, p.partial)

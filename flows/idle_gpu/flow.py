@@ -165,6 +165,7 @@ def idle_gpu_nightly(
     namespace: str = "offline-batch",
     priority_class: str = "offline-batch",
     kueue_queue: str | None = None,
+    checkpointable_priority_class: str = "offline-batch-checkpointable",
     policy: PlanPolicy = PlanPolicy(),  # noqa: B008 (pydantic model: the UI form)
     discovery: Discovery = Discovery(),  # noqa: B008
     poll_seconds: float = 30.0,
@@ -185,6 +186,9 @@ def idle_gpu_nightly(
         namespace: Namespace of the batch Jobs.
         priority_class: Low PriorityClass of the Jobs, so that inference preempts them.
         kueue_queue: Kueue LocalQueue for the Jobs (label kueue.x-k8s.io/queue-name); empty: none.
+        checkpointable_priority_class: PriorityClass of checkpointable jobs, below priority_class so
+            that a surge preempts them first (they resume; the others lose their run); empty: the same
+            as priority_class.
         policy: How to pack: slot length, headroom, grace period, runtime margin, tail segments.
         discovery: Where idle capacity and the demand forecast come from (DCGM metrics in Prometheus).
         poll_seconds: Seconds between two looks at the cluster during the window.
@@ -194,7 +198,7 @@ def idle_gpu_nightly(
         max_wait_minutes: A run started up to this many minutes before the window waits for it;
             earlier is an error.
     """
-    check_names(namespace, priority_class, kueue_queue)
+    check_names(namespace, priority_class, kueue_queue, checkpointable_priority_class)
     pushgateway_url()  # a malformed URL is bad input now, not a warning every tick
     now = _utcnow()
     ws, we = resolve_window(window_start, window_end, timezone, now)
@@ -215,7 +219,7 @@ def idle_gpu_nightly(
         tracker = Tracker(q.jobs)
         window = NightWindow(cluster, tracker, snap, window_start=ws, window_end=we, policy=policy, clock=CLOCK,
                              poll_seconds=poll_seconds, excluded=excluded,
-                             jobs=JobSettings(priority_class, kueue_queue), logger=get_logger())
+                             jobs=JobSettings(priority_class, kueue_queue, checkpointable_priority_class), logger=get_logger())
         idle_gpu_hours, first_plan = run_window(window, metrics_textfile)
         stop_window(window)
     finally:

@@ -27,9 +27,12 @@ def check_label_value(v: str, what: str) -> str:
     return v
 
 
-def check_names(namespace: str, priority_class: str = "offline-batch", kueue_queue: str | None = None) -> None:
+def check_names(namespace: str, priority_class: str = "offline-batch", kueue_queue: str | None = None,
+                checkpointable_priority_class: str = "") -> None:
     """Names that reach the Kubernetes API: reject bad ones with one line before any call."""
-    for what, v in (("namespace", namespace), ("priority class", priority_class)):
+    for what, v in (("namespace", namespace), ("priority class", priority_class),
+                    *((("checkpointable priority class", checkpointable_priority_class),)
+                      if checkpointable_priority_class else ())):
         if not _NAME.match(v) or len(v) > 63:
             raise BadInput(f"{what} {v!r} is not a valid Kubernetes name")
     if kueue_queue:

@@ -292,6 +292,9 @@ def test_workers_serve_the_pools_of_prefect_yaml(built):
 def test_priority_classes(built):
     pcs = by_kind(built["prod"], "PriorityClass")
     assert pcs["offline-batch"]["value"] < 0 and pcs["offline-batch"]["preemptionPolicy"] == "Never"
+    # checkpointable offline jobs are preempted first: they resume from a checkpoint, the others start over
+    low = pcs["offline-batch-checkpointable"]
+    assert low["value"] < pcs["offline-batch"]["value"] and low["preemptionPolicy"] == "Never"
     assert pcs["inference-critical"]["value"] >= 1000000
     assert not any(pc.get("globalDefault") for pc in pcs.values())
 

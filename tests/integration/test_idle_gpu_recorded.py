@@ -42,8 +42,9 @@ def test_recorded_run_ends_with_artifacts(prefect_client, kube_clean, monkeypatc
     monkeypatch.setenv("INFEROPS_KUBE__KUBECONFIG", kube.kubeconfig)
     monkeypatch.delenv("INFEROPS_PROMETHEUS__URL", raising=False)
     reload_settings()
-    kube.store.create(lookup("scheduling.k8s.io", "priorityclasses"),
-                      {"metadata": {"name": "offline-batch"}, "value": -100, "preemptionPolicy": "Never"})
+    for name, value in (("offline-batch", -100), ("offline-batch-checkpointable", -200)):
+        kube.store.create(lookup("scheduling.k8s.io", "priorityclasses"),
+                          {"metadata": {"name": name}, "value": value, "preemptionPolicy": "Never"})
     kube.create_namespace("offline-batch")
     kube.add_node("gpu-a", gpus=4)
     queue = tmp_path / "queue.yaml"

@@ -193,3 +193,15 @@ def test_a_container_that_can_never_start_fails_its_job_and_releases_the_gpus_at
     assert by["root"]["outcome"] == "failed" and by["root"]["reason"].startswith("CreateContainerConfigError: ")
     assert fake.deleted == ["idle-root-20261128t0100"] and by["next"]["outcome"] == "done"
     assert clock.now() < (WS + timedelta(minutes=30)).timestamp()  # released at the next tick, not the deadline
+
+
+def test_checkpointable_jobs_get_the_lower_priority_class():
+    """The scheduler takes victims from the lowest priority first: checkpointable jobs go first."""
+    from flows.common.errors import BadInput
+    from flows.idle_gpu.models import check_names
+
+    s = JobSettings("offline-batch", None, "offline-batch-checkpointable")
+    assert (s.priority_for(True), s.priority_for(False)) == ("offline-batch-checkpointable", "offline-batch")
+    assert JobSettings("batch").priority_for(True) == "batch"  # empty: one class for all
+    with pytest.raises(BadInput, match="checkpointable priority class 'Low!' is not a valid Kubernetes name"):
+        check_names("offline-batch", "offline-batch", None, "Low!")
