@@ -108,6 +108,7 @@ HORIZONTAL_POD_AUTOSCALERS = Kind("HorizontalPodAutoscaler", "horizontalpodautos
 NETWORK_POLICIES = Kind("NetworkPolicy", "networkpolicies", "networking.k8s.io")
 POD_MONITORS = Kind("PodMonitor", "podmonitors", "monitoring.coreos.com")
 EVENTS = Kind("Event", "events")
+PRIORITY_CLASSES = Kind("PriorityClass", "priorityclasses", "scheduling.k8s.io", namespaced=False)
 
 
 def _where(kind: Kind, namespace: str | None, name: str | None) -> str:

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from flows.common.errors import InferopsError
-from flows.common.kube import JOBS, NODES, PODS, Expired, Kube, NotFound
+from flows.common.errors import BadInput, InferopsError
+from flows.common.kube import JOBS, NODES, PODS, PRIORITY_CLASSES, Expired, Forbidden, Kube, NotFound
 from flows.idle_gpu.capacity import PRODUCT_LABEL, kube_nodes, waiting_gpus
 from flows.idle_gpu.manifest import JOB_LABEL, SELECTOR, WINDOW_LABEL
 from flows.idle_gpu.models import NodeCapacity
@@ -122,6 +123,20 @@ class Cluster:
         pods = self.kube.list(PODS)
         self._waiting = waiting_gpus(pods, self.namespace)
         return kube_nodes(pods, self.kube.list(NODES), self.product_label)
+
+    def check_priority_classes(self, names: Iterable[str]) -> list[str]:
+        """Every PriorityClass the Jobs will name exists: a missing one makes the Job controller's every
+        pod creation fail admission, and the night would fill nothing. Raises :class:`BadInput` naming
+        it; returns a note when the credentials may not read PriorityClasses (the check is skipped)."""
+        for name in dict.fromkeys(names):
+            try:
+                self.kube.get(PRIORITY_CLASSES, None, name)
+            except NotFound:
+                raise BadInput(f"PriorityClass {name!r} does not exist: apply deploy/k8s "
+                               f"(base/priorityclasses.yaml) or name another one") from None
+            except Forbidden:
+                return [f"PriorityClass {name!r} not checked: the credentials may not get priorityclasses"]
+        return []
 
     def waiting_gpus(self) -> int:
         """GPUs pods of other workloads waited for at the last :meth:`nodes` (``capacity.waiting_gpus``)."""

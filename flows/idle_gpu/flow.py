@@ -210,6 +210,9 @@ def idle_gpu_nightly(
     # connected before the window opens (a run scheduled a few minutes early): its first minutes are the jobs'
     cluster = _cluster(namespace, discovery)
     try:
+        class_notes = cluster.check_priority_classes([priority_class, checkpointable_priority_class or priority_class])
+        for note in class_notes:
+            get_logger().warning(note)
         if ws > _utcnow() and not dry_run:
             get_logger().info("waiting for the window to open at %s", ws.isoformat())
             CLOCK.sleep(max(0.0, (ws - _utcnow()).total_seconds()))

@@ -267,6 +267,11 @@ def test_rbac_is_least_privilege(built):
     cluster_roles = by_kind(docs, "ClusterRole")
     assert set(cluster_roles) == {"inferops-idle-gpu-capacity"}  # the only cluster-wide grant: read-only
     assert {v for *_, v in rules_of(docs, "ClusterRole", "inferops-idle-gpu-capacity")} == {"get", "list", "watch"}
+    # the PriorityClasses the Jobs name, checked before a night: get, by name, nothing else
+    [pcs] = [r for r in by_kind(docs, "ClusterRole")["inferops-idle-gpu-capacity"]["rules"]
+             if r["resources"] == ["priorityclasses"]]
+    assert pcs["verbs"] == ["get"] and set(pcs["resourceNames"]) == set(by_kind(docs, "PriorityClass")) - {
+        "inference-critical"}
     for b in (d for d in docs if d["kind"] in ("RoleBinding", "ClusterRoleBinding")):
         assert all(s["kind"] == "ServiceAccount" and s["namespace"] == "inferops" for s in b["subjects"])
 

@@ -226,6 +226,26 @@ def test_dry_run_sees_dcgm_idle_gpus(cluster, prometheus, exporter, run_cli, tmp
     assert client.BatchV1Api(api).list_namespaced_job(NS).items == []  # dry run: nothing submitted
 
 
+def test_a_priority_class_that_does_not_exist_is_named_before_anything_runs(cluster, run_cli, tmp_path):
+    """A Job naming a missing PriorityClass is created, but admission refuses every pod of it: the night
+    would fill nothing. The run refuses first, in one line, exit 2, with nothing submitted."""
+    kube, api = cluster
+    queue = tmp_path / "q.json"
+    queue.write_text(json.dumps([job("a", 1, 600, 1, 1)]))
+    now = datetime.now(UTC)
+    env = {"INFEROPS_KUBE__KUBECONFIG": kube.kubeconfig}
+    args = ("idle-gpu", "run", "--queue", str(queue), "--timezone", "UTC", "--window-start", now.isoformat(),
+            "--window-end", (now + timedelta(hours=1)).isoformat())
+    r = run_cli(*args, "--checkpointable-priority-class", "offline-spot", env=env)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines()[-1] == ("inferops: PriorityClass 'offline-spot' does not exist: apply "
+                                                 "deploy/k8s (base/priorityclasses.yaml) or name another one")
+    assert "Traceback" not in r.stderr
+    r = run_cli(*args, "--dry-run", "--priority-class", "offline-low", env=env)
+    assert r.returncode == 2 and "PriorityClass 'offline-low' does not exist" in r.stderr
+    assert client.BatchV1Api(api).list_namespaced_job(NS).items == []
+
+
 def test_snapshot_then_plan_without_the_cluster(cluster, tmp_path):
     """`snapshot` reads the cluster once; `plan` then works from the file alone."""
     from flows.common.runtime import run_flow
