@@ -127,7 +127,8 @@ class Cluster:
     def check_priority_classes(self, names: Iterable[str]) -> list[str]:
         """Every PriorityClass the Jobs will name exists: a missing one makes the Job controller's every
         pod creation fail admission, and the night would fill nothing. Raises :class:`BadInput` naming
-        it; returns a note when the credentials may not read PriorityClasses (the check is skipped)."""
+        it; returns a note for each class the credentials may not read (not checked)."""
+        notes = []
         for name in dict.fromkeys(names):
             try:
                 self.kube.get(PRIORITY_CLASSES, None, name)
@@ -135,8 +136,8 @@ class Cluster:
                 raise BadInput(f"PriorityClass {name!r} does not exist: apply deploy/k8s "
                                f"(base/priorityclasses.yaml) or name another one") from None
             except Forbidden:
-                return [f"PriorityClass {name!r} not checked: the credentials may not get priorityclasses"]
-        return []
+                notes.append(f"PriorityClass {name!r} not checked: the credentials may not get priorityclasses")
+        return notes
 
     def waiting_gpus(self) -> int:
         """GPUs pods of other workloads waited for at the last :meth:`nodes` (``capacity.waiting_gpus``)."""

@@ -138,17 +138,27 @@ def _write_metrics(path: str | None, namespace: str, running: int, window_end: d
     publish(reg, job="inferops_idle_gpu", textfile=path, pushgateway=pushgateway, grouping={"namespace": namespace})
 
 
-def _publish(report: dict, report_path: str | None) -> None:
+def report_markdown(report: dict) -> str:
+    """The night's summary as the UI shows it: fill, outcomes, rejections, the ticks that started
+    nothing (the API did not answer; pods of other workloads waited for GPUs), and notes."""
     o = report["outcomes"]
-    artifacts.markdown("idle-gpu-report", "\n".join([
+    skipped, deferred = report.get("ticks_skipped_api_errors", 0), report.get("ticks_deferred_to_waiting_pods", 0)
+    return "\n".join([
         f"# Idle GPUs: {report['window_start']} to {report['window_end']}",
         "",
         f"- GPU-hours used: **{report['gpu_hours_used']}** of **{report['idle_gpu_hours']}** idle "
         f"({report['fill_ratio']:.0%})",
         "- jobs: " + ", ".join(f"{k} {v}" for k, v in o.items()),
         f"- queue rejections: {len(report.get('rejected', []))}",
+        *([f"- ticks that started nothing: {skipped} (Kubernetes API unreachable), {deferred} (pods of other "
+           f"workloads waiting for GPUs: inference scaling up)"] if skipped or deferred else []),
         *[f"- note: {n}" for n in report.get("notes", [])],
-    ]), description="GPU-hours used vs idle, and each job's outcome")
+    ])
+
+
+def _publish(report: dict, report_path: str | None) -> None:
+    artifacts.markdown("idle-gpu-report", report_markdown(report),
+                       description="GPU-hours used vs idle, and each job's outcome")
     artifacts.table("idle-gpu-jobs", report["jobs"], description="Offline jobs of the window")
     if report_path:
         write_text(report_path, json.dumps(report, indent=2) + "\n", "--report")
@@ -230,7 +240,7 @@ def idle_gpu_nightly(
     _write_metrics(metrics_textfile, namespace, 0, we)
     report = tracker.report(ws, we, idle_gpu_hours)
     report["rejected"] = [asdict(r) for r in q.rejected]
-    report["notes"] = snap.notes
+    report["notes"] = snap.notes + class_notes
     report["planned_gpu_hours_at_start"] = round(first_plan.planned_gpu_hours, 4) if first_plan else 0.0
     _publish(report, report_path)
     return report

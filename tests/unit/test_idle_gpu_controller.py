@@ -205,3 +205,41 @@ def test_checkpointable_jobs_get_the_lower_priority_class():
     assert JobSettings("batch").priority_for(True) == "batch"  # empty: one class for all
     with pytest.raises(BadInput, match="checkpointable priority class 'Low!' is not a valid Kubernetes name"):
         check_names("offline-batch", "offline-batch", None, "Low!")
+
+
+def test_the_summary_says_which_ticks_started_nothing_and_why():
+    from flows.idle_gpu.flow import report_markdown
+
+    clock = SimClock(WS.timestamp())
+    fake = FakeCluster(clock, run_s={"a": 600})
+    window, tracker = night(fake, clock, [job("a", 0.2)])
+    report = tracker.report(WS, WS + timedelta(hours=3), 1.0)
+    assert "started nothing" not in report_markdown(report)  # a quiet night says nothing of it
+    tracker.api_errors, tracker.deferred_ticks = 2, 7
+    md = report_markdown({**tracker.report(WS, WS + timedelta(hours=3), 1.0), "notes": ["PriorityClass 'x' not checked"]})
+    assert ("- ticks that started nothing: 2 (Kubernetes API unreachable), 7 (pods of other workloads waiting "
+            "for GPUs: inference scaling up)") in md
+    assert "- note: PriorityClass 'x' not checked" in md
+
+
+def test_priority_classes_the_credentials_may_not_read_are_noted_not_fatal():
+    """RBAC grants `get` on the two shipped classes by name; a custom one then answers 403: the night
+    goes on and says it did not check (a missing class is a one-line error: test_idle_gpu_window)."""
+    from flows.common.errors import BadInput
+    from flows.common.kube import Forbidden, NotFound
+    from flows.idle_gpu.cluster import Cluster
+
+    class Api:
+        def get(self, kind, namespace, name):
+            if name == "custom":
+                raise Forbidden("priorityclasses \"custom\" is forbidden: cannot get")
+            if name == "gone":
+                raise NotFound("priorityclasses \"gone\" not found")
+            return {"metadata": {"name": name}}
+
+    c = Cluster(Api(), "offline-batch")
+    assert c.check_priority_classes(["offline-batch", "offline-batch"]) == []
+    assert c.check_priority_classes(["offline-batch", "custom"]) == [
+        "PriorityClass 'custom' not checked: the credentials may not get priorityclasses"]
+    with pytest.raises(BadInput, match="PriorityClass 'gone' does not exist"):
+        c.check_priority_classes(["custom", "gone"])  # one it may not read does not end the check
