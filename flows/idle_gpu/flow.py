@@ -219,8 +219,9 @@ def idle_gpu_nightly(
     q = load_jobs(queue)
     # connected before the window opens (a run scheduled a few minutes early): its first minutes are the jobs'
     cluster = _cluster(namespace, discovery)
+    jobs = JobSettings(priority_class, kueue_queue, checkpointable_priority_class)
     try:
-        class_notes = cluster.check_priority_classes([priority_class, checkpointable_priority_class or priority_class])
+        class_notes = cluster.check_priority_classes([jobs.priority_for(False), jobs.priority_for(True)])
         for note in class_notes:
             get_logger().warning(note)
         if ws > _utcnow() and not dry_run:
@@ -232,7 +233,7 @@ def idle_gpu_nightly(
         tracker = Tracker(q.jobs)
         window = NightWindow(cluster, tracker, snap, window_start=ws, window_end=we, policy=policy, clock=CLOCK,
                              poll_seconds=poll_seconds, excluded=excluded,
-                             jobs=JobSettings(priority_class, kueue_queue, checkpointable_priority_class), logger=get_logger())
+                             jobs=jobs, logger=get_logger())
         idle_gpu_hours, first_plan = run_window(window, metrics_textfile)
         stop_window(window)
     finally:
