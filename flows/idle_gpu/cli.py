@@ -92,7 +92,8 @@ def run(
     priority_class: Annotated[str, typer.Option(help="low PriorityClass of the Jobs")] = "offline-batch",
     kueue_queue: Annotated[str | None, typer.Option(help="Kueue LocalQueue (label kueue.x-k8s.io/queue-name)")] = None,
     checkpointable_priority_class: Annotated[str, typer.Option(
-        help="PriorityClass of checkpointable jobs, preempted first; empty: --priority-class")] = "offline-batch-checkpointable",
+        help="PriorityClass of checkpointable jobs, preempted first (e.g. offline-batch-checkpointable); "
+             "empty: --priority-class")] = "",
     grace_period: Grace = 20,
     headroom_gpus: Headroom = 0,
     slot_seconds: Slot = 300,

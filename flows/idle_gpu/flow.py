@@ -175,7 +175,7 @@ def idle_gpu_nightly(
     namespace: str = "offline-batch",
     priority_class: str = "offline-batch",
     kueue_queue: str | None = None,
-    checkpointable_priority_class: str = "offline-batch-checkpointable",
+    checkpointable_priority_class: str = "",
     policy: PlanPolicy = PlanPolicy(),  # noqa: B008 (pydantic model: the UI form)
     discovery: Discovery = Discovery(),  # noqa: B008
     poll_seconds: float = 30.0,
@@ -197,8 +197,9 @@ def idle_gpu_nightly(
         priority_class: Low PriorityClass of the Jobs, so that inference preempts them.
         kueue_queue: Kueue LocalQueue for the Jobs (label kueue.x-k8s.io/queue-name); empty: none.
         checkpointable_priority_class: PriorityClass of checkpointable jobs, below priority_class so
-            that a surge preempts them first (they resume; the others lose their run); empty: the same
-            as priority_class.
+            that a surge preempts them first (they resume; the others lose their run); empty (the
+            default): the same as priority_class. Opt-in: with it, the rehearsal once saw an inference
+            pod wait 36 s, as requeued jobs were resubmitted into GPUs a surge took again.
         policy: How to pack: slot length, headroom, grace period, runtime margin, tail segments.
         discovery: Where idle capacity and the demand forecast come from (DCGM metrics in Prometheus).
         poll_seconds: Seconds between two looks at the cluster during the window.

@@ -115,7 +115,8 @@ def test_a_night_in_the_emulator(cluster, tmp_path):
     ws, we = now, now + timedelta(seconds=30)
     report_path = tmp_path / "report.json"
     result: dict = {}
-    t = night_thread(result, queue, ws, we, report_path=str(report_path))
+    t = night_thread(result, queue, ws, we, report_path=str(report_path),
+                     checkpointable_priority_class="offline-batch-checkpointable")  # opted in
     t.start()
     wait(lambda: running_pods(api, "nockpt") and running_pods(api, "ckpt"), "batch pods running")
     # inference wants gpu-a back: the scheduler preempts the batch pod (DisruptionTarget)
