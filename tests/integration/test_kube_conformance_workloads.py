@@ -343,6 +343,7 @@ def test_hpa_scales_on_the_metric_within_its_behavior(apis, kube_clean):
     wait_until(lambda: apps.read_namespaced_deployment("llm", NS).spec.replicas == 7, what="scale up by 4")
     h = hpa.read_namespaced_horizontal_pod_autoscaler_status("llm", NS)
     assert (h.status.current_replicas, h.status.desired_replicas) == (3, 7)
+    assert condition(h, "ScalingLimited").status == "True" and condition(h, "ScalingLimited").reason == "ScaleUpLimit"
     assert ("SuccessfulRescale", "New size: 7; reason: pods metric inference_requests_per_second above target") \
         in events(core, "llm")
     # the same load over 7 pods: 45000 / 7 per pod → ceil(7 x 6428.6 / 5000) = 9, once the 60 s period passed
@@ -351,10 +352,14 @@ def test_hpa_scales_on_the_metric_within_its_behavior(apis, kube_clean):
     assert apps.read_namespaced_deployment("llm", NS).spec.replicas == 7  # the Pods policy: 4 per 60 s
     kube_clean.clock.advance(61)
     wait_until(lambda: apps.read_namespaced_deployment("llm", NS).spec.replicas == 9, what="the rest")
+    assert condition(hpa.read_namespaced_horizontal_pod_autoscaler_status("llm", NS), "ScalingLimited").reason \
+        == "DesiredWithinRange"
     kube_clean.hpa.set_metric(NS, "llm", "inference_requests_per_second", 1000)
     kube_clean.clock.advance(16)
     time.sleep(0.3)
     assert apps.read_namespaced_deployment("llm", NS).spec.replicas == 9  # within the 600 s window
+    assert condition(hpa.read_namespaced_horizontal_pod_autoscaler_status("llm", NS), "ScalingLimited").status \
+        == "False"  # the stabilization window is not a limit: it changes the recommendation
     kube_clean.clock.advance(601)
     wait_until(lambda: apps.read_namespaced_deployment("llm", NS).spec.replicas == 3, what="scale down to min")
     wait_until(lambda: available(apps) == 3)

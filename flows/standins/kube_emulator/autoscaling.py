@@ -133,12 +133,17 @@ class HPAController:
         limited = self._limit(uid, current, stabilized, up, down, t)
         mn, mx = spec.get("minReplicas", 1), spec["maxReplicas"]
         final = min(max(limited, mn), mx)
-        if final == mx and limited > mx:
-            ko.set_condition(status, "ScalingLimited", "True", "TooManyReplicas", "the desired replica count is more "
-                          "than the maximum replica count", now)
-        elif final == mn and limited < mn:
-            ko.set_condition(status, "ScalingLimited", "True", "TooFewReplicas", "the desired replica count is less "
-                          "than the minimum replica count", now)
+        # as the controller's convertDesiredReplicasWithBehaviorRate names the limit that held it back
+        if stabilized > current and final < stabilized:
+            ko.set_condition(status, "ScalingLimited", "True", *(
+                ("ScaleUpLimit", "the desired replica count is increasing faster than the maximum scale rate")
+                if final < mx else ("TooManyReplicas", "the desired replica count is more than the maximum "
+                                                       "replica count")), now)
+        elif stabilized < current and final > stabilized:
+            ko.set_condition(status, "ScalingLimited", "True", *(
+                ("ScaleDownLimit", "the desired replica count is decreasing faster than the maximum scale rate")
+                if final > mn else ("TooFewReplicas", "the desired replica count is less than the minimum "
+                                                      "replica count")), now)
         else:
             ko.set_condition(status, "ScalingLimited", "False", "DesiredWithinRange", "the desired count is within the "
                           "acceptable range", now)
