@@ -329,6 +329,9 @@ class SimCluster:
     def waiting_gpus(self) -> int:
         return 0  # the simulated fleet places inference at once (preempting): nothing waits between ticks
 
+    def scale_up_gpus(self) -> dict[str, int]:
+        return {}  # and scales it to the demand at once: no autoscaler waves
+
     def views(self, window_tag: str | None = None) -> list[JobView]:
         self.night._finish(self.clock.now())
         return [JobView(j.name, j.job.name, j.state, "", str(j.node), (j.pod,) if j.pod else ())

@@ -20,8 +20,18 @@ from datetime import datetime
 from typing import Any
 
 from flows.common.errors import BadInput, InferopsError
-from flows.common.kube import JOBS, NODES, PODS, PRIORITY_CLASSES, Expired, Forbidden, Kube, NotFound
-from flows.idle_gpu.capacity import PRODUCT_LABEL, kube_nodes, waiting_gpus
+from flows.common.kube import (
+    HORIZONTAL_POD_AUTOSCALERS,
+    JOBS,
+    NODES,
+    PODS,
+    PRIORITY_CLASSES,
+    Expired,
+    Forbidden,
+    Kube,
+    NotFound,
+)
+from flows.idle_gpu.capacity import PRODUCT_LABEL, kube_nodes, scale_up_gpus, waiting_gpus
 from flows.idle_gpu.manifest import JOB_LABEL, SELECTOR, WINDOW_LABEL
 from flows.idle_gpu.models import NodeCapacity
 from flows.idle_gpu.tracker import JobView, PodView
@@ -117,12 +127,29 @@ class Cluster:
         self.kube, self.namespace, self.product_label = kube, namespace, product_label
         self._watch: PodWatch | None = None
         self._waiting = 0
+        self._coming: dict[str, int] = {}
+        self._hpas_readable = True
 
     def nodes(self) -> tuple[list[NodeCapacity], list[str]]:
         """GPU nodes as Kubernetes sees them (free = allocatable - requested), and notes."""
         pods = self.kube.list(PODS)
         self._waiting = waiting_gpus(pods, self.namespace)
-        return kube_nodes(pods, self.kube.list(NODES), self.product_label)
+        self._coming = scale_up_gpus(self._hpas(), pods, self.namespace)
+        nodes, notes = kube_nodes(pods, self.kube.list(NODES), self.product_label)
+        if not self._hpas_readable:
+            notes.append("HorizontalPodAutoscalers not read (the credentials may not list them): a night does "
+                         "not wait for an autoscaler's next scale-up wave; apply deploy/k8s (base/rbac.yaml)")
+        return nodes, notes
+
+    def _hpas(self) -> list[dict[str, Any]]:
+        if not self._hpas_readable:
+            return []
+        try:
+            return self.kube.list(HORIZONTAL_POD_AUTOSCALERS)
+        except Forbidden as exc:  # older RBAC: go on without the signal, and say so once
+            log.warning("cannot list HorizontalPodAutoscalers (%s): not waiting for scale-up waves", exc)
+            self._hpas_readable = False
+            return []
 
     def check_priority_classes(self, names: Iterable[str]) -> list[str]:
         """Every PriorityClass the Jobs will name exists: a missing one makes the Job controller's every
@@ -142,6 +169,11 @@ class Cluster:
     def waiting_gpus(self) -> int:
         """GPUs pods of other workloads waited for at the last :meth:`nodes` (``capacity.waiting_gpus``)."""
         return self._waiting
+
+    def scale_up_gpus(self) -> dict[str, int]:
+        """GPUs the next waves of autoscalers held back by their scale-up rate will want, at the last
+        :meth:`nodes` (``capacity.scale_up_gpus``)."""
+        return self._coming
 
     def submit(self, manifest: dict[str, Any]) -> bool:
         """Create the Job; False if it already exists (a re-run adopts it: idempotent)."""

@@ -7,8 +7,8 @@ No Prefect and no Kubernetes client here. A :class:`NightWindow` drives a narrow
 :class:`~flows.idle_gpu.tracker.Tracker` book what happened (and delete preempted Jobs), re-plans
 the pending jobs from the live capacity with :func:`~flows.idle_gpu.packer.pack`, and submits what
 starts now. A tick starts nothing while pods of other workloads wait for GPUs (inference scaling
-up), nor for a while after a job of ours was preempted (:class:`PreemptionBackoff`: the surge's next
-wave would preempt what started in between). At the window's end :meth:`NightWindow.stop` suspends what still runs, waits out the
+up), and while an autoscaler of GPU pods is held back by its scale-up rate it keeps free the GPUs its
+next waves will want (a job started on them would be preempted within a minute). At the window's end :meth:`NightWindow.stop` suspends what still runs, waits out the
 grace period (the jobs checkpoint), then deletes every Job of the window still suspended:
 ``ttlSecondsAfterFinished`` never applies to a suspended Job, so nothing else would.
 """
@@ -42,6 +42,10 @@ class NightCluster(Protocol):
     def waiting_gpus(self) -> int:
         """GPUs that pods of other workloads (inference scaling up) waited for at the last ``nodes()``."""
 
+    def scale_up_gpus(self) -> dict[str, int]:
+        """GPUs the next scale-up waves of other workloads will want, per autoscaler held back by its
+        scale-up rate, at the last ``nodes()``."""
+
     def views(self, window_tag: str | None = None) -> list[JobView]:
         """This room's Jobs (of one window, if given) and their pods, including pods deleted since
         the last call (their last state: a preemption between two calls is never missed)."""
@@ -67,39 +71,6 @@ class JobSettings:
 
     def priority_for(self, checkpointable: bool) -> str:
         return (self.checkpointable_priority_class or self.priority_class) if checkpointable else self.priority_class
-
-
-@dataclass
-class PreemptionBackoff:
-    """Start nothing for a while after inference preempts a job of ours.
-
-    A surge comes in waves: an HPA adds at most what its scale-up policy allows per period (the
-    shipped one: 4 pods or 50 % a minute), so a job started on the GPUs one wave did not need is
-    preempted by the next, and every preemption keeps an inference pod waiting for a grace period.
-    Pods already waiting are seen (``waiting_gpus``); the next wave is not, until it comes. So after a
-    preemption nothing starts for ``base_s``; a preemption while backing off, or within one more
-    backoff after it, means the surge goes on, and the backoff doubles (up to ``max_factor`` x).
-    Preemptions within a quarter of the base of the backoff's start are the same wave, seen over a
-    few ticks. ``base_s`` 0: off.
-    """
-
-    base_s: float
-    max_factor: int = 8
-    seconds: float = 0.0
-    since: datetime | None = None
-    until: datetime | None = None
-
-    def preempted(self, now: datetime) -> bool:
-        """Book a preemption seen now; True if it started (or lengthened) a backoff."""
-        if self.base_s <= 0 or (self.since is not None and (now - self.since).total_seconds() < self.base_s / 4):
-            return False
-        goes_on = self.until is not None and now < self.until + timedelta(seconds=self.seconds)
-        self.seconds = min(self.seconds * 2, self.base_s * self.max_factor) if goes_on else self.base_s
-        self.since, self.until = now, now + timedelta(seconds=self.seconds)
-        return True
-
-    def holds(self, now: datetime) -> bool:
-        return self.until is not None and now < self.until
 
 
 def busy(tracker: Tracker, running: Iterable[JobView], policy: PlanPolicy, now: datetime) -> list[Busy]:
@@ -135,7 +106,6 @@ class NightWindow:
         self.jobs, self.on_tick, self.log = jobs or JobSettings(), on_tick, logger or log
         self.tag = window_tag(window_start)
         self.stop_at = window_end - timedelta(seconds=policy.grace_period_s)
-        self.backoff = PreemptionBackoff(policy.preemption_backoff_s)
 
     def _sleep(self) -> None:
         self.clock.sleep(max(0.0, min(self.poll_seconds, (self.stop_at - utcnow(self.clock)).total_seconds())))
@@ -155,7 +125,6 @@ class NightWindow:
             try:
                 views = c.views(self.tag)
                 jobs = {v.k8s_name: v.job for v in views}
-                preemptions = tracker.preemptions()
                 for name in tracker.observe(views, now):
                     r = tracker.records.get(jobs.get(name, ""))
                     self.log.warning("job %s: %s; deleting it", name, r.reason if r else "retired")
@@ -166,9 +135,6 @@ class NightWindow:
                 self.log.warning("tick skipped: %s", exc)
                 self._sleep()
                 continue
-            if tracker.preemptions() > preemptions and self.backoff.preempted(now):
-                self.log.info("a job was preempted: starting nothing for %d s (a surge comes in waves; a job "
-                              "started between two would be preempted by the next)", self.backoff.seconds)
             current = {r.k8s_name for r in tracker.active()}  # not the preempted attempts being deleted
             running = {v.k8s_name: v for v in views
                        if v.k8s_name in current and any(p.phase == "Running" for p in v.pods)}
@@ -193,12 +159,17 @@ class NightWindow:
                                   "they are placed (%d ticks so far)", waiting, tracker.deferred_ticks)
                 self._sleep()
                 continue
-            if self.backoff.holds(now):
-                tracker.backoff_ticks += 1
-                self._sleep()
-                continue
+            coming = c.scale_up_gpus()
+            plan_policy = policy
+            if coming:  # between two waves of a surge: keep free what the next ones will want
+                tracker.reserved_ticks += 1
+                plan_policy = policy.model_copy(update={"headroom_gpus": policy.headroom_gpus + sum(coming.values())})
+                if tracker.reserved_ticks == 1 or tracker.reserved_ticks % 20 == 0:
+                    self.log.info("scaling up faster than their policies let them: %s; keeping their GPUs free "
+                                  "(%d ticks so far)", ", ".join(f"{k} ({v} GPUs to come)" for k, v in coming.items()),
+                                  tracker.reserved_ticks)
             plan = pack(tracker.pending(), self.snapshot.model_copy(update={"nodes": nodes, "taken_at": now}),
-                        self.window_start, self.window_end, policy, now,
+                        self.window_start, self.window_end, plan_policy, now,
                         busy=busy(tracker, running.values(), policy, now), remaining_hours=tracker.remaining_hours())
             first_plan = first_plan or plan
             for u in plan.unplaced:

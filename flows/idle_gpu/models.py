@@ -134,10 +134,6 @@ class PlanPolicy(BaseModel):
     tail_segments: bool = Field(True, description="let a checkpointable job that cannot finish tonight run "
                                                   "until the window closes, then stop at a checkpoint")
     min_segment_minutes: float = Field(20, gt=0, le=1440, description="shortest such tail segment worth starting")
-    preemption_backoff_s: int = Field(120, ge=0, le=3600,
-                                      description="after inference preempts a job, start nothing for this long; "
-                                                  "doubled (up to 8x) when the next wave of the surge preempts "
-                                                  "again; 0: off")
 
 
 class Outcome(StrEnum):

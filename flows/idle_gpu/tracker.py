@@ -84,7 +84,7 @@ class Tracker:
     _retired: set[str] = field(default_factory=set)  # Jobs deleted after a preemption
     api_errors: int = 0  # ticks skipped because the cluster did not answer
     deferred_ticks: int = 0  # ticks that started nothing: pods of other workloads waited for GPUs
-    backoff_ticks: int = 0  # ticks that started nothing: backing off after a preemption
+    reserved_ticks: int = 0  # ticks that kept GPUs free for an autoscaler's next scale-up waves
 
     def __post_init__(self) -> None:
         self.records = {j.name: JobRecord(j) for j in self.jobs}
@@ -92,9 +92,6 @@ class Tracker:
     def submitted(self, job: str, k8s_name: str, node: str, at: datetime, partial: bool = False) -> None:
         r = self.records[job]
         r.k8s_name, r.node, r.submitted_at, r.partial = k8s_name, node, at, partial
-
-    def preemptions(self) -> int:
-        return sum(r.preemptions for r in self.records.values())
 
     def pending(self) -> list[OfflineJob]:
         return [r.job for r in self.records.values() if r.waiting]
@@ -193,5 +190,5 @@ class Tracker:
             "outcomes": outcomes, "jobs": [r.to_dict() for r in self.records.values()],
             "ticks_skipped_api_errors": self.api_errors,
             "ticks_deferred_to_waiting_pods": self.deferred_ticks,
-            "ticks_backed_off_after_preemption": self.backoff_ticks,
+            "ticks_reserving_for_scale_up": self.reserved_ticks,
         }

@@ -15,6 +15,7 @@ night), the canary's analysis and Prometheus in real time.
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
@@ -120,12 +121,22 @@ def test_an_idle_gpu_night_on_the_serving_fleet(rehearsal, tmp_path):
     window = 1000.0  # cluster seconds: 50 s at 20x (the flow runs in real time: faster makes it late)
     queue = night_queue(free, window, seed=3)
     # the surge takes the HPA to its maximum: it adds max(4 pods, 50 %) a minute, so reaching it takes
-    # minutes, in which offline jobs end and free GPUs that new inference pods take without preempting
-    # anything; only the maximum leaves offline fewer GPUs (64 - 50) than it holds whatever the timing
+    # minutes, and the maximum leaves offline fewer GPUs (64 - 50) than it holds
     surge = int(r.hpa()["spec"]["maxReplicas"])
     assert r.nodes * r.gpus - surge < free // 2
 
-    run = run_night(r, queue, window_s=window, demand=[(0, stable), (250, surge)], queue_file=tmp_path / "queue.json")
+    def when_full():
+        # the surge's first wave (4 pods, or half the count) is the one nothing announces: it preempts if
+        # it finds fewer GPUs free than it needs; the next waves find theirs kept free (the HPA says
+        # ScaleUpLimit, and the night reserves what it will still add). So it comes once offline holds
+        # all but 3 GPUs, as it does within seconds at this fill (at most 5 s: 100 cluster seconds)
+        until = time.monotonic() + 5
+        while r.free_gpus() > 3 and time.monotonic() < until:
+            time.sleep(0.05)
+        return surge
+
+    run = run_night(r, queue, window_s=window, demand=[(0, stable), (250, when_full)],
+                    queue_file=tmp_path / "queue.json")
     report = run.report
     assert run.inference_pods >= 8 and run.inference_unscheduled == 0, run  # (the HPA stops within its 10 % tolerance)
     assert max(run.inference_waits_s) <= 30, sorted(run.inference_waits_s)  # ready within 30 s of creation

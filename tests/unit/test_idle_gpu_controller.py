@@ -9,7 +9,7 @@ import pytest
 
 from flows.common.clock import SimClock
 from flows.common.errors import BackendUnavailable
-from flows.idle_gpu.controller import JobSettings, NightWindow, PreemptionBackoff
+from flows.idle_gpu.controller import JobSettings, NightWindow
 from flows.idle_gpu.manifest import HOSTNAME, JOB_LABEL
 from flows.idle_gpu.models import CapacitySnapshot, NodeCapacity, OfflineJob, PlanPolicy
 from flows.idle_gpu.tracker import JobView, PodView, Tracker
@@ -31,6 +31,7 @@ class FakeCluster:
         self.suspended: list[str] = []
         self.blips = 0
         self.waiting = 0  # GPUs pending pods of other workloads wait for
+        self.coming: dict[str, int] = {}  # GPUs autoscalers' next scale-up waves will want
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self.clock.now(), UTC)
@@ -48,6 +49,9 @@ class FakeCluster:
 
     def waiting_gpus(self):
         return self.waiting
+
+    def scale_up_gpus(self):
+        return self.coming
 
     def views(self, window_tag=None):
         if self.blips:
@@ -150,46 +154,27 @@ def test_nothing_starts_while_pods_of_other_workloads_wait_for_gpus():
     assert tracker.report(WS, WS + timedelta(hours=3), 1.0)["ticks_deferred_to_waiting_pods"] == 3
 
 
-def test_the_backoff_after_a_preemption_doubles_while_the_surge_goes_on():
-    b = PreemptionBackoff(120)
-    at = lambda s: WS + timedelta(seconds=s)  # noqa: E731
-    assert not b.holds(at(0))
-    assert b.preempted(at(0)) and b.seconds == 120 and b.holds(at(119)) and not b.holds(at(120))
-    assert not b.preempted(at(20)) and b.until == at(120)  # the same wave, seen a tick later
-    assert b.preempted(at(100)) and b.seconds == 240 and b.until == at(340)  # the next wave, while backing off
-    assert b.preempted(at(500)) and b.seconds == 480  # within one more backoff after it: still the surge
-    for t in (1000, 2000, 3000):
-        b.preempted(at(t))
-    assert b.seconds == 960 and b.until == at(3960)  # at most 8x
-    assert b.preempted(at(10_000)) and b.seconds == 120  # after a quiet spell: a new surge
-    off = PreemptionBackoff(0)
-    assert not off.preempted(at(0)) and not off.holds(at(0))
-
-
-def test_after_a_preemption_nothing_starts_until_the_backoff_ends():
-    """A surge in two waves: the requeued job waits out the backoff (120 s), is preempted again by the
-    second wave, and then waits twice as long: it is not thrown at each wave."""
-    events = {WS.timestamp() + 1800: lambda: fake.preempt("a"), WS.timestamp() + 1950: lambda: fake.preempt("a")}
+def test_while_an_autoscaler_is_held_back_by_its_scale_up_rate_its_next_waves_gpus_stay_free():
+    """Between two waves of a surge nothing of inference is pending, but its HPA will want 6 more GPUs:
+    of the node's 8, a 4-GPU job waits (it would leave 4 free) and a 2-GPU one starts; once the
+    HPA has scaled, the queue goes on."""
+    events = {WS.timestamp() + 150: lambda: setattr(fake, "coming", {})}
 
     def world(old, new):
         for t in [t for t in events if old < t <= new]:
             events.pop(t)()
 
     clock = SimClock(WS.timestamp(), on_advance=world)
-    fake = FakeCluster(clock, run_s={"a": 3600})
-    window, tracker = night(fake, clock, [job("a", 1.0, checkpointable=True)])
+    fake = FakeCluster(clock, run_s={"a": 600, "b": 600})
+    fake.coming = {"inference/llm-server": 6}
+    window, tracker = night(fake, clock, [job("a", 0.2, gpus=4), job("b", 0.2, gpus=2)])
     window.run()
+    assert tracker.reserved_ticks == 3 and tracker.deferred_ticks == 0  # ticks at 0, 60 and 120 s
     tag = "20261128t0100"
-    assert fake.submitted == [f"idle-a-{tag}", f"idle-a-{tag}-r1", f"idle-a-{tag}-r2"]
-    starts = [fake.jobs[n]["pod"].started for n in fake.submitted[1:] if n in fake.jobs]
-    assert starts == [WS + timedelta(seconds=2220)]  # r1 (started at 1920) is gone; r2: 1980 + 240
-    assert tracker.backoff_ticks == 2 + 4  # ticks 1800, 1860; then 1980 to 2160
-    assert tracker.records["a"].outcome.value == "done" and tracker.records["a"].preemptions == 2
-    report = tracker.report(WS, WS + timedelta(hours=3), 1.0)
-    assert report["ticks_backed_off_after_preemption"] == 6
-    no_backoff = PlanPolicy(slot_seconds=300, grace_period_s=20, runtime_margin=1.0, preemption_backoff_s=0)
-    assert not NightWindow(fake, Tracker([]), window.snapshot, window_start=WS, window_end=WS + timedelta(hours=3),
-                           policy=no_backoff, clock=clock).backoff.preempted(WS)
+    assert fake.submitted == [f"idle-b-{tag}", f"idle-a-{tag}"]
+    assert fake.jobs[f"idle-b-{tag}"]["pod"].started == WS
+    assert fake.jobs[f"idle-a-{tag}"]["pod"].started == WS + timedelta(seconds=180)
+    assert tracker.report(WS, WS + timedelta(hours=3), 1.0)["ticks_reserving_for_scale_up"] == 3
 
 
 def test_an_api_blip_skips_a_tick_and_the_stop_suspends_what_still_runs():
@@ -257,10 +242,11 @@ def test_the_summary_says_which_ticks_started_nothing_and_why():
     window, tracker = night(fake, clock, [job("a", 0.2)])
     report = tracker.report(WS, WS + timedelta(hours=3), 1.0)
     assert "started nothing" not in report_markdown(report)  # a quiet night says nothing of it
-    tracker.api_errors, tracker.deferred_ticks, tracker.backoff_ticks = 2, 7, 4
+    tracker.api_errors, tracker.deferred_ticks, tracker.reserved_ticks = 2, 7, 4
     md = report_markdown({**tracker.report(WS, WS + timedelta(hours=3), 1.0), "notes": ["PriorityClass 'x' not checked"]})
     assert ("- ticks that started nothing: 2 (Kubernetes API unreachable), 7 (pods of other workloads waiting "
-            "for GPUs: inference scaling up), 4 (backing off after a preemption: the surge's next wave)") in md
+            "for GPUs: inference scaling up)") in md
+    assert "- ticks that kept GPUs free for an autoscaler's next scale-up waves: 4" in md
     assert "- note: PriorityClass 'x' not checked" in md
 
 

@@ -300,3 +300,60 @@ def test_gpus_pending_pods_of_other_workloads_wait_for():
     ]
     assert waiting_gpus(counted + not_counted, "offline-batch") == 7
     assert waiting_gpus(not_counted, "offline-batch") == 0
+
+
+def test_gpus_the_next_waves_of_autoscalers_held_back_by_their_scale_up_rate_will_want():
+    """An HPA whose metrics ask for more pods than its policy lets it add (ScalingLimited: ScaleUpLimit)
+    will want (asked - set) x GPUs per pod, asked by its own rule (at most maxReplicas; maxReplicas if
+    its status does not say), if it scales GPU pods (a Deployment's, through their ReplicaSet, or a
+    StatefulSet's); at its maximum, within range, scaling CPU pods, or ours: nothing."""
+    from flows.idle_gpu.capacity import scale_up_gpus
+
+    def pod(ns, owner_kind, owner, gpus):
+        res = {"requests": {"nvidia.com/gpu": str(gpus)}} if gpus else {"requests": {"cpu": "1"}}
+        return {"metadata": {"namespace": ns, "name": f"{owner}-x", "ownerReferences": [
+            {"kind": owner_kind, "name": owner, "controller": True}]},
+                "spec": {"containers": [{"resources": res}]}, "status": {"phase": "Running"}}
+
+    rps = {"type": "Pods", "pods": {"metric": {"name": "rps"}, "target": {"type": "AverageValue", "averageValue": "5k"}}}
+    cpu = {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 60}}}
+
+    def hpa(ns, name, kind, target, reason, status="True", top=50, now=(8, 12), metrics=(rps,), current=()):
+        return {"metadata": {"namespace": ns, "name": name},
+                "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": kind, "name": target},
+                         "maxReplicas": top, "metrics": list(metrics)},
+                "status": {"currentReplicas": now[0], "desiredReplicas": now[1], "currentMetrics": list(current),
+                           "conditions": [{"type": "AbleToScale", "status": "True", "reason": "SucceededRescale"},
+                                          {"type": "ScalingLimited", "status": status, "reason": reason}]}}
+
+    def at(value, name="rps"):
+        return {"type": "Pods", "pods": {"metric": {"name": name}, "current": {"averageValue": value}}}
+
+    pods = [pod("inference", "ReplicaSet", "llm-server-7d9f8c6b5", 1), pod("inference", "StatefulSet", "vllm", 8),
+            pod("web", "ReplicaSet", "api-5c4f", 0), pod("offline-batch", "Job", "idle-a", 4),
+            pod("inference", "ReplicaSet", "embed-6b7c8d", 1), pod("inference", "ReplicaSet", "big-5d6e", 2)]
+    hpas = [
+        # 8 pods at 15k each of a 5k target: the rule asks for 24; it set 12: 12 to come x 1 GPU
+        hpa("inference", "llm-server", "Deployment", "llm-server", "ScaleUpLimit", current=[at("15k")]),
+        # no metric in its status: up to its maximum, 6 - 4 = 2 pods x 8 GPUs
+        hpa("inference", "vllm", "StatefulSet", "vllm", "ScaleUpLimit", top=6, now=(2, 4)),
+        # the largest over its metrics: cpu asks for ceil(8 x 150 / 60) = 20, rps 8 x 0.5 = 4; at most 16
+        hpa("inference", "big", "Deployment", "big", "ScaleUpLimit", top=16, metrics=(rps, cpu), current=[
+            at("2500m"), {"type": "Resource", "resource": {"name": "cpu", "current": {"averageUtilization": 150}}}]),
+        hpa("inference", "embed", "Deployment", "embed", "TooManyReplicas"),  # at its maximum: no more waves
+        hpa("inference", "llm-b", "Deployment", "llm-server-b", "ScaleUpLimit"),  # owns no pod here
+        hpa("web", "api", "Deployment", "api", "ScaleUpLimit"),  # CPU only
+        hpa("offline-batch", "idle", "Job", "idle-a", "ScaleUpLimit"),  # ours
+        hpa("inference", "quiet", "Deployment", "llm-server", "DesiredWithinRange", status="False"),
+        # asks for no more than it set (the limit was on the way up): nothing to come
+        hpa("inference", "done", "Deployment", "llm-server", "ScaleUpLimit", current=[at("5k")]),
+    ]
+    assert scale_up_gpus(hpas, pods, "offline-batch") == {"inference/big": 8, "inference/llm-server": 12,
+                                                           "inference/vllm": 16}
+    # malformed or zero targets fall back to the maximum; an HPA without a status holds nothing back
+    odd = hpa("inference", "llm-server", "Deployment", "llm-server", "ScaleUpLimit", top=20,
+              metrics=[{"type": "Pods", "pods": {"metric": {"name": "rps"}, "target": {"type": "AverageValue",
+                                                                                        "averageValue": "0"}}}],
+              current=[at("1e999")])
+    assert scale_up_gpus([odd], pods, "offline-batch") == {"inference/llm-server": 8}
+    assert scale_up_gpus([{"metadata": {}, "spec": {}, "status": {}}], pods, "offline-batch") == {}
