@@ -271,3 +271,27 @@ def test_priority_classes_the_credentials_may_not_read_are_noted_not_fatal():
         "PriorityClass 'custom' not checked: the credentials may not get priorityclasses"]
     with pytest.raises(BadInput, match="PriorityClass 'gone' does not exist"):
         c.check_priority_classes(["custom", "gone"])  # one it may not read does not end the check
+
+
+def test_autoscalers_the_credentials_may_not_list_are_noted_not_fatal():
+    """RBAC from before this release lacks `list` on horizontalpodautoscalers: the night goes on
+    without the scale-up signal, warns once and notes it; pods and nodes are still read."""
+    from flows.common.kube import HORIZONTAL_POD_AUTOSCALERS, Forbidden
+    from flows.idle_gpu.cluster import Cluster
+
+    class Api:
+        calls: list[str] = []
+
+        def list(self, kind, namespace=None, **kw):
+            self.calls.append(kind.plural)
+            if kind == HORIZONTAL_POD_AUTOSCALERS:
+                raise Forbidden('horizontalpodautoscalers.autoscaling is forbidden: cannot list')
+            return []
+
+    api = Api()
+    c = Cluster(api, "offline-batch")
+    for _ in range(2):
+        nodes, notes = c.nodes()
+        assert nodes == [] and c.scale_up_gpus() == {} and c.waiting_gpus() == 0
+        assert any("HorizontalPodAutoscalers not read" in n for n in notes)
+    assert api.calls.count("horizontalpodautoscalers") == 1  # asked once, not every tick
