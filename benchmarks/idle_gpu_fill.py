@@ -593,7 +593,8 @@ def _cleanup(rehearsal) -> None:
     rehearsal.wait(lambda: not kube.list(POD_KIND, "offline-batch"), "offline pods gone", 60)
 
 
-def rehearsal_nights(kind: str, nights: int, seed: int, compress: float, speed: float, grace_s: int) -> dict:
+def rehearsal_nights(kind: str, nights: int, seed: int, compress: float, speed: float, grace_s: int,
+                     flow_params: dict | None = None, policy: dict | None = None) -> dict:
     """``nights`` compressed windows on one rehearsal cluster, for ``kind`` (ours | peer)."""
     import tempfile
 
@@ -625,7 +626,7 @@ def rehearsal_nights(kind: str, nights: int, seed: int, compress: float, speed: 
                 # the controller's tick and slot compressed like the window (the flow's defaults: 30 s, 5 min)
                 run = run_night(r, jobs, window_s=window_s, demand=wanted, queue_file=Path(tmp) / f"q{night}.json",
                                 grace_s=grace_s, poll_s=30 / compress, slot_s=max(1, round(300 / compress)),
-                                speed=speed, opens_at=start)
+                                speed=speed, opens_at=start, flow_params=flow_params, policy=policy)
                 end = start + window_s
                 stats.tail_segments += sum(j["partial"] and j["outcome"] == "stopped" for j in run.report["jobs"])
             else:
@@ -655,12 +656,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--compress", type=float, default=12.0, help="rehearsal: window time compression")
     ap.add_argument("--speed", type=float, default=20.0, help="rehearsal: the cluster's clock speed (the flow runs "
                     "in real time: at a higher speed its latency weighs more in cluster time)")
+    ap.add_argument("--checkpointable-priority-class", default=None,
+                    help="rehearsal: the flow's parameter (default: the flow's own, one class for all)")
+    ap.add_argument("--no-keep-free-for-scale-up", action="store_true",
+                    help="rehearsal: start jobs on the GPUs an HPA held back by its rate will want")
     ap.add_argument("--child", choices=("ours", "peer"), help=argparse.SUPPRESS)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     if args.child:
-        print(json.dumps(rehearsal_nights(args.child, args.nights, args.seed, args.compress, args.speed,
-                                          args.grace_period_s)))
+        cls = args.checkpointable_priority_class
+        print(json.dumps(rehearsal_nights(
+            args.child, args.nights, args.seed, args.compress, args.speed, args.grace_period_s,
+            flow_params=None if cls is None else {"checkpointable_priority_class": cls},
+            policy={"keep_free_for_scale_up": False} if args.no_keep_free_for_scale_up else None)))
         return 0
     if args.cluster == "sim":
         nights = args.nights or 7
@@ -672,6 +680,8 @@ def main(argv: list[str] | None = None) -> int:
         nights = args.nights or 2
         ours, peer = _children(args, nights)
         extra = {"cluster": "rehearsal", "compression": args.compress, "speed": args.speed,
+                 "checkpointable_priority_class": args.checkpointable_priority_class or "",
+                 "keep_free_for_scale_up": not args.no_keep_free_for_scale_up,
                  "pdb_violations": ours["pdb_violations"] + peer["pdb_violations"],
                  "hpa_overrides": ours["hpa_overrides"] + peer["hpa_overrides"],
                  "problems": ours.pop("problems") + peer.pop("problems")}
@@ -699,7 +709,11 @@ def _children(args, nights: int) -> tuple[dict, dict]:
     def run(kind: str) -> dict:
         out = subprocess.run([sys.executable, __file__, "--child", kind, "--nights", str(nights), "--seed",
                               str(args.seed), "--compress", str(args.compress), "--speed", str(args.speed),
-                              "--grace-period-s", str(args.grace_period_s)], capture_output=True, text=True,
+                              "--grace-period-s", str(args.grace_period_s),
+                              *(["--checkpointable-priority-class", args.checkpointable_priority_class]
+                                if args.checkpointable_priority_class is not None else []),
+                              *(["--no-keep-free-for-scale-up"] if args.no_keep_free_for_scale_up else [])],
+                             capture_output=True, text=True,
                              env={**os.environ, "PYTHONPATH": str(repo)}, cwd=repo)
         if out.returncode != 0:
             raise SystemExit(f"idle_gpu_fill: {kind} failed:\n{out.stderr[-3000:]}")

@@ -159,7 +159,7 @@ class NightWindow:
                                   "they are placed (%d ticks so far)", waiting, tracker.deferred_ticks)
                 self._sleep()
                 continue
-            coming = c.scale_up_gpus()
+            coming = c.scale_up_gpus() if policy.keep_free_for_scale_up else {}
             plan_policy = policy
             if coming:  # between two waves of a surge: keep free what the next ones will want
                 tracker.reserved_ticks += 1

@@ -134,6 +134,9 @@ class PlanPolicy(BaseModel):
     tail_segments: bool = Field(True, description="let a checkpointable job that cannot finish tonight run "
                                                   "until the window closes, then stop at a checkpoint")
     min_segment_minutes: float = Field(20, gt=0, le=1440, description="shortest such tail segment worth starting")
+    keep_free_for_scale_up: bool = Field(True, description="while an autoscaler of GPU pods is held back by its "
+                                                           "scale-up rate, keep free the GPUs its next waves "
+                                                           "will want (no job starts there to be preempted)")
 
 
 class Outcome(StrEnum):

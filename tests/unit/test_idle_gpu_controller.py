@@ -175,6 +175,17 @@ def test_while_an_autoscaler_is_held_back_by_its_scale_up_rate_its_next_waves_gp
     assert fake.jobs[f"idle-b-{tag}"]["pod"].started == WS
     assert fake.jobs[f"idle-a-{tag}"]["pod"].started == WS + timedelta(seconds=180)
     assert tracker.report(WS, WS + timedelta(hours=3), 1.0)["ticks_reserving_for_scale_up"] == 3
+    # switched off (keep_free_for_scale_up=False): both start at once
+    clock = SimClock(WS.timestamp())
+    fake = FakeCluster(clock, run_s={"a": 600, "b": 600})
+    fake.coming = {"inference/llm-server": 6}
+    window = NightWindow(fake, Tracker([job("a", 0.2, gpus=4), job("b", 0.2, gpus=2)]),
+                         CapacitySnapshot(taken_at=WS, nodes=fake.nodes()[0]), window_start=WS,
+                         window_end=WS + timedelta(hours=3), clock=clock, poll_seconds=60,
+                         policy=POLICY.model_copy(update={"keep_free_for_scale_up": False}))
+    window.run()
+    assert window.tracker.reserved_ticks == 0
+    assert {fake.jobs[n]["pod"].started for n in fake.submitted} == {WS}
 
 
 def test_an_api_blip_skips_a_tick_and_the_stop_suspends_what_still_runs():

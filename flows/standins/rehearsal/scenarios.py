@@ -191,13 +191,13 @@ class NightRun:
 def run_night(rehearsal: Rehearsal, queue: list[dict[str, Any]], *, window_s: float, demand: list[tuple[float, Any]],
               queue_file: Any, poll_s: float = 30.0, grace_s: int = 20, slot_s: int = 60,
               model_load_s: float = 5.0, speed: float | None = None, opens_at: float | None = None,
-              flow_params: dict[str, Any] | None = None) -> NightRun:
+              flow_params: dict[str, Any] | None = None, policy: dict[str, Any] | None = None) -> NightRun:
     """Run ``idle_gpu_nightly`` on the rehearsal cluster, on its clock, for a window of ``window_s``
     cluster seconds starting now, while inference demand follows ``demand`` ((offset s, stable pods
     the HPA should want), ...). Inference pods load their model in ``model_load_s`` (engines cached on
     the node). ``speed``: the cluster's clock speed during the night (then back). ``opens_at``: the
     cluster time the window opens (default now; later: the flow starts before it, as its schedule
-    starts it five minutes early). ``flow_params``: more parameters of the flow (default: its own). Returns the flow's report and what the cluster saw."""
+    starts it five minutes early). ``flow_params``: more parameters of the flow, ``policy``: of its PlanPolicy (default: its own). Returns the flow's report and what the cluster saw."""
     import json
     import os
     from datetime import UTC, datetime, timedelta
@@ -236,7 +236,7 @@ def run_night(rehearsal: Rehearsal, queue: list[dict[str, Any]], *, window_s: fl
                     # the window is compressed: the shortest tail segment keeps the default's share of
                     # a 6-hour window (20 minutes), not 20 minutes
                     policy=PlanPolicy(slot_seconds=slot_s, grace_period_s=grace_s, runtime_margin=1.1,
-                                      min_segment_minutes=window_s / 18 / 60),
+                                      min_segment_minutes=window_s / 18 / 60, **(policy or {})),
                     discovery=Discovery(forecast_nights=0), poll_seconds=poll_s, **(flow_params or {}))
         except BaseException as exc:  # reported below
             result["error"] = exc
