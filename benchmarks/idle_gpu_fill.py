@@ -362,7 +362,6 @@ def _dt(t: float) -> datetime:
     return datetime.fromtimestamp(t, UTC)
 
 
-log = logging.getLogger("idle_gpu_fill.rehearsal")
 QUIET = logging.getLogger("idle_gpu_fill")
 QUIET.addHandler(logging.NullHandler())
 QUIET.propagate = False
@@ -506,7 +505,8 @@ class Ledger:
                 stats.requeued += run.checkpointable
             elif run.ended is None or run.ended > window_end:
                 stats.past_window += 1
-                log.warning("past the window: %s (%s, ended %s)", run.job, run.phase, run.ended)
+                print(f"past the window: {run.job} ({run.phase}, started {run.started}, ended {run.ended}, window "
+                      f"end {window_end}, exit {run.exit_code})", file=sys.stderr)  # the parent repeats it
             else:
                 stats.stopped += 1
 
