@@ -440,9 +440,25 @@ class Ledger:
         self._sampler.start()
         return self
 
-    def stop(self) -> None:
-        self._stop.set()
+    def stop(self, settle_s: float = 10.0) -> None:
+        """Stop watching, once the watch has delivered the end of every pod that has ended: it lags
+        behind the cluster under load (at 20x, a second late is 20 cluster seconds), and a pod whose
+        end it has not delivered yet would count as past the window (its end time is the kubelet's
+        ``finishedAt``, so waiting changes no figure, only whether it is seen). A pod still running,
+        or one whose end never arrives within ``settle_s`` (real seconds), still counts."""
+        import time
+
+        from flows.standins.kube_emulator.resources import lookup
+
+        self._stop.set()  # idle GPUs count to the window's end, not while the watch settles
         self._sampler.join(timeout=5)
+        pods, until = lookup("", "pods"), time.monotonic() + settle_s
+        while time.monotonic() < until:
+            live = {p["metadata"]["uid"] for p in self.r.kube.store.peek(pods, "offline-batch")
+                    if (p.get("status") or {}).get("phase") in ("Pending", "Running")}
+            if all(run.ended is not None or uid in live for uid, run in self.runs.items() if run.started is not None):
+                break
+            time.sleep(0.05)
         self._informer.stop()
 
     def _pod(self, kind: str, pod: dict) -> None:

@@ -128,14 +128,15 @@ def test_an_idle_gpu_night_on_the_serving_fleet(rehearsal, tmp_path):
     def when_full():
         # the surge's first wave (4 pods, or half the count) is the one nothing announces: it preempts if
         # it finds fewer GPUs free than it needs; the next waves find theirs kept free (the HPA says
-        # ScaleUpLimit, and the night reserves what it will still add). So it comes once offline holds
-        # all but 3 GPUs, as it does within seconds at this fill (at most 5 s: 100 cluster seconds)
-        until = time.monotonic() + 5
+        # ScaleUpLimit, and the night reserves what it will still add), and so do the GPUs of jobs that
+        # end. So it comes early, before any job can end (the shortest runs 85 s), once offline holds
+        # all but 3 GPUs (at most 1 s: 20 cluster seconds)
+        until = time.monotonic() + 1
         while r.free_gpus() > 3 and time.monotonic() < until:
             time.sleep(0.05)
         return surge
 
-    run = run_night(r, queue, window_s=window, demand=[(0, stable), (250, when_full)],
+    run = run_night(r, queue, window_s=window, demand=[(0, stable), (30, when_full)],
                     queue_file=tmp_path / "queue.json")
     report = run.report
     assert run.inference_pods >= 8 and run.inference_unscheduled == 0, run  # (the HPA stops within its 10 % tolerance)
