@@ -7,6 +7,7 @@ asks its :class:`Clock`. The flow passes :class:`WallClock`; a benchmark or a un
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -19,6 +20,16 @@ class Clock(Protocol):
 
     def sleep(self, seconds: float) -> None:
         """Let ``seconds`` pass."""
+
+
+def wait(clock: Clock, event: threading.Event | None, seconds: float) -> bool:
+    """Let up to ``seconds`` pass on ``clock``, less if ``event`` is set (a watch saw something to act
+    on). True if woken early. A clock without ``wait`` (simulated time) sleeps the whole time."""
+    waiter = getattr(clock, "wait", None)
+    if event is None or waiter is None:
+        clock.sleep(seconds)
+        return False
+    return bool(waiter(event, seconds))
 
 
 def utcnow(clock: Clock) -> datetime:
@@ -35,6 +46,9 @@ class WallClock:
     def sleep(self, seconds: float) -> None:
         if seconds > 0:
             time.sleep(seconds)
+
+    def wait(self, event: threading.Event, seconds: float) -> bool:
+        return event.wait(max(0.0, seconds))
 
 
 class SimClock:

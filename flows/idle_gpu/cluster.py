@@ -8,13 +8,16 @@ Pods are *watched*, not polled (:class:`PodWatch`, an informer: list once, then 
 version, list again on 410 Gone). A preempted pod is deleted once its grace period is over, which
 can fall between two ticks of the night window; the watch keeps the last state of every deleted pod
 (a tombstone) until its Job is gone, so the tracker always sees the ``DisruptionTarget`` condition
-and requeues a checkpointable job every time.
+and requeues a checkpointable job every time. The watch also wakes the night window
+(:meth:`Cluster.changes`) when a pod ends, is deleted or is marked for disruption, so freed GPUs are
+refilled and a preempted job requeued at once, not at the next tick.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -28,6 +31,7 @@ from flows.common.kube import (
     PRIORITY_CLASSES,
     Expired,
     Forbidden,
+    Kind,
     Kube,
     NotFound,
 )
@@ -45,26 +49,39 @@ class PodWatch:
 
     :meth:`pods` returns the live pods and the tombstones (last state of pods deleted since), and
     :meth:`forget` drops tombstones whose Job is gone. Until the first list succeeds, and after the
-    watch thread died, :meth:`synced` is False and the caller lists pods itself.
+    watch thread died, :meth:`synced` is False and the caller lists pods itself. :attr:`ended` is set
+    whenever a pod ends (Succeeded, Failed), is deleted, or gets a ``DisruptionTarget`` condition:
+    GPUs are free or about to be, and whoever waits on it clears it.
     """
 
-    def __init__(self, kube: Kube, namespace: str, selector: str, *, watch_timeout_s: int = 60) -> None:
+    def __init__(self, kube: Kube, namespace: str | None, selector: str | None, *, watch_timeout_s: int = 60,
+                 tombstones: bool = True, kind: Kind = PODS) -> None:
         self.kube, self.namespace, self.selector, self.watch_timeout_s = kube, namespace, selector, watch_timeout_s
+        self.kind = kind  # pods, or any kind listed the same way (nodes, autoscalers: a cache, no tombstones)
+        self.tombstones = tombstones  # False: a deleted pod is simply gone (a cache of live pods)
         self._lock = threading.Lock()
         self._live: dict[str, dict[str, Any]] = {}
         self._gone: dict[str, dict[str, Any]] = {}
         self._synced = threading.Event()
         self._stop = threading.Event()
+        self.ended = threading.Event()
         self.errors = 0
-        self._thread = threading.Thread(target=self._run, name=f"pod-watch-{namespace}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"{kind.plural}-watch-{namespace or 'all'}", daemon=True)
 
     def start(self, timeout_s: float = 10.0) -> PodWatch:
+        """Start watching; wait until the first list is in (or the watch gave up: not allowed)."""
         self._thread.start()
-        self._synced.wait(timeout_s)
+        deadline = time.monotonic() + timeout_s
+        while not self._synced.wait(0.02) and self._thread.is_alive() and time.monotonic() < deadline:
+            pass
         return self
 
     def stop(self) -> None:
         self._stop.set()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
 
     @property
     def synced(self) -> bool:
@@ -81,11 +98,11 @@ class PodWatch:
                 del self._gone[uid]
 
     def _relist(self) -> str:
-        items, version = self.kube.list_at(PODS, self.namespace, labels=self.selector)
+        items, version = self.kube.list_at(self.kind, self.namespace, labels=self.selector)
         with self._lock:
             fresh = {p["metadata"]["uid"]: p for p in items}
             for uid, pod in self._live.items():  # gone while we were not watching: keep what we knew
-                if uid not in fresh:
+                if uid not in fresh and self.tombstones:
                     self._gone[uid] = pod
             self._live = fresh
         self._synced.set()
@@ -97,25 +114,39 @@ class PodWatch:
             try:
                 if not version:
                     version = self._relist()
-                for kind, pod in self.kube.watch(PODS, self.namespace, version, labels=self.selector,
+                for kind, pod in self.kube.watch(self.kind, self.namespace, version, labels=self.selector,
                                                  timeout_s=self.watch_timeout_s):
                     version = pod["metadata"].get("resourceVersion") or version
                     uid = pod["metadata"]["uid"]
                     with self._lock:
                         if kind == "DELETED":
                             self._live.pop(uid, None)
-                            self._gone[uid] = pod
+                            if self.tombstones:
+                                self._gone[uid] = pod
                         else:
                             self._live[uid] = pod
+                    if kind == "DELETED" or _ending(pod):
+                        self.ended.set()
                     if self._stop.is_set():
                         return
             except Expired:
                 version = ""
+            except Forbidden as exc:  # credentials that may list but not watch: the callers list instead
+                log.warning("%s watch in %s: %s; listing every tick instead", self.kind.plural,
+                            self.namespace or "all namespaces", exc)
+                return
             except InferopsError as exc:  # unreachable, or a 5xx: list again after a pause
                 self.errors += 1
-                log.warning("pod watch in %s: %s; listing again", self.namespace, exc)
+                log.warning("%s watch in %s: %s; listing again", self.kind.plural, self.namespace or "all namespaces", exc)
                 version = ""
                 self._stop.wait(min(30.0, 0.5 * 2 ** min(self.errors, 6)))
+
+
+def _ending(pod: dict[str, Any]) -> bool:
+    """The pod has ended or is being disrupted (preempted, evicted): its GPUs are, or soon will be, free."""
+    status = pod.get("status") or {}
+    return status.get("phase") in ("Succeeded", "Failed") or any(
+        c.get("type") == "DisruptionTarget" and c.get("status") == "True" for c in status.get("conditions") or [])
 
 
 def _job_uid(pod: dict[str, Any]) -> str:
@@ -126,26 +157,40 @@ class Cluster:
     def __init__(self, kube: Kube, namespace: str, product_label: str = PRODUCT_LABEL) -> None:
         self.kube, self.namespace, self.product_label = kube, namespace, product_label
         self._watch: PodWatch | None = None
+        self._caches: dict[str, PodWatch | None] = {}  # cluster-wide pods, nodes, autoscalers (None: list)
         self._waiting = 0
         self._coming: dict[str, int] = {}
         self._hpas_readable = True
 
     def nodes(self) -> tuple[list[NodeCapacity], list[str]]:
         """GPU nodes as Kubernetes sees them (free = allocatable - requested), and notes."""
-        pods = self.kube.list(PODS)
+        pods = self._cached(PODS)
         self._waiting = waiting_gpus(pods, self.namespace)
         self._coming = scale_up_gpus(self._hpas(), pods, self.namespace)
-        nodes, notes = kube_nodes(pods, self.kube.list(NODES), self.product_label)
+        nodes, notes = kube_nodes(pods, self._cached(NODES), self.product_label)
         if not self._hpas_readable:
             notes.append("HorizontalPodAutoscalers not read (the credentials may not list them): a night does "
                          "not wait for an autoscaler's next scale-up wave; apply deploy/k8s (base/rbac.yaml)")
         return nodes, notes
 
+    def _cached(self, kind: Kind) -> list[dict[str, Any]]:
+        """Every object of ``kind`` in the cluster, from a cluster-wide watch (an informer: one list,
+        then changes) rather than a list of the whole cluster every tick; listed while the watch has
+        not synced, and from the first time it could not run on (watch not allowed)."""
+        cache = self._caches.get(kind.plural, ...)
+        if cache is ...:
+            cache = self._caches[kind.plural] = PodWatch(self.kube, None, None, tombstones=False, kind=kind).start()
+        elif cache is not None and not cache.alive:
+            cache = self._caches[kind.plural] = None
+        if cache is not None and cache.synced:
+            return cache.pods()
+        return self.kube.list(kind)
+
     def _hpas(self) -> list[dict[str, Any]]:
         if not self._hpas_readable:
             return []
         try:
-            return self.kube.list(HORIZONTAL_POD_AUTOSCALERS)
+            return self._cached(HORIZONTAL_POD_AUTOSCALERS)
         except Forbidden as exc:  # older RBAC: go on without the signal, and say so once
             log.warning("cannot list HorizontalPodAutoscalers (%s): not waiting for scale-up waves", exc)
             self._hpas_readable = False
@@ -187,10 +232,16 @@ class Cluster:
             self._watch = PodWatch(self.kube, self.namespace, selector).start()
         return self._watch
 
+    def changes(self) -> threading.Event | None:
+        """Set when a pod of this room ended, was deleted or is being disrupted since it was last
+        cleared (see :class:`PodWatch`); None until the watch has started (then only ticks poll)."""
+        return self._watch.ended if self._watch is not None and self._watch.synced else None
+
     def close(self) -> None:
-        if self._watch is not None:
-            self._watch.stop()
-            self._watch = None
+        for w in (self._watch, *self._caches.values()):
+            if w is not None:
+                w.stop()
+        self._watch, self._caches = None, {}
 
     def views(self, window_tag: str | None = None) -> list[JobView]:
         selector = SELECTOR + (f",{WINDOW_LABEL}={window_tag}" if window_tag else "")
@@ -259,8 +310,14 @@ def _pod(p: dict[str, Any]) -> PodView:
             finished = max(filter(None, [finished, _when(term["finishedAt"])]))
         if state.get("waiting") and not waiting:
             waiting, message = state["waiting"].get("reason") or "", state["waiting"].get("message") or ""
-    disrupted = any(c.get("type") == "DisruptionTarget" and c.get("status") == "True"
-                    for c in status.get("conditions") or [])
+    conds = status.get("conditions") or []
+    disrupted = any(c.get("type") == "DisruptionTarget" and c.get("status") == "True" for c in conds)
+    unschedulable = None
+    sched = next((c for c in conds if c.get("type") == "PodScheduled"), None)
+    if (sched and sched.get("status") == "False" and sched.get("reason") == "Unschedulable"
+            and not status.get("nominatedNodeName") and not (p.get("spec") or {}).get("nodeName")):
+        unschedulable = _when(sched.get("lastTransitionTime"))
+        message = message or sched.get("message") or ""
     return PodView(uid=p["metadata"]["uid"], phase=status.get("phase") or "Pending",
                    started=_when(status.get("startTime")), finished=finished, disrupted=disrupted,
-                   waiting=waiting, message=message)
+                   waiting=waiting, message=message, unschedulable_since=unschedulable)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from flows.common.clock import Clock, utcnow
+from flows.common.clock import Clock, utcnow, wait
 from flows.common.errors import BackendUnavailable
 from flows.idle_gpu.manifest import job_manifest, window_tag
 from flows.idle_gpu.models import CapacitySnapshot, NodeCapacity, PlanPolicy
@@ -59,6 +59,9 @@ class NightCluster(Protocol):
     def delete(self, name: str, grace_period_s: int) -> None:
         """Delete the Job and its pods; already gone is success."""
 
+    # optional: ``changes() -> threading.Event | None``, set when a pod of the room ended, was deleted
+    # or is being disrupted (a watch); the window then ticks at once instead of at the next poll
+
 
 @dataclass
 class JobSettings:
@@ -91,24 +94,39 @@ class NightWindow:
     """One night: re-plan every tick from the live cluster, submit what starts now, react to preemptions.
 
     ``excluded``: per node, GPUs Kubernetes calls free but DCGM saw busy at discovery; they stay
-    out of every re-plan. ``on_tick(running, elapsed_s)`` runs after each tick that reached the
+    out of every re-plan. Between two ticks it waits ``poll_seconds``, or less when the cluster's
+    watch says a pod of ours ended, was deleted or is being preempted (at least
+    ``min_poll_seconds`` after the last tick, to bound the load on the apiserver). ``on_tick(running, elapsed_s)`` runs after each tick that reached the
     cluster (the flow's gauges and progress artifact).
     """
 
     def __init__(self, cluster: NightCluster, tracker: Tracker, snapshot: CapacitySnapshot, *,
                  window_start: datetime, window_end: datetime, policy: PlanPolicy, clock: Clock,
-                 poll_seconds: float = 30.0, excluded: dict[str, int] | None = None,
+                 poll_seconds: float = 30.0, min_poll_seconds: float = 1.0, excluded: dict[str, int] | None = None,
                  jobs: JobSettings | None = None, on_tick: Callable[[int, float], None] | None = None,
                  logger: logging.Logger | logging.LoggerAdapter | None = None) -> None:
         self.cluster, self.tracker, self.snapshot = cluster, tracker, snapshot
         self.window_start, self.window_end, self.policy, self.clock = window_start, window_end, policy, clock
-        self.poll_seconds, self.excluded = poll_seconds, excluded or {}
+        self.poll_seconds, self.min_poll_seconds = poll_seconds, min(min_poll_seconds, poll_seconds)
+        self.excluded = excluded or {}
         self.jobs, self.on_tick, self.log = jobs or JobSettings(), on_tick, logger or log
         self.tag = window_tag(window_start)
         self.stop_at = window_end - timedelta(seconds=policy.grace_period_s)
 
+    def _changes(self) -> Any:
+        changes = getattr(self.cluster, "changes", None)
+        return changes() if changes is not None else None
+
     def _sleep(self) -> None:
-        self.clock.sleep(max(0.0, min(self.poll_seconds, (self.stop_at - utcnow(self.clock)).total_seconds())))
+        left = max(0.0, min(self.poll_seconds, (self.stop_at - utcnow(self.clock)).total_seconds()))
+        event = self._changes()
+        if event is None:
+            self.clock.sleep(left)
+            return
+        first = min(self.min_poll_seconds, left)
+        self.clock.sleep(first)
+        if wait(self.clock, event, left - first):
+            self.tracker.woken_ticks += 1
 
     def run(self) -> tuple[float, Plan | None]:
         """Until the stop time, or until no job is pending or running. Returns the idle GPU-hours
@@ -122,10 +140,13 @@ class NightWindow:
             now = utcnow(self.clock)
             if now >= self.stop_at:
                 break
+            event = self._changes()
+            if event is not None:  # what ends from here on wakes the next wait
+                event.clear()
             try:
                 views = c.views(self.tag)
                 jobs = {v.k8s_name: v.job for v in views}
-                for name in tracker.observe(views, now):
+                for name in tracker.observe(views, now, replan_after_s=policy.replan_unschedulable_s):
                     r = tracker.records.get(jobs.get(name, ""))
                     self.log.warning("job %s: %s; deleting it", name, r.reason if r else "retired")
                     c.delete(name, policy.grace_period_s)

@@ -141,10 +141,11 @@ def _write_metrics(path: str | None, namespace: str, running: int, window_end: d
 def report_markdown(report: dict) -> str:
     """The night's summary as the UI shows it: fill, outcomes, rejections, the ticks that started
     nothing (the API did not answer; pods of other workloads waited for GPUs), those that kept GPUs free
-    for an autoscaler's next waves, and notes."""
+    for an autoscaler's next waves, the Jobs planned again elsewhere, and notes."""
     o = report["outcomes"]
     skipped, deferred = report.get("ticks_skipped_api_errors", 0), report.get("ticks_deferred_to_waiting_pods", 0)
     reserving = report.get("ticks_reserving_for_scale_up", 0)
+    replanned = report.get("attempts_replanned_unschedulable", 0)
     return "\n".join([
         f"# Idle GPUs: {report['window_start']} to {report['window_end']}",
         "",
@@ -155,6 +156,8 @@ def report_markdown(report: dict) -> str:
         *([f"- ticks that started nothing: {skipped} (Kubernetes API unreachable), {deferred} (pods of other "
            f"workloads waiting for GPUs: inference scaling up)"] if skipped or deferred else []),
         *([f"- ticks that kept GPUs free for an autoscaler's next scale-up waves: {reserving}"] if reserving else []),
+        *([f"- Jobs withdrawn unstarted and planned again (their node's GPUs were taken first): {replanned}"]
+          if replanned else []),
         *[f"- note: {n}" for n in report.get("notes", [])],
     ])
 

@@ -134,6 +134,10 @@ class PlanPolicy(BaseModel):
     tail_segments: bool = Field(True, description="let a checkpointable job that cannot finish tonight run "
                                                   "until the window closes, then stop at a checkpoint")
     min_segment_minutes: float = Field(20, gt=0, le=1440, description="shortest such tail segment worth starting")
+    replan_unschedulable_s: int = Field(30, ge=0, le=3600,
+                                        description="a Job whose pod found no room on its planned node this "
+                                                    "long (inference took the GPUs) is withdrawn, unstarted, "
+                                                    "and planned again")
     keep_free_for_scale_up: bool = Field(True, description="while an autoscaler of GPU pods is held back by its "
                                                            "scale-up rate, keep free the GPUs its next waves "
                                                            "will want (no job starts there to be preempted)")

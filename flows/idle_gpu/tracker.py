@@ -29,11 +29,20 @@ class PodView:
     disrupted: bool  # DisruptionTarget: preempted or evicted
     waiting: str = ""  # a container's waiting reason (ContainerCreating, CreateContainerConfigError, ...)
     message: str = ""  # its message
+    # the scheduler found no room for it (PodScheduled False, Unschedulable, nothing nominated to
+    # preempt) since then; ``message`` says why
+    unschedulable_since: datetime | None = None
 
 
 # waiting reasons no retry fixes: the job fails and its GPUs are released at once
 NEVER_STARTS = frozenset({"CreateContainerConfigError", "CreateContainerError", "InvalidImageName",
                           "ErrImageNeverPull"})
+
+
+def _stuck(pods: tuple[PodView, ...], now: datetime, after_s: float) -> bool:
+    """Every pod of the attempt has waited for a node with room at least ``after_s``, none started."""
+    return bool(pods) and all(p.phase == "Pending" and p.started is None and p.unschedulable_since is not None
+                              and (now - p.unschedulable_since).total_seconds() >= after_s for p in pods)
 
 
 @dataclass(frozen=True)
@@ -85,6 +94,8 @@ class Tracker:
     api_errors: int = 0  # ticks skipped because the cluster did not answer
     deferred_ticks: int = 0  # ticks that started nothing: pods of other workloads waited for GPUs
     reserved_ticks: int = 0  # ticks that kept GPUs free for an autoscaler's next scale-up waves
+    woken_ticks: int = 0  # ticks that came early: the pod watch saw a pod of ours end or be preempted
+    replanned: int = 0  # attempts withdrawn unstarted: their planned node had no room any more
 
     def __post_init__(self) -> None:
         self.records = {j.name: JobRecord(j) for j in self.jobs}
@@ -105,8 +116,13 @@ class Tracker:
     def skip(self, job: str, reason: str) -> None:
         self.records[job].reason = reason
 
-    def observe(self, views: list[JobView], now: datetime) -> list[str]:
-        """Update from the cluster; returns the Kubernetes Jobs to delete (until they are gone)."""
+    def observe(self, views: list[JobView], now: datetime, replan_after_s: float | None = None) -> list[str]:
+        """Update from the cluster; returns the Kubernetes Jobs to delete (until they are gone).
+
+        ``replan_after_s``: an attempt whose pods have all been unschedulable this long (its planned
+        node no longer has room: inference took the GPUs between the plan and the pod) is withdrawn,
+        unstarted, and the job goes back to the queue to be planned again from the live capacity.
+        """
         to_delete = []
         for v in views:
             r = self.records.get(v.job)
@@ -128,6 +144,15 @@ class Tracker:
             elif broken is not None and r.outcome in (None, Outcome.requeued):
                 r.outcome, r.reason = Outcome.failed, f"{broken.waiting}: {broken.message}".strip(": ")
                 self._retired.add(v.k8s_name)  # released now, not at its deadline
+                to_delete.append(v.k8s_name)
+            elif (replan_after_s is not None and v.state == "active" and r.outcome in (None, Outcome.requeued)
+                  and _stuck(v.pods, now, replan_after_s)):
+                msg = v.pods[0].message
+                self._retired.add(v.k8s_name)
+                r.reason = f"not placed on {v.node or 'its node'} ({msg or 'Unschedulable'}): planned again"
+                r.k8s_name, r.node, r.partial = None, None, False
+                r.attempt += 1
+                self.replanned += 1
                 to_delete.append(v.k8s_name)
             elif v.state == "complete":
                 r.outcome, r.reason = Outcome.done, ""
@@ -191,4 +216,6 @@ class Tracker:
             "ticks_skipped_api_errors": self.api_errors,
             "ticks_deferred_to_waiting_pods": self.deferred_ticks,
             "ticks_reserving_for_scale_up": self.reserved_ticks,
+            "ticks_woken_by_pod_events": self.woken_ticks,
+            "attempts_replanned_unschedulable": self.replanned,
         }

@@ -299,10 +299,95 @@ def test_autoscalers_the_credentials_may_not_list_are_noted_not_fatal():
                 raise Forbidden('horizontalpodautoscalers.autoscaling is forbidden: cannot list')
             return []
 
+        def list_at(self, kind, namespace=None, **kw):
+            return self.list(kind, namespace, **kw), "1"
+
+        def watch(self, kind, *a, **kw):  # nor watch anything: the caches give up, the night lists
+            raise Forbidden(f"{kind.plural} is forbidden: cannot watch")
+
     api = Api()
     c = Cluster(api, "offline-batch")
     for _ in range(2):
         nodes, notes = c.nodes()
         assert nodes == [] and c.scale_up_gpus() == {} and c.waiting_gpus() == 0
         assert any("HorizontalPodAutoscalers not read" in n for n in notes)
-    assert api.calls.count("horizontalpodautoscalers") == 1  # asked once, not every tick
+    # asked once by the cache's first list, once more by the list it falls back to; not every tick
+    assert api.calls.count("horizontalpodautoscalers") == 2
+    # pods and nodes: the caches' first list, then listed each tick once the watch is refused (the
+    # first tick may still read the cache the refusal has not yet closed)
+    assert 2 <= api.calls.count("pods") <= 3 and 2 <= api.calls.count("nodes") <= 3
+
+
+class WakingClock(SimClock):
+    """Simulated time whose ``wait`` returns early once the event is set: it moves a minute at a time,
+    running ``world`` (the fake cluster's pods end; a watch would set the event)."""
+
+    world = staticmethod(lambda: None)
+
+    def wait(self, event, seconds):
+        while seconds > 0 and not event.is_set():
+            step = min(60.0, seconds)
+            self.sleep(step)
+            seconds -= step
+            self.world()
+        return event.is_set()
+
+
+def test_a_pod_that_ends_wakes_the_night_before_the_next_poll():
+    """A job ends 10 minutes in; with a 30-minute poll, the next job starts within a minute of the
+    end (the pod watch's event), not at the next poll."""
+    import threading
+
+    clock = WakingClock(WS.timestamp())
+    fake = FakeCluster(clock, gpus=4, run_s={"a": 600, "b": 600})
+    ended = threading.Event()
+
+    def world():
+        before = {n for n, j in fake.jobs.items() if j["state"] == "complete"}
+        fake._tick()
+        if {n for n, j in fake.jobs.items() if j["state"] == "complete"} - before:
+            ended.set()
+
+    clock.world = world
+    fake.changes = lambda: ended
+    tracker = Tracker([job("a", 0.2), job("b", 0.2)])
+    window = NightWindow(fake, tracker, CapacitySnapshot(taken_at=WS, nodes=fake.nodes()[0]), window_start=WS,
+                         window_end=WS + timedelta(hours=3), policy=POLICY, clock=clock, poll_seconds=1800,
+                         min_poll_seconds=5, jobs=JobSettings("offline-batch"))
+    window.run()
+    [a, b] = [fake.jobs[n] for n in fake.submitted]
+    assert a["ends"] <= b["pod"].started <= a["ends"] + timedelta(seconds=60), (a["ends"], b["pod"].started)
+    assert tracker.woken_ticks >= 1
+
+
+def test_an_attempt_its_node_has_no_room_for_is_withdrawn_and_planned_again():
+    """Inference took the planned node's GPUs between the plan and the pod: after the policy's wait
+    the Job is deleted unstarted and the job goes back to the queue (no preemption, nothing lost);
+    a pod nominated to preempt (it will run) is left alone."""
+    t0 = WS + timedelta(minutes=5)
+    stuck = PodView("p1", "Pending", None, None, False, message="0/8 nodes are available: 8 Insufficient nvidia.com/gpu",
+                    unschedulable_since=t0)
+    tracker = Tracker([job("a", 1.0), job("b", 1.0)])
+    tracker.submitted("a", "idle-a", "gpu-3", t0)
+    tracker.submitted("b", "idle-b", "gpu-4", t0)
+    views = [JobView("idle-a", "a", "active", "", "gpu-3", (stuck,)),
+             JobView("idle-b", "b", "active", "", "gpu-4", (PodView("p2", "Pending", None, None, False),))]
+    assert tracker.observe(views, t0 + timedelta(seconds=29), replan_after_s=30) == []
+    assert tracker.observe(views, t0 + timedelta(seconds=30), replan_after_s=30) == ["idle-a"]
+    r = tracker.records["a"]
+    assert r.waiting and r.attempt == 1 and r.preemptions == 0 and r.outcome is None
+    assert "not placed on gpu-3" in r.reason and "Insufficient nvidia.com/gpu" in r.reason
+    assert [j.name for j in tracker.pending()] == ["a"]  # b's pod is only pending (being scheduled)
+    assert tracker.observe(views, t0 + timedelta(seconds=40), replan_after_s=30) == ["idle-a"]  # until gone
+    assert tracker.report(WS, WS + timedelta(hours=3), 1.0)["attempts_replanned_unschedulable"] == 1
+
+
+def test_pod_view_reads_unschedulable_but_not_a_nominated_preemptor():
+    from flows.idle_gpu.cluster import _pod
+
+    cond = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+            "message": "0/8 nodes are available", "lastTransitionTime": "2026-11-28T01:05:00Z"}
+    pod = {"metadata": {"uid": "u"}, "spec": {}, "status": {"phase": "Pending", "conditions": [cond]}}
+    v = _pod(pod)
+    assert v.unschedulable_since == datetime(2026, 11, 28, 1, 5, tzinfo=UTC) and v.message == "0/8 nodes are available"
+    assert _pod({**pod, "status": {**pod["status"], "nominatedNodeName": "gpu-1"}}).unschedulable_since is None
