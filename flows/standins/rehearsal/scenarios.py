@@ -186,6 +186,8 @@ class NightRun:
     violations: int
     overrides: int
     notes: list[str] = field(default_factory=list)
+    # inference pods ready more than 20 s after creation: each one's timeline (cluster seconds from creation)
+    slow_inference: list[str] = field(default_factory=list)
 
 
 def run_night(rehearsal: Rehearsal, queue: list[dict[str, Any]], *, window_s: float, demand: list[tuple[float, Any]],
@@ -266,9 +268,17 @@ def run_night(rehearsal: Rehearsal, queue: list[dict[str, Any]], *, window_s: fl
                  f"status={(j.get('status') or {}).get('conditions')}" for j in left_jobs]
         notes += [f"left: pod {p['metadata']['name']} {(p.get('status') or {}).get('phase')}" for p in left_pods]
         starts = [t.started - t.created for t in created if t.started is not None]
+
+        def after(v: float | None, t0: float) -> str:
+            return "-" if v is None else f"+{v - t0:.1f}"
+
+        slow = [f"{t.name} on {t.node or '?'}: created {t.created - start:.1f} s into the night, scheduled "
+                f"{after(t.scheduled, t.created)}, started {after(t.started, t.created)}, ready {after(t.ready, t.created)}"
+                + (f" ({'; '.join(t.notes)})" if t.notes else "")
+                for t in created if t.ready is not None and t.ready - t.created > 20]
         return NightRun(result["report"], window_s, len(created), waits, starts,
                         sum(1 for t in created if t.ready is None and not t.gone), len(left_pods), len(left_jobs),
-                        preempted, len(guard.violations) - violations, len(guard.overrides) - overrides, notes)
+                        preempted, len(guard.violations) - violations, len(guard.overrides) - overrides, notes, slow)
     finally:
         pods.stop()
         kube.pods.ready_after(NS, APP, rehearsal.model_load_s)
