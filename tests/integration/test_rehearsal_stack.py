@@ -143,6 +143,7 @@ def test_an_idle_gpu_night_on_the_serving_fleet(rehearsal, tmp_path):
     # ready within 30 s of creation (on failure: the slow pods' timelines, and the night's counters)
     assert max(run.inference_waits_s) <= 30, "\n".join([
         f"waits {sorted(run.inference_waits_s)}", *run.slow_inference,
+        f"stalls of this process the cluster's clock stood still through: {run.clock_stalls}",
         f"night {({k: v for k, v in report.items() if k != 'jobs'})}"])
     assert run.preempted_batch_pods >= 1  # inference took GPUs back from offline pods
     # between the surge's waves the night kept free what the HPA would still add (read from its status)

@@ -87,6 +87,7 @@ class KubeEmulator:
 
     def stop(self) -> None:
         self.controllers.stop()
+        self.clock.stop()
         self.store.reset()  # ends open watch streams so uvicorn can shut down
         if self._server is not None:
             self._server.should_exit = True

@@ -13,7 +13,9 @@ nodes. Then:
 * :class:`~.observers.ServingGuard` counts PDB violations and HPA overrides from watches.
 
 The emulator's clock runs ``speed`` times faster than real time (probes, grace periods, HPA sync and
-windows, Job deadlines); Prometheus and the canary's analysis intervals run in real time.
+windows, Job deadlines), and stands still while this process is stalled (a garbage collection, a
+loaded host: ``Clock.hold_through_stalls``); Prometheus and the canary's analysis intervals run in
+real time.
 :class:`EmulatedClock` gives a controller (the idle-GPU night) the cluster's time.
 
 Traffic modes: gateway-api is the stack as shipped (the stable Service selects the stable track);
@@ -142,6 +144,7 @@ class Rehearsal:
         for name in (APP, f"{APP}-canary", f"{APP}-baseline"):  # Triton loads its engines before it is ready
             kube.pods.ready_after(NS, name, self.model_load_s)
         kube.clock.speed = self.speed
+        kube.clock.hold_through_stalls()  # at 20x a 0.5 s GC pause here would be 10 s the cluster lost
         self.docs = kustomize("prod")
         self.apply(self.docs)
         self.wait(lambda: (self.stable().get("status") or {}).get("availableReplicas") == 3, "llm-server 3/3", 60)

@@ -188,6 +188,8 @@ class NightRun:
     notes: list[str] = field(default_factory=list)
     # inference pods ready more than 20 s after creation: each one's timeline (cluster seconds from creation)
     slow_inference: list[str] = field(default_factory=list)
+    # this process's stalls the cluster's clock stood still through during the night (count, wall s)
+    clock_stalls: tuple[int, float] = (0, 0.0)
 
 
 def run_night(rehearsal: Rehearsal, queue: list[dict[str, Any]], *, window_s: float, demand: list[tuple[float, Any]],
@@ -223,6 +225,7 @@ def run_night(rehearsal: Rehearsal, queue: list[dict[str, Any]], *, window_s: fl
     day_speed = kube.clock.speed
     kube.clock.speed = speed or day_speed
     violations, overrides = len(guard.violations), len(guard.overrides)
+    stalls = (kube.clock.stalls, kube.clock.stalled_s)
     pods = rehearsal.pod_clock()
     start = clock.now()
     opens = start if opens_at is None else max(start, opens_at)
@@ -278,7 +281,8 @@ def run_night(rehearsal: Rehearsal, queue: list[dict[str, Any]], *, window_s: fl
                 for t in created if t.ready is not None and t.ready - t.created > 20]
         return NightRun(result["report"], window_s, len(created), waits, starts,
                         sum(1 for t in created if t.ready is None and not t.gone), len(left_pods), len(left_jobs),
-                        preempted, len(guard.violations) - violations, len(guard.overrides) - overrides, notes, slow)
+                        preempted, len(guard.violations) - violations, len(guard.overrides) - overrides, notes, slow,
+                        (kube.clock.stalls - stalls[0], round(kube.clock.stalled_s - stalls[1], 2)))
     finally:
         pods.stop()
         kube.pods.ready_after(NS, APP, rehearsal.model_load_s)
