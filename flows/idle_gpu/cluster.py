@@ -49,8 +49,8 @@ class PodWatch:
 
     :meth:`pods` returns the live pods and the tombstones (last state of pods deleted since), and
     :meth:`forget` drops tombstones whose Job is gone. Until the first list succeeds, and after the
-    watch thread died, :meth:`synced` is False and the caller lists pods itself. :attr:`ended` is set
-    whenever a pod ends (Succeeded, Failed), is deleted, or gets a ``DisruptionTarget`` condition:
+    watch thread died, :meth:`synced` is False and the caller lists pods itself. :attr:`ended` (a watch
+    of pods only) is set whenever a pod ends (Succeeded, Failed), is deleted, or gets a ``DisruptionTarget`` condition:
     GPUs are free or about to be, and whoever waits on it clears it.
     """
 
@@ -125,7 +125,7 @@ class PodWatch:
                                 self._gone[uid] = pod
                         else:
                             self._live[uid] = pod
-                    if kind == "DELETED" or _ending(pod):
+                    if self.kind == PODS and (kind == "DELETED" or _ending(pod)):
                         self.ended.set()
                     if self._stop.is_set():
                         return
@@ -145,8 +145,11 @@ class PodWatch:
 def _ending(pod: dict[str, Any]) -> bool:
     """The pod has ended or is being disrupted (preempted, evicted): its GPUs are, or soon will be, free."""
     status = pod.get("status") or {}
-    return status.get("phase") in ("Succeeded", "Failed") or any(
-        c.get("type") == "DisruptionTarget" and c.get("status") == "True" for c in status.get("conditions") or [])
+    return status.get("phase") in ("Succeeded", "Failed") or _disrupted(status.get("conditions") or [])
+
+
+def _disrupted(conditions: list[dict[str, Any]]) -> bool:
+    return any(c.get("type") == "DisruptionTarget" and c.get("status") == "True" for c in conditions)
 
 
 def _job_uid(pod: dict[str, Any]) -> str:
@@ -311,7 +314,7 @@ def _pod(p: dict[str, Any]) -> PodView:
         if state.get("waiting") and not waiting:
             waiting, message = state["waiting"].get("reason") or "", state["waiting"].get("message") or ""
     conds = status.get("conditions") or []
-    disrupted = any(c.get("type") == "DisruptionTarget" and c.get("status") == "True" for c in conds)
+    disrupted = _disrupted(conds)
     unschedulable = None
     sched = next((c for c in conds if c.get("type") == "PodScheduled"), None)
     if (sched and sched.get("status") == "False" and sched.get("reason") == "Unschedulable"
