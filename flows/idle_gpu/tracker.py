@@ -64,6 +64,7 @@ class JobRecord:
     partial: bool = False  # planned as a tail segment, to be stopped at the window's end
     outcome: Outcome | None = None  # None: pending or active; requeued: preempted, resumes from checkpoint
     preemptions: int = 0
+    replans: int = 0  # attempts withdrawn unstarted (their node had no room) and planned again
     attempt: int = 0
     remaining_hours: float | None = None  # estimate left after a checkpoint
     reason: str = ""
@@ -80,7 +81,8 @@ class JobRecord:
     def to_dict(self) -> dict:
         return {"job": self.job.name, "k8s_job": self.k8s_name, "node": self.node, "gpus": self.job.gpus,
                 "checkpointable": self.job.checkpointable, "outcome": (self.outcome or Outcome.not_scheduled).value,
-                "preemptions": self.preemptions, "attempts": self.attempt + (self.k8s_name is not None),
+                "preemptions": self.preemptions, "replans": self.replans,
+                "attempts": self.attempt + (self.k8s_name is not None),
                 "gpu_hours": round(self.gpu_seconds / 3600, 4), "partial": self.partial, "reason": self.reason}
 
 
@@ -152,6 +154,7 @@ class Tracker:
                 r.reason = f"not placed on {v.node or 'its node'} ({msg or 'Unschedulable'}): planned again"
                 r.k8s_name, r.node, r.partial = None, None, False
                 r.attempt += 1
+                r.replans += 1
                 self.replanned += 1
                 to_delete.append(v.k8s_name)
             elif v.state == "complete":

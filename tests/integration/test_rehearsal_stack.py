@@ -152,10 +152,11 @@ def test_an_idle_gpu_night_on_the_serving_fleet(rehearsal, tmp_path):
     preempted = [j for j in jobs if j["preemptions"]]
     requeued = [j for j in preempted if j["checkpointable"]]
     # requeued every time: never dropped; resubmitted (one attempt more than its preemptions) when GPUs
-    # freed up again, or still queued for them when inference kept them to the end
-    assert requeued and all(j["outcome"] != "preempted" and j["attempts"] - j["preemptions"] in (0, 1)
+    # freed up again, or still queued for them when inference kept them to the end (an attempt withdrawn
+    # unstarted because inference took its node first, and planned again, is a replan, not a preemption)
+    assert requeued and all(j["outcome"] != "preempted" and j["attempts"] - j["preemptions"] - j["replans"] in (0, 1)
                             for j in requeued), requeued
-    assert any(j["attempts"] == j["preemptions"] + 1 for j in requeued), requeued  # and some did resume
+    assert any(j["attempts"] == j["preemptions"] + j["replans"] + 1 for j in requeued), requeued  # some resumed
     assert all(j["outcome"] == "preempted" for j in preempted if not j["checkpointable"])
     assert run.left_running == 0 and run.left_jobs == 0, run  # nothing past the window
     # how full, at 20x on a shared machine, varies with how fast the flow answers: the target (0.9) is

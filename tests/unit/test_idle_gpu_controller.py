@@ -380,6 +380,7 @@ def test_an_attempt_its_node_has_no_room_for_is_withdrawn_and_planned_again():
     assert tracker.observe(views, t0 + timedelta(seconds=30), replan_after_s=30) == ["idle-a"]
     r = tracker.records["a"]
     assert r.waiting and r.attempt == 1 and r.preemptions == 0 and r.outcome is None
+    assert r.to_dict()["replans"] == 1 and r.to_dict()["attempts"] == 1  # (its next Job is attempt 2)
     assert "not placed on gpu-3" in r.reason and "Insufficient nvidia.com/gpu" in r.reason
     assert [j.name for j in tracker.pending()] == ["a"]  # b's pod is only pending (being scheduled)
     assert tracker.observe(views, t0 + timedelta(seconds=40), replan_after_s=30) == ["idle-a"]  # until gone
