@@ -29,6 +29,7 @@ import copy
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -187,6 +188,36 @@ def client_from_settings() -> Kube:
     return Kube(api_client(k.kubeconfig, k.context))
 
 
+class WatchCancel:
+    """Ends a :meth:`Kube.watch` from another thread: :meth:`cancel` shuts the open response down, so a
+    read blocked on a quiet watch returns at once (not at the server's timeout), and a watch opened
+    afterwards ends as soon as it is open."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._resp: Any = None
+        self.cancelled = False
+
+    def attach(self, resp: Any) -> None:
+        """The watch's open response (None: it is closed, nothing to shut down)."""
+        with self._lock:
+            self._resp = resp
+            if self.cancelled:
+                self._shutdown()
+
+    def cancel(self) -> None:
+        with self._lock:
+            self.cancelled = True
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        if self._resp is not None:
+            try:
+                self._resp.shutdown()  # the blocked read returns; the watch's own finally closes it
+            except (ValueError, RuntimeError, OSError):  # already closed or released: nothing to end
+                pass
+
+
 class Kube:
     """Dict-in, dict-out access to one API server, with the error mapping and retries above."""
 
@@ -282,10 +313,12 @@ class Kube:
         return items, str((page.get("metadata") or {}).get("resourceVersion") or "")
 
     def watch(self, kind: Kind, namespace: str | None, resource_version: str, *, labels: str | None = None,
-              fields: str | None = None, timeout_s: int = 300) -> Iterator[tuple[str, Obj]]:
+              fields: str | None = None, timeout_s: int = 300,
+              cancel: WatchCancel | None = None) -> Iterator[tuple[str, Obj]]:
         """The changes after ``resource_version`` as ``(type, object)``: ADDED, MODIFIED, DELETED (the
-        object's last state). Ends when the server closes the watch (``timeout_s``); raises
-        :class:`Expired` when the version is too old (list again), other errors as :meth:`request`."""
+        object's last state). Ends when the server closes the watch (``timeout_s``) or ``cancel`` is
+        cancelled; raises :class:`Expired` when the version is too old (list again), other errors as
+        :meth:`request`."""
         from urllib3.exceptions import HTTPError
 
         query = [(k, v) for k, v in {"watch": "true", "resourceVersion": resource_version, "labelSelector": labels,
@@ -300,6 +333,8 @@ class Kube:
                                      f"{type(exc).__name__}: {exc}") from None
         raw = resp.response
         try:
+            if cancel is not None:
+                cancel.attach(raw)
             if resp.status == 410:
                 raise Expired(f"watch {_where(kind, namespace, None)}: resourceVersion {resource_version} expired")
             if not 200 <= resp.status < 300:
@@ -322,9 +357,13 @@ class Kube:
                         continue
                     yield ev["type"], {"apiVersion": kind.api_version, "kind": kind.kind, **obj}
         except (HTTPError, OSError) as exc:
+            if cancel is not None and cancel.cancelled:
+                return
             raise BackendUnavailable(f"watch {_where(kind, namespace, None)} broke: {type(exc).__name__}: {exc}") \
                 from None
         finally:
+            if cancel is not None:
+                cancel.attach(None)
             raw.close()  # a watch left before its end must not go back to the pool half read
 
     # -- writes ----------------------------------------------------------------------------------

@@ -132,9 +132,9 @@ def stop(
     from flows.idle_gpu.models import check_names
 
     check_names(namespace)
-    cluster = Cluster(client_from_settings(), namespace)
-    active = [v.k8s_name for v in cluster.views(window) if v.state == "active"]
-    stopped = [name for name in active if cluster.suspend(name)]
+    with Cluster(client_from_settings(), namespace) as cluster:
+        active = [v.k8s_name for v in cluster.views(window) if v.state == "active"]
+        stopped = [name for name in active if cluster.suspend(name)]
     _print({"namespace": namespace, "stopped": stopped}, json_out, f"{len(stopped)} jobs stopped",
            [{"job": n} for n in stopped], ["job"])
 

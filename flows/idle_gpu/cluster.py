@@ -34,6 +34,7 @@ from flows.common.kube import (
     Kind,
     Kube,
     NotFound,
+    WatchCancel,
 )
 from flows.idle_gpu.capacity import PRODUCT_LABEL, kube_nodes, scale_up_gpus, waiting_gpus
 from flows.idle_gpu.manifest import JOB_LABEL, SELECTOR, WINDOW_LABEL
@@ -64,6 +65,7 @@ class PodWatch:
         self._gone: dict[str, dict[str, Any]] = {}
         self._synced = threading.Event()
         self._stop = threading.Event()
+        self._cancel = WatchCancel()
         self.ended = threading.Event()
         self.errors = 0
         self._thread = threading.Thread(target=self._run, name=f"{kind.plural}-watch-{namespace or 'all'}", daemon=True)
@@ -76,8 +78,12 @@ class PodWatch:
             pass
         return self
 
-    def stop(self) -> None:
+    def stop(self, wait_s: float = 0.0) -> None:
+        """End the watch thread: a watch it is reading is shut down, not left to the server's timeout."""
         self._stop.set()
+        self._cancel.cancel()
+        if wait_s and self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(wait_s)
 
     @property
     def alive(self) -> bool:
@@ -115,7 +121,7 @@ class PodWatch:
                 if not version:
                     version = self._relist()
                 for kind, pod in self.kube.watch(self.kind, self.namespace, version, labels=self.selector,
-                                                 timeout_s=self.watch_timeout_s):
+                                                 timeout_s=self.watch_timeout_s, cancel=self._cancel):
                     version = pod["metadata"].get("resourceVersion") or version
                     uid = pod["metadata"]["uid"]
                     with self._lock:
@@ -136,6 +142,8 @@ class PodWatch:
                             self.namespace or "all namespaces", exc)
                 return
             except InferopsError as exc:  # unreachable, or a 5xx: list again after a pause
+                if self._stop.is_set():
+                    return
                 self.errors += 1
                 log.warning("%s watch in %s: %s; listing again", self.kind.plural, self.namespace or "all namespaces", exc)
                 version = ""
@@ -241,10 +249,19 @@ class Cluster:
         return self._watch.ended if self._watch is not None and self._watch.synced else None
 
     def close(self) -> None:
-        for w in (self._watch, *self._caches.values()):
-            if w is not None:
-                w.stop()
+        """Stop every watch this cluster started, and wait (briefly) for their threads to end."""
+        watches = [w for w in (self._watch, *self._caches.values()) if w is not None]
+        for w in watches:
+            w.stop()
+        for w in watches:
+            w.stop(wait_s=5.0)
         self._watch, self._caches = None, {}
+
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def views(self, window_tag: str | None = None) -> list[JobView]:
         selector = SELECTOR + (f",{WINDOW_LABEL}={window_tag}" if window_tag else "")

@@ -304,6 +304,7 @@ def take_snapshot(namespace: str, window_start: str, window_end: str, timezone: 
     """What `inferops idle-gpu snapshot` writes: capacity and forecast for the next window, now."""
     now = _utcnow()
     ws, we = resolve_window(window_start, window_end, timezone, now)
-    snap, _ = discover.fn(_cluster(namespace, discovery), ws, we, discovery, now)
+    with _cluster(namespace, discovery) as cluster:
+        snap, _ = discover.fn(cluster, ws, we, discovery, now)
     return snap
 

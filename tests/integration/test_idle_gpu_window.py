@@ -248,14 +248,21 @@ def test_a_priority_class_that_does_not_exist_is_named_before_anything_runs(clus
 
 
 def test_snapshot_then_plan_without_the_cluster(cluster, tmp_path):
-    """`snapshot` reads the cluster once; `plan` then works from the file alone."""
+    """`snapshot` reads the cluster once, and leaves no watch behind (its cluster-wide caches end at
+    once, not at the watches' 60 s timeout); `plan` then works from the file alone."""
     from flows.common.runtime import run_flow
     from flows.idle_gpu.flow import idle_gpu_plan, take_snapshot
+
+    def watches() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if "-watch-" in t.name and t.is_alive()}
 
     # a one-off window from now: a time-of-day window would shrink as the wall clock nears its end
     ws = datetime.now(UTC).replace(microsecond=0)
     window = {"window_start": ws.isoformat(), "window_end": (ws + timedelta(hours=6)).isoformat()}
+    before = watches()
+    started = time.monotonic()
     snap = take_snapshot(NS, window["window_start"], window["window_end"], "UTC", Discovery())
+    assert watches() - before == set() and time.monotonic() - started < 30
     assert {(n.name, n.allocatable, n.requested, n.idle, n.product) for n in snap.nodes} == {
         ("gpu-a", 8, 0, 8, "NVIDIA-H100-80GB-HBM3"), ("gpu-b", 8, 2, 6, "NVIDIA-H100-80GB-HBM3")}
     path = tmp_path / "capacity.json"
