@@ -78,12 +78,14 @@ class PodWatch:
             pass
         return self
 
-    def stop(self, wait_s: float = 0.0) -> None:
+    def stop(self) -> None:
         """End the watch thread: a watch it is reading is shut down, not left to the server's timeout."""
         self._stop.set()
         self._cancel.cancel()
-        if wait_s and self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(wait_s)
+
+    def join(self, timeout_s: float) -> None:
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout_s)
 
     @property
     def alive(self) -> bool:
@@ -254,7 +256,7 @@ class Cluster:
         for w in watches:
             w.stop()
         for w in watches:
-            w.stop(wait_s=5.0)
+            w.join(5.0)
         self._watch, self._caches = None, {}
 
     def __enter__(self) -> Cluster:

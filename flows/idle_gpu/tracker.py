@@ -97,7 +97,6 @@ class Tracker:
     deferred_ticks: int = 0  # ticks that started nothing: pods of other workloads waited for GPUs
     reserved_ticks: int = 0  # ticks that kept GPUs free for an autoscaler's next scale-up waves
     woken_ticks: int = 0  # ticks that came early: the pod watch saw a pod of ours end or be preempted
-    replanned: int = 0  # attempts withdrawn unstarted: their planned node had no room any more
 
     def __post_init__(self) -> None:
         self.records = {j.name: JobRecord(j) for j in self.jobs}
@@ -155,7 +154,6 @@ class Tracker:
                 r.k8s_name, r.node, r.partial = None, None, False
                 r.attempt += 1
                 r.replans += 1
-                self.replanned += 1
                 to_delete.append(v.k8s_name)
             elif v.state == "complete":
                 r.outcome, r.reason = Outcome.done, ""
@@ -220,5 +218,5 @@ class Tracker:
             "ticks_deferred_to_waiting_pods": self.deferred_ticks,
             "ticks_reserving_for_scale_up": self.reserved_ticks,
             "ticks_woken_by_pod_events": self.woken_ticks,
-            "attempts_replanned_unschedulable": self.replanned,
+            "attempts_replanned_unschedulable": sum(r.replans for r in self.records.values()),
         }

@@ -17,6 +17,7 @@ from __future__ import annotations
 import gc
 import os
 import time
+from collections.abc import Sequence
 
 import pytest
 
@@ -36,7 +37,7 @@ from flows.standins.rehearsal.scenarios import (
 pytestmark = pytest.mark.slow
 
 
-def jobs_msg(what: str, offending: list[dict], context: list[dict] = ()) -> str:
+def jobs_msg(what: str, offending: list[dict], context: Sequence[dict] = ()) -> str:
     """An assertion message listing jobs one per line, in full (pytest truncates long reprs)."""
     lines = [f"{what}: {len(offending)}", *(f"  {j}" for j in offending)]
     others = [j for j in context if j not in offending]
