@@ -89,7 +89,7 @@ class BuildSpec(BaseModel):
     max_trials: int = Field(8, ge=1, le=12, description="INT8 search: candidates tried at most")
     smooth_alpha: float = Field(0.6, ge=0.0, lt=1.0, description="INT8 search: SmoothQuant migration strength "
                                                                  "tried when plain INT8 misses the tolerance (outlier "
-                                                                 "channels go to a float side path); 0 = off")
+                                                                 "channels are split into INT8 copies); 0 = off")
     compare: bool = Field(True, description="also build the other precision for the FP32/FP16/INT8 comparison")
     bench_threads: int = Field(0, ge=0, description="CPU threads for benchmarks; 0 = onnxruntime's default")
     publish: bool = Field(True, description="publish a deployable build to the model registry")
@@ -280,25 +280,20 @@ def _int8_search(prepared: PreparedModel, workdir: Path, judge: Judge, calib: Da
     # attention's activation-by-activation MatMuls stay float on CPU (the same names in the smoothed model)
     float_matmuls = quantize.activation_matmuls(graph) if spec.target is Target.onnxruntime else []
 
-    side_paths: dict[Path, list[str]] = {}  # smoothed model -> its float outlier MatMuls
-
     def make(base: Path, excluded: list[str], out: Path) -> Path:
         # the ranges depend on the base model (smoothed or not), not on the exclusions
         cache = workdir / f"calibration_{base.stem}_{spec.calib_method.value}.json"
         return quantize.int8(base, out, calib, method=spec.calib_method,
-                             exclude=[*excluded, *float_matmuls, *side_paths.get(base, [])],
+                             exclude=[*excluded, *float_matmuls],
                              scheme=scheme, batch_size=batch, cache_path=cache)
 
     def smoothed() -> smooth.Smoothing | None:
         try:
-            done = smooth.smooth(prepared.path, workdir / "fp32_smoothed.onnx", calib, alpha=spec.smooth_alpha,
+            return smooth.smooth(prepared.path, workdir / "fp32_smoothed.onnx", calib, alpha=spec.smooth_alpha,
                                  batch_size=batch, threads=spec.bench_threads)
         except Exception as exc:  # an optimisation, not a requirement: the search goes on without it
             log.warning("SmoothQuant skipped: %s", " ".join(str(exc).split())[:300])
             return None
-        if done is not None:
-            side_paths[done.path] = done.float_nodes
-        return done
 
     result = search.search(prepared.path, workdir, make, judge, calib, quantizable, max_trials=spec.max_trials,
                            smooth=smoothed if spec.smooth_alpha > 0 else None,
@@ -313,7 +308,8 @@ def _int8_search(prepared: PreparedModel, workdir: Path, judge: Judge, calib: Da
         notes.append(f"{len(float_matmuls)} activation-by-activation MatMuls (attention) kept in float")
     if result.smoothing:
         notes.append(f"SmoothQuant alpha {result.smoothing.alpha} on {len(result.smoothing.tensors)} activations, "
-                     f"{result.smoothing.outlier_channels} outlier channels on a float side path")
+                     f"{result.smoothing.outlier_channels} outlier channels split into "
+                     f"{result.smoothing.outlier_copies} INT8 copies")
     if result.sensitivity:
         notes.append("most sensitive: " + ", ".join(f"{t} ({db:.1f} dB)" for t, db in result.sensitivity[:3]))
     if not ok:

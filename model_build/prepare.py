@@ -111,6 +111,21 @@ def save(model: onnx.ModelProto, path: Path) -> Path:
     return path
 
 
+def drop_value_info(path: Path) -> None:
+    """Remove a model's intermediate shape annotations (``graph.value_info``); onnxruntime infers
+    shapes itself on load.
+
+    With them, onnxruntime (1.32, CPU) sees statically equal shapes and fuses ``Add`` +
+    ``LayerNormalization`` into ``SkipLayerNormalization``, whose kernel is about 4x slower than the
+    two ops it replaces: MiniLM's FP32 model as exported ran 11% faster than the same model with the
+    annotations shape inference adds, and its INT8 model 25% faster (at batch 32, on an AMX host).
+    The prepared reference and every candidate then run as the user's own export would."""
+    model = onnx.load(str(path), load_external_data=False)
+    if model.graph.value_info:
+        del model.graph.value_info[:]
+        onnx.save_model(model, str(path))  # external data, if any, stays where it is, referenced
+
+
 def _infer_and_optimise(src: Path, dst: Path) -> str:
     """ORT's quantisation pre-processing (symbolic shape inference + graph optimisation + ONNX
     shape inference), falling back step by step when symbolic inference cannot handle the model."""
@@ -168,6 +183,7 @@ def prepare(src: str | Path, workdir: Path | None = None) -> PreparedModel:
     del model
     out = workdir / "fp32.onnx"
     steps.append(_infer_and_optimise(staged, out))
+    drop_value_info(out)
     prepared = load(out)
     return PreparedModel(path=out, inputs=input_specs(prepared),
                          outputs=[o.name for o in prepared.graph.output],

@@ -13,6 +13,7 @@ import onnx
 
 from model_build.calibrate import CalibMethod, Dataset, DatasetReader
 from model_build.isa import Scheme
+from model_build.prepare import drop_value_info
 
 # ops that overflow or lose too much in FP16: normalisations, softmax, large reductions, exp/pow
 FP16_OVERFLOW_OPS = (
@@ -69,6 +70,7 @@ def int8(fp32_path: Path, out_path: Path, calib: Dataset, *, method: CalibMethod
             "OpTypesToExcludeOutputQuantization": ["MatMul", "Gemm"] if op_types is not None else [],
         },
     )
+    drop_value_info(out_path)  # the quantiser's shape inference adds them back
     return out_path
 
 

@@ -63,7 +63,31 @@ def test_minilm_export_fp16_and_int8(minilm, monkeypatch):
     assert fid.nonfinite == 0 and 0.95 < fid.cosine < 0.999  # plain per-tensor INT8 misses the gate
 
     # the search: SmoothQuant first, then the fewest sensitive nodes kept in float
-    _assert_int8_search(build_int8(prepared, tmp / "search", judge, calib, spec))
+    result = build_int8(prepared, tmp / "search", judge, calib, spec)
+    _assert_int8_search(result)
+    # onnxruntime fuses the prepared and INT8 models' normalisations as it fuses the user's own
+    # export's: no slower SkipLayerNormalization from shape annotations that inference added
+    source = _fused_ops(tmp / "minilm" / "minilm.onnx", tmp / "source_opt.onnx")
+    for path in (prepared.path, result.path):
+        ops = _fused_ops(path, tmp / f"{path.stem}_opt.onnx")
+        assert {op: ops.get(op, 0) for op in NORMS} == {op: source.get(op, 0) for op in NORMS}, path.name
+    assert sum(source.get(op, 0) for op in NORMS) == 13
+
+
+NORMS = ("LayerNormalization", "SkipLayerNormalization")
+
+
+def _fused_ops(path, optimized):
+    """Op counts of the graph onnxruntime runs (its portable fusions, level EXTENDED)."""
+    import collections
+
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    opts.optimized_model_filepath = str(optimized)
+    ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return collections.Counter(n.op_type for n in onnx.load(str(optimized), load_external_data=False).graph.node)
 
 
 @pytest.mark.slow

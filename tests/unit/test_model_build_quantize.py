@@ -129,6 +129,47 @@ def test_smoothing_is_exact_in_fp32(tmp_path):
         smooth.smooth(prepared.path, tmp_path / "x.onnx", calib, alpha=1.5)
 
 
+def test_split_plan_is_exact_in_float_and_fits_the_inliers_scale():
+    maxima, room, top = np.array([12.0, 9.0, 300.0]), np.array([1.0, 3.0, 1e6]), 2.0
+    plan = smooth.split_plan(maxima, room, top)
+    assert plan.index.tolist() == sorted(plan.index.tolist()) and set(plan.index.tolist()) == {0, 1, 2}
+    for k in range(3):
+        mine = plan.index == k
+        assert np.isclose(np.sum(plan.share[mine] * plan.gain[mine]), 1.0, rtol=1e-6)  # the copies add up
+        assert np.isclose(np.sum(plan.offset[mine] * plan.gain[mine]), 0.0, atol=1e-6)  # the dither cancels
+        assert np.all(maxima[k] * plan.share[mine] <= 0.5 * top * (1 + 1e-6))  # each copy within the inliers' range
+        assert len(set(np.round(plan.gain[mine], 6))) == mine.sum()  # no two copies round alike
+    assert np.bincount(plan.index).tolist() == [24, 6, 6]  # room lets fewer copies do; it is capped at MAX_SCALE
+    assert np.all(plan.gain <= smooth.MAX_SCALE)
+    assert len(smooth.split_plan(np.array([40.0]), np.array([1.0]), 2.0).index) == 32  # at most 32 copies
+
+
+def test_outlier_channel_is_split_into_int8_copies(tmp_path):
+    """A channel 30x the rest (64 channels): smoothing splits it into copies appended to the
+    activation; the FP32 model is unchanged, and the INT8 model keeps every MatMul INT8 (no float
+    side path) within tolerance, with no intermediate shape annotations left behind."""
+    prepared = prepare(outlier_mlp(tmp_path / "outlier.onnx", outlier=30.0), tmp_path / "work")
+    assert not onnx.load(str(prepared.path)).graph.value_info
+    calib = {"x": normal(64, 32, seed=1)}
+    done = smooth.smooth(prepared.path, tmp_path / "smoothed.onnx", calib)
+    assert done.outlier_channels == 1 and done.outlier_copies >= 2
+    model = onnx.load(str(done.path))
+    ops = {n.name: n for n in model.graph.node}
+    assert {"mid/Outliers", "mid/OutliersShare", "mid/OutliersDither", "mid/OutliersConcat"} <= set(ops)
+    assert ops["mm2"].input[0] == "mid" + smooth.SUFFIX == ops["mid/OutliersConcat"].output[0]
+    w2 = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}["w2"]
+    assert w2.shape == (64 + done.outlier_copies, 16) and not w2[3].any()  # the channel's own row is empty
+    data = {"x": normal(16, 32, seed=3)}
+    a = evaluate.run(evaluate.session(prepared.path), data)[0]
+    np.testing.assert_allclose(evaluate.run(evaluate.session(done.path), data)[0], a, rtol=1e-4, atol=1e-4)
+
+    out = quantize.int8(done.path, tmp_path / "int8.onnx", calib)
+    assert not onnx.load(str(out)).graph.value_info
+    assert all(any(i.endswith("_DequantizeLinear_Output") for i in n.input) for n in _nodes(out, "MatMul"))
+    fid = evaluate.fidelity([a], evaluate.run(evaluate.session(out), data))
+    assert fid.nonfinite == 0 and fid.cosine >= 0.995
+
+
 def test_search_gives_up_within_its_trial_budget(tmp_path):
     prepared = prepare(outlier_mlp(tmp_path / "outlier.onnx"), tmp_path / "work")
     calib = {"x": normal(64, 32, seed=1)}
