@@ -304,6 +304,13 @@ def _int8_search(prepared: PreparedModel, workdir: Path, judge: Judge, calib: Da
     fid, acc, ok, reason = judge.report(best)
     notes = [f"calibration {spec.calib_method.value} on {n_samples(calib)} samples",
              f"{scheme.value}: {scheme.describe()} ({why})"]
+    if ok and spec.target is Target.onnxruntime:  # the same integers, one kernel per MatMul and its bias
+        lowered = best.with_name(best.stem + "_lowered.onnx")
+        count = quantize.lower_for_onnxruntime(best, lowered)
+        verdict = judge.report(lowered) if count else None
+        if verdict and verdict[2]:
+            best, (fid, acc, ok, reason) = lowered, verdict
+            notes.append(f"{count} MatMuls lowered to MatMulIntegerToFloat with their bias")
     if float_matmuls:
         notes.append(f"{len(float_matmuls)} activation-by-activation MatMuls (attention) kept in float")
     if result.smoothing:
