@@ -98,7 +98,7 @@ def lower_for_onnxruntime(src: Path, dst: Path) -> int:
     def size(name: str) -> int:
         return int(np.prod(inits[name].dims)) if name in inits else -1
 
-    replaced: dict[int, onnx.NodeProto | None] = {}  # id(node) -> its replacement, None when removed
+    replaced: dict[int, onnx.NodeProto | list[onnx.NodeProto] | None] = {}  # id(node) -> replacement(s); None: removed
     for node in graph.node:
         if node.op_type != "MatMul" or node.domain not in ("", "ai.onnx"):
             continue
@@ -124,8 +124,25 @@ def lower_for_onnxruntime(src: Path, dst: Path) -> int:
             "MatMulIntegerToFloat", [a.input[0], b.input[0], a.input[1], b.input[1], *zero_points,
                                      *([bias] if bias else [])],
             [out], name=node.name, domain="com.microsoft")
-    kept = [replaced.get(id(n), n) for n in graph.node]
-    kept = [n for n in kept if n is not None]
+    # Q(Concat(a, b)) == Concat(Q(a), Q(b)) with one scale: the outlier copies (model_build.smooth)
+    # are then appended to the activation as bytes, not floats
+    for node in graph.node:
+        concat = producer.get(node.input[0]) if node.op_type == "QuantizeLinear" else None
+        if (concat is None or concat.op_type != "Concat" or size(node.input[1]) != 1 or concat.output[0] in outputs
+                or len(readers.get(concat.output[0], [])) != 1):
+            continue
+        parts = [onnx.helper.make_node("QuantizeLinear", [x, *node.input[1:]], [f"{x}_quantized_part"],
+                                       name=f"{node.name}/{i}") for i, x in enumerate(concat.input)]
+        for part in parts:
+            part.attribute.extend(node.attribute)
+        joined = onnx.helper.make_node("Concat", [p.output[0] for p in parts], list(node.output), name=concat.name)
+        joined.attribute.extend(concat.attribute)
+        replaced[id(node)] = None
+        replaced[id(concat)] = [*parts, joined]
+    kept = []
+    for n in graph.node:
+        new = replaced.get(id(n), n)
+        kept += new if isinstance(new, list) else [new] if new is not None else []
     used = {name for n in kept for name in n.input} | outputs
     kept = [n for n in kept if not (n.op_type == "DequantizeLinear" and n.output[0] not in used)]
     del graph.node[:]
@@ -133,7 +150,8 @@ def lower_for_onnxruntime(src: Path, dst: Path) -> int:
     if not any(o.domain == "com.microsoft" for o in model.opset_import):
         model.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
     save(model, dst)
-    return sum(1 for n in replaced.values() if n is not None)
+    return sum(1 for n in replaced.values() if isinstance(n, onnx.NodeProto) and n.op_type == "MatMulIntegerToFloat")
+
 
 def activation_matmuls(graph: onnx.GraphProto) -> list[str]:
     """MatMul nodes whose second input is computed, not a weight (attention's QK^T and AV)."""

@@ -169,6 +169,16 @@ def test_outlier_channel_is_split_into_int8_copies(tmp_path):
     fid = evaluate.fidelity([a], evaluate.run(evaluate.session(out), data))
     assert fid.nonfinite == 0 and fid.cosine >= 0.995
 
+    # lowered for onnxruntime, the copies are appended as bytes: each part quantised, then joined
+    assert quantize.lower_for_onnxruntime(out, tmp_path / "low.onnx") == 2
+    low = onnx.load(str(tmp_path / "low.onnx"))
+    producer = {o: n for n in low.graph.node for o in n.output}
+    joined = next(n for n in low.graph.node if n.name == "mid/OutliersConcat")
+    assert [producer[i].op_type for i in joined.input] == ["QuantizeLinear", "QuantizeLinear"]
+    assert next(n for n in low.graph.node if n.name == "mm2").input[0] == joined.output[0]
+    same = evaluate.fidelity(evaluate.run(evaluate.session(out), data), evaluate.run(evaluate.session(tmp_path / "low.onnx"), data))
+    assert same.cosine > 0.9999
+
 
 @pytest.mark.parametrize("scheme,per_channel", [(Scheme.u8s8, True), (Scheme.u8u8, True), (Scheme.u8s8, False)])
 def test_lowering_for_onnxruntime_keeps_the_integers_and_takes_the_bias(tmp_path, scheme, per_channel):
