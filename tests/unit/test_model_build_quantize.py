@@ -15,6 +15,10 @@ from model_build.isa import Scheme
 from model_build.prepare import prepare
 from tests.unit.model_build_support import conv_detector, normal, npz, outlier_mlp, overflow_model
 
+# The search's own tests pin u8u8, exact on every CPU: left to the host, an AVX2-only build host
+# searches two schemes (more trials) and a VNNI one u8s8, so trial counts would depend on the ISA
+PORTABLE = Scheme.u8u8
+
 
 def _nodes(path, op):
     return [n for n in onnx.load(str(path)).graph.node if n.op_type == op]
@@ -88,7 +92,7 @@ def test_search_keeps_the_sensitive_matmul_in_float(tmp_path):
     prepared = prepare(outlier_mlp(tmp_path / "outlier.onnx"), tmp_path / "work")
     calib = {"x": normal(64, 32, seed=1)}
     data = {"x": normal(32, 32, seed=2)}
-    spec = BuildSpec(source="outlier.onnx", calib="-", eval="-", max_trials=4, tolerance=0.995, smooth_alpha=0)
+    spec = BuildSpec(source="outlier.onnx", calib="-", eval="-", max_trials=4, tolerance=0.995, smooth_alpha=0, int8_scheme=PORTABLE)
     result = build_int8(prepared, tmp_path, _judge(prepared, data, tolerance=0.995), calib, spec)
     trials = _searched(result)
     assert not trials[0]["ok"] and trials[0]["score"] < 0.995
@@ -102,7 +106,7 @@ def test_smoothquant_fixes_the_outlier_channel_without_exclusions(tmp_path):
     prepared = prepare(outlier_mlp(tmp_path / "outlier.onnx"), tmp_path / "work")
     calib = {"x": normal(64, 32, seed=1)}
     data = {"x": normal(32, 32, seed=2)}
-    spec = BuildSpec(source="outlier.onnx", calib="-", eval="-", max_trials=4, tolerance=0.995)
+    spec = BuildSpec(source="outlier.onnx", calib="-", eval="-", max_trials=4, tolerance=0.995, int8_scheme=PORTABLE)
     result = build_int8(prepared, tmp_path, _judge(prepared, data, tolerance=0.995), calib, spec)
     plain, smoothed = _searched(result)
     assert not plain["ok"] and not plain["smoothed"] and smoothed["smoothed"] and smoothed["ok"]
@@ -210,7 +214,7 @@ def test_search_gives_up_within_its_trial_budget(tmp_path):
     prepared = prepare(outlier_mlp(tmp_path / "outlier.onnx"), tmp_path / "work")
     calib = {"x": normal(64, 32, seed=1)}
     data = {"x": normal(32, 32, seed=2)}
-    spec = BuildSpec(source="outlier.onnx", calib="-", eval="-", max_trials=2, tolerance=1.0, smooth_alpha=0)
+    spec = BuildSpec(source="outlier.onnx", calib="-", eval="-", max_trials=2, tolerance=1.0, smooth_alpha=0, int8_scheme=PORTABLE)
     result = build_int8(prepared, tmp_path, _judge(prepared, data, tolerance=1.0), calib, spec)
     assert not result.ok and len(_searched(result)) == 2
     assert "out of tolerance after 2 trials" in result.reason
@@ -258,7 +262,7 @@ def test_a_smoothing_failure_leaves_the_search_to_exclusions(tmp_path, monkeypat
         raise RuntimeError("SmoothQuant changed the FP32 model's outputs (max relative deviation 0.2)")
 
     monkeypatch.setattr(smooth, "smooth", broken)
-    spec = BuildSpec(source="outlier.onnx", calib="-", eval="-", max_trials=4, tolerance=0.995)
+    spec = BuildSpec(source="outlier.onnx", calib="-", eval="-", max_trials=4, tolerance=0.995, int8_scheme=PORTABLE)
     result = build_int8(prepared, tmp_path, _judge(prepared, data, tolerance=0.995), calib, spec)
     assert result.ok and result.smoothing is None and result.excluded_nodes == ["mm2"]
     assert not any(t["smoothed"] for t in result.trials)
@@ -269,7 +273,7 @@ def test_whole_graph_recipe_competes_on_measured_speed(detector, tmp_path):
     """onnxruntime's own recipe (every op quantised, outputs too) is one more candidate: when both
     recipes meet the tolerance, the faster one on this worker is kept and the other is named."""
     _, prepared, calib, data = detector
-    spec = BuildSpec(source="det.onnx", calib="-", eval="-", tolerance=0.99)
+    spec = BuildSpec(source="det.onnx", calib="-", eval="-", tolerance=0.99, int8_scheme=PORTABLE)
     result = build_int8(prepared, tmp_path, _judge(prepared, data, tolerance=0.99), calib, spec)
     by_recipe = {t["recipe"]: t for t in result.trials}
     assert set(by_recipe) == {"compute_ops", "whole_graph"} and all(t["ok"] for t in by_recipe.values())
