@@ -185,6 +185,7 @@ class Candidate:
     scheme: Scheme | None = None  # INT8 encoding (model_build.isa)
     scheme_reason: str = ""
     recipe: Recipe | None = None  # which ops INT8 quantised
+    lowered: int = 0  # MatMuls as com.microsoft.MatMulIntegerToFloat: the artifact is for onnxruntime only
 
 
 def build_fp16(prepared: PreparedModel, workdir: Path, judge: Judge) -> Candidate:
@@ -304,6 +305,7 @@ def _int8_search(prepared: PreparedModel, workdir: Path, judge: Judge, calib: Da
     fid, acc, ok, reason = judge.report(best)
     notes = [f"calibration {spec.calib_method.value} on {n_samples(calib)} samples",
              f"{scheme.value}: {scheme.describe()} ({why})"]
+    count = 0  # MatMuls lowered
     if ok and spec.target is Target.onnxruntime:  # the same integers, one kernel per MatMul and its bias
         lowered = best.with_name(best.stem + "_lowered.onnx")
         count = quantize.lower_for_onnxruntime(best, lowered)
@@ -311,6 +313,8 @@ def _int8_search(prepared: PreparedModel, workdir: Path, judge: Judge, calib: Da
         if verdict and verdict[2]:
             best, (fid, acc, ok, reason) = lowered, verdict
             notes.append(f"{count} MatMuls lowered to MatMulIntegerToFloat with their bias")
+        else:
+            count = 0
     if float_matmuls:
         notes.append(f"{len(float_matmuls)} activation-by-activation MatMuls (attention) kept in float")
     if result.smoothing:
@@ -325,7 +329,7 @@ def _int8_search(prepared: PreparedModel, workdir: Path, judge: Judge, calib: Da
                      excluded_nodes=result.excluded_nodes if ok else result.trials[-1].excluded_nodes,
                      trials=trials, notes=notes, seconds=time.perf_counter() - t0,
                      smoothing=result.smoothing.describe() if result.smoothing else None, scheme=scheme,
-                     scheme_reason=why, recipe=Recipe.compute_ops)
+                     scheme_reason=why, recipe=Recipe.compute_ops, lowered=count)
 
 
 @dataclass
@@ -404,7 +408,10 @@ def manifest(spec: BuildSpec, prepared: PreparedModel, chosen: Candidate, *, nam
                          "encoding": chosen.scheme.describe() if chosen.scheme else None,
                          "why": chosen.scheme_reason or None,
                          "portable": chosen.scheme.portable if chosen.scheme else None,
-                         "isa": host.isa.value} if int8 else None,
+                         "isa": host.isa.value,
+                         # "onnxruntime": MatMuls lowered to com.microsoft.MatMulIntegerToFloat (not for TensorRT)
+                         "graph": "onnxruntime" if chosen.lowered else "qdq",
+                         "lowered_matmuls": chosen.lowered} if int8 else None,
         "calibration": {"method": spec.calib_method.value if int8 else None,
                         "samples": calib_samples if int8 else 0,
                         "smoothing": chosen.smoothing},

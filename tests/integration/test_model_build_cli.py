@@ -39,6 +39,7 @@ def test_int8_accuracy_build_is_deployable(run_cli, tmp_path, env):
     exact_u8s8 = host["isa"] in ("amx", "avx512_vnni", "avx_vnni", "arm64")
     assert quant["scheme"] in (("u8s8",) if exact_u8s8 else ("u8s8_reduce_range", "u8u8"))
     assert quant["portable"] is (quant["scheme"] != "u8s8")
+    assert quant["graph"] == ("onnxruntime" if quant["lowered_matmuls"] else "qdq")
     numerics = doc["metrics"]["fidelity"]["numerics"]
     assert numerics["kind"] == "host_kernels" and numerics["isa"] == host["isa"]
     acc = doc["metrics"]["accuracy"]
@@ -89,6 +90,7 @@ def test_tensorrt_target_is_judged_on_exact_int8_and_speed_is_not_assumed(run_cl
     doc = json.loads((out / "manifest.json").read_text())
     assert doc["deployable"] is False and "cannot be measured on this worker" in doc["reason"]
     assert doc["quantization"]["scheme"] == "s8s8" and doc["min_speedup"] == 1.0
+    assert doc["quantization"]["graph"] == "qdq" and doc["quantization"]["lowered_matmuls"] == 0  # TensorRT parses QDQ
     fid = doc["metrics"]["fidelity"]
     assert fid["numerics"]["kind"] == "simulated_tensorrt_int8" and fid["nonfinite"] == 0
     assert doc["metrics"]["accuracy"]["loss"] <= 0.01  # the fidelity gate itself was met

@@ -40,6 +40,7 @@ def _assert_int8_search(result):
     assert [t["smoothed"] for t in result.trials[:2]] == [False, True]
     assert result.recipe.value == "compute_ops"  # the whole-graph recipe misses the gate on a transformer
     assert len(result.excluded_nodes) < 24  # most MatMuls stay INT8
+    assert result.lowered == 36 - len(result.excluded_nodes)  # every INT8 MatMul, one kernel with its bias
 
 
 @pytest.mark.slow
