@@ -288,10 +288,11 @@ def _int8_search(prepared: PreparedModel, workdir: Path, judge: Judge, calib: Da
                              exclude=[*excluded, *float_matmuls],
                              scheme=scheme, batch_size=batch, cache_path=cache)
 
-    def smoothed() -> smooth.Smoothing | None:
+    def smoothed(everywhere: bool) -> smooth.Smoothing | None:
         try:
-            return smooth.smooth(prepared.path, workdir / "fp32_smoothed.onnx", calib, alpha=spec.smooth_alpha,
-                                 batch_size=batch, threads=spec.bench_threads)
+            return smooth.smooth(prepared.path, workdir / f"fp32_smoothed{'_everywhere' if everywhere else ''}.onnx",
+                                 calib, alpha=spec.smooth_alpha, batch_size=batch, threads=spec.bench_threads,
+                                 min_gain_db=0.0 if everywhere else smooth.MIN_GAIN_DB)
         except Exception as exc:  # an optimisation, not a requirement: the search goes on without it
             log.warning("SmoothQuant skipped: %s", " ".join(str(exc).split())[:300])
             return None

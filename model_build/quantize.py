@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 
 from model_build.calibrate import CalibMethod, Dataset, DatasetReader
 from model_build.isa import Scheme
@@ -145,12 +146,59 @@ def lower_for_onnxruntime(src: Path, dst: Path) -> int:
         kept += new if isinstance(new, list) else [new] if new is not None else []
     used = {name for n in kept for name in n.input} | outputs
     kept = [n for n in kept if not (n.op_type == "DequantizeLinear" and n.output[0] not in used)]
+    kept = _drop_channel_masks(kept, inits, outputs)
     del graph.node[:]
     graph.node.extend(kept)
     if not any(o.domain == "com.microsoft" for o in model.opset_import):
         model.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
     save(model, dst)
     return sum(1 for n in replaced.values() if isinstance(n, onnx.NodeProto) and n.op_type == "MatMulIntegerToFloat")
+
+
+def _drop_channel_masks(nodes: list[onnx.NodeProto], inits: dict[str, onnx.TensorProto],
+                        outputs: set[str]) -> list[onnx.NodeProto]:
+    """Without each ``Mul`` by a 0/1 channel mask (the outlier channels of an activation that is
+    not smoothed otherwise, :mod:`model_build.smooth`) whose bytes only reach
+    ``MatMulIntegerToFloat`` weight rows that are zero at the masked channels: there a masked
+    channel's byte, saturated or not, is multiplied by zero either way. Checked, not assumed."""
+    producer = {o: n for n in nodes for o in n.output}
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in nodes:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+
+    def zero_rows(gemm: onnx.NodeProto, rows: np.ndarray) -> bool:
+        w = inits.get(gemm.input[1])
+        if w is None or len(w.dims) != 2 or w.dims[0] <= rows.max():
+            return False
+        zp_name = gemm.input[5] if len(gemm.input) > 5 else ""
+        if zp_name and zp_name not in inits:
+            return False
+        zp = numpy_helper.to_array(inits[zp_name]) if zp_name else 0
+        return bool(np.all(numpy_helper.to_array(w)[rows] == zp))
+
+    dropped: set[int] = set()
+    for q in nodes:
+        mul = producer.get(q.input[0]) if q.op_type == "QuantizeLinear" else None
+        if mul is None or mul.op_type != "Mul" or mul.output[0] in outputs or len(readers[mul.output[0]]) != 1:
+            continue
+        mask_name = next((i for i in mul.input if i in inits), None)
+        mask = numpy_helper.to_array(inits[mask_name]) if mask_name else None
+        if mask is None or mask.ndim != 1 or not np.isin(mask, (0.0, 1.0)).all() or mask.all():
+            continue
+        gemms, ok = [], q.output[0] not in outputs
+        for r in readers.get(q.output[0], []):
+            axis = next((onnx.helper.get_attribute_value(a) for a in r.attribute if a.name == "axis"), None)
+            if r.op_type == "Concat" and r.input[0] == q.output[0] and axis == -1 and r.output[0] not in outputs:
+                gemms += [(g, r.output[0]) for g in readers.get(r.output[0], [])]
+            else:
+                gemms.append((r, q.output[0]))
+        ok = ok and bool(gemms) and all(g.op_type == "MatMulIntegerToFloat" and g.input[0] == a
+                                        and zero_rows(g, np.flatnonzero(mask == 0)) for g, a in gemms)
+        if ok:
+            q.input[0] = next(i for i in mul.input if i != mask_name)
+            dropped.add(id(mul))
+    return [n for n in nodes if id(n) not in dropped]
 
 
 def activation_matmuls(graph: onnx.GraphProto) -> list[str]:

@@ -76,12 +76,14 @@ def nodes_touching(model: onnx.ModelProto, tensors: list[str], only: set[str] | 
 def search(fp32_path: Path, workdir: Path, build: Callable[[Path, list[str], Path], Path],
            judge: Callable[[Path], tuple[float, bool, str]], debug_data: Dataset,
            quantizable: set[str], max_trials: int = 6, *,
-           smooth: Callable[[], Smoothing | None] | None = None, higher_is_better: bool = True) -> SearchResult:
+           smooth: Callable[[bool], Smoothing | None] | None = None, higher_is_better: bool = True) -> SearchResult:
     """``build(fp32_base, excluded_nodes, out_path)`` makes a candidate, ``judge(path)`` scores it.
 
     Trial 0 quantises the model as it is. When that misses the tolerance and ``smooth`` is given,
-    trial 1 quantises the smoothed model (``smooth()`` writes it; None when nothing can be
-    smoothed); the exclusion trials then build on whichever base scored better.
+    trial 1 quantises the smoothed model (``smooth(False)`` writes it, with a ``Mul`` only where
+    smoothing buys enough; None when nothing can be smoothed), and when that misses too and it left
+    activations as they were, trial 2 the model smoothed everywhere (``smooth(True)``). The exclusion
+    trials then build on whichever base scored best.
     ``quantizable`` names the nodes INT8 applies to: a trial that would keep all of them in float
     is not an INT8 model any more, and ends the search."""
     trials: list[Trial] = []
@@ -91,18 +93,23 @@ def search(fp32_path: Path, workdir: Path, build: Callable[[Path, list[str], Pat
     if ok or max_trials <= 1:
         return SearchResult(first if ok else None, first, [], trials)
     base, base_qdq, smoothing = fp32_path, first, None
-    if smooth is not None:
-        smoothed = smooth()
-        if smoothed is not None:
-            candidate = build(smoothed.path, [], workdir / "int8_smoothed.onnx")
-            s_score, s_ok, s_reason = judge(candidate)
-            trials.append(Trial(0, [], s_score, s_ok, s_reason, smoothed=True))
-            log.info("SmoothQuant (alpha %.2f, %d activations): %s", smoothed.alpha, len(smoothed.tensors),
-                     "within tolerance" if s_ok else s_reason)
-            if s_ok:
-                return SearchResult(candidate, candidate, [], trials, smoothing=smoothed)
-            if (s_score > score) == higher_is_better and s_score != score:
-                base, base_qdq, smoothing, reason = smoothed.path, candidate, smoothed, s_reason
+    # the lean smoothing first (a Mul only where it buys enough); every activation when that misses
+    for everywhere in (False, True) if smooth is not None else ():
+        smoothed = smooth(everywhere) if len(trials) < max_trials else None
+        if smoothed is None:
+            break
+        name = "int8_smoothed_everywhere.onnx" if everywhere else "int8_smoothed.onnx"
+        candidate = build(smoothed.path, [], workdir / name)
+        s_score, s_ok, s_reason = judge(candidate)
+        trials.append(Trial(0, [], s_score, s_ok, s_reason, smoothed=True))
+        log.info("SmoothQuant (alpha %.2f, %d activations, %d left as they are): %s", smoothed.alpha,
+                 len(smoothed.tensors), smoothed.unsmoothed, "within tolerance" if s_ok else s_reason)
+        if s_ok:
+            return SearchResult(candidate, candidate, [], trials, smoothing=smoothed)
+        if (s_score > score) == higher_is_better and s_score != score:
+            base, base_qdq, smoothing, reason, score = smoothed.path, candidate, smoothed, s_reason, s_score
+        if not smoothed.unsmoothed:
+            break  # it already smoothed every activation
     ranked = sensitivity(base, base_qdq, debug_data, workdir)
     log.info("INT8 out of tolerance (%s); most sensitive tensors: %s", reason,
              ", ".join(f"{t} {db:.1f} dB" for t, db in ranked[:5]))

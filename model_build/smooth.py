@@ -26,7 +26,7 @@ fidelity (held-back cosine 0.9991 against 0.9992).
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +39,12 @@ from model_build.prepare import save
 SUFFIX = "_smoothed"
 _PROTO_LIMIT = 2**31 - 2**20  # a serialised ModelProto must stay under 2 GiB
 MIN_SCALE, MAX_SCALE = 1e-2, 1e2  # keep weights and activations within a sane dynamic range
+SAMPLE_ROWS = 1024  # activation rows (one calibration batch at most) that estimate what smoothing buys
+# A Mul over a wide activation costs as much as an elementwise op of the model (on MiniLM at batch 32,
+# 1 ms for each 1536-wide GELU output): smoothing is applied where it buys at least this much SQNR on
+# the INT8 GEMM it feeds. On MiniLM the LayerNorm outputs gain 4.8-7.7 dB and need it (held-back
+# cosine 0.77 without), the GELU outputs gain -0.9-3.2 dB and do not (0.99911 either way)
+MIN_GAIN_DB = 4.0
 
 
 @dataclass
@@ -50,11 +56,13 @@ class Smoothing:
     max_rel_diff: float  # smoothed vs original FP32 outputs on one calibration batch
     outlier_channels: int = 0  # input channels split into INT8 copies (all activations together)
     outlier_copies: int = 0  # the input channels those copies add to the GEMMs
+    folded: int = 0  # activations divided inside their producer's weights (attention's V projection), no Mul
+    unsmoothed: int = 0  # activations left as they are: smoothing bought under min_gain_db (outliers still split)
 
     def describe(self) -> dict:
         return {"alpha": self.alpha, "tensors": len(self.tensors), "matmuls": self.matmuls,
                 "outlier_channels": self.outlier_channels, "outlier_copies": self.outlier_copies,
-                "fp32_max_rel_diff": self.max_rel_diff}
+                "folded": self.folded, "unsmoothed": self.unsmoothed, "fp32_max_rel_diff": self.max_rel_diff}
 
 
 @dataclass
@@ -93,6 +101,54 @@ def _targets(model: onnx.ModelProto) -> dict[str, list[tuple[onnx.NodeProto, str
     return {a: g for a, g in groups.items() if a not in constants and all(users[w] == 1 for _, w, _ in g)}
 
 
+_HEADS = [0, 2, 1, 3]  # [batch, seq, heads, dim] <-> [batch, heads, seq, dim]: the last axis stays put
+
+
+def _value_projection(model: onnx.ModelProto, act: str) -> tuple[str, str | None] | None:
+    """(weight, bias) of the V projection when ``act`` is attention's context,
+    ``Reshape(Transpose(P @ Transpose(Reshape(x @ W + b))))`` with both transposes swapping only
+    heads and sequence: context channel ``c`` is V's output channel ``c``, so dividing W's column
+    ``c`` and ``b[c]`` by ``s[c]`` divides the context's channel ``c``, exactly, with no ``Mul``
+    (the attention MatMul is linear in V). None for any other shape of graph, or when a tensor on
+    the way has another reader."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+    inits = {i.name: i for i in model.graph.initializer}
+    readers: dict[str, int] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            readers[name] = readers.get(name, 0) + 1
+
+    def perm(node: onnx.NodeProto) -> list[int] | None:
+        return next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
+
+    steps = [("Reshape", 0), ("Transpose", 0), ("MatMul", 1), ("Transpose", 0), ("Reshape", 0)]
+    name = act
+    for op, arg in steps:
+        node = producer.get(name)
+        if node is None or node.op_type != op or (op == "Transpose" and perm(node) != _HEADS):
+            return None
+        name = node.input[arg]
+        if name in inits or readers.get(name, 0) != 1:
+            return None
+    bias = None
+    node = producer.get(name)
+    if node is not None and node.op_type == "Add":
+        consts = [i for i in node.input if i in inits]
+        if len(consts) != 1 or len(inits[consts[0]].dims) != 1 or readers.get(consts[0], 0) != 1:
+            return None
+        bias = consts[0]
+        name = next(i for i in node.input if i != bias)
+        if readers.get(name, 0) != 1:
+            return None
+        node = producer.get(name)
+    if node is None or node.op_type != "MatMul" or node.input[1] not in inits or readers[node.input[1]] != 1:
+        return None
+    w = inits[node.input[1]]
+    if len(w.dims) != 2 or w.data_type != onnx.TensorProto.FLOAT or (bias and inits[bias].dims[0] != w.dims[1]):
+        return None
+    return node.input[1], bias
+
+
 def _session(model: onnx.ModelProto, outputs: list[str], threads: int):
     import onnxruntime as ort
 
@@ -116,15 +172,44 @@ def _session(model: onnx.ModelProto, outputs: list[str], threads: int):
 
 
 def channel_maxima(model: onnx.ModelProto, tensors: list[str], calib: Dataset, *, batch_size: int = 16,
-                   threads: int = 0) -> dict[str, np.ndarray]:
-    """max |x| per last-axis channel of each tensor over the calibration set, batch by batch."""
+                   threads: int = 0, sample: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """max |x| per last-axis channel of each tensor over the calibration set, batch by batch;
+    ``sample`` (when given) receives the first batch's rows of each tensor, at most ``SAMPLE_ROWS``."""
     sess = _session(model, tensors, threads)
     amax: dict[str, np.ndarray] = {}
     for feed in batches(calib, batch_size):
         for name, value in zip(tensors, sess.run(tensors, feed), strict=True):
-            m = np.abs(np.asarray(value, dtype=np.float32)).reshape(-1, value.shape[-1]).max(axis=0)
+            rows = np.asarray(value, dtype=np.float32).reshape(-1, value.shape[-1])
+            m = np.abs(rows).max(axis=0)
             amax[name] = m if name not in amax else np.maximum(amax[name], m)
+            if sample is not None and name not in sample:
+                sample[name] = rows[np.linspace(0, len(rows) - 1, min(len(rows), SAMPLE_ROWS)).astype(np.int64)]
     return amax
+
+
+def _fake_int8(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``x @ w`` through INT8: x on one asymmetric 8-bit scale, w symmetric per output column."""
+    lo, hi = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
+    step = (hi - lo) / 255 or 1.0
+    zero = np.round(-lo / step)
+    xq = (np.clip(np.round(x / step) + zero, 0, 255) - zero) * step
+    wstep = np.abs(w).max(axis=0) / 127
+    wstep[wstep == 0] = 1.0
+    return xq @ (np.round(w / wstep) * wstep)
+
+
+def gain_db(x: np.ndarray, w: np.ndarray, s: np.ndarray, keep: np.ndarray) -> float:
+    """How many dB of signal-to-quantisation-noise ratio smoothing by ``s`` buys ``x @ w`` (rows of
+    activation by the group's weights side by side) through INT8; outlier channels (not ``keep``)
+    left out of both, since they are split either way."""
+    x, w, s = np.asarray(x, np.float64) * keep, np.asarray(w, np.float64), np.asarray(s, np.float64)
+    ref = x @ w
+    signal = float(np.sum(ref ** 2))
+    plain = float(np.sum((_fake_int8(x, w) - ref) ** 2))
+    smoothed = float(np.sum((_fake_int8(x / s, w * s[:, None]) - ref) ** 2))
+    if not signal or not smoothed:
+        return float("inf") if plain else 0.0
+    return 10.0 * float(np.log10(max(plain, 1e-300) / smoothed))
 
 
 def scales(act_max: np.ndarray, weight_max: np.ndarray, alpha: float) -> np.ndarray:
@@ -134,13 +219,6 @@ def scales(act_max: np.ndarray, weight_max: np.ndarray, alpha: float) -> np.ndar
     live = (a > 0) & (w > 0)
     s[live] = a[live] ** alpha / w[live] ** (1.0 - alpha)
     return np.clip(s, MIN_SCALE, MAX_SCALE).astype(np.float32)
-
-
-def spread(act_max: np.ndarray) -> float:
-    """Largest channel maximum over the median one: how badly one INT8 scale fits the tensor."""
-    a = np.asarray(act_max, np.float64)
-    med = float(np.median(a))
-    return float(a.max() / med) if med > 0 else float("inf")
 
 
 def outlier_channels(act_max: np.ndarray, ratio: float, limit: int) -> np.ndarray:
@@ -180,70 +258,92 @@ def split_plan(act_max: np.ndarray, room: np.ndarray, top: float, *, target: flo
 
 def smooth(src: Path, dst: Path, calib: Dataset, *, alpha: float = 0.6, batch_size: int = 16,
            threads: int = 0, outlier_ratio: float = 8.0, max_outliers: int = 8,
-           min_spread: float = 0.0) -> Smoothing | None:
+           min_gain_db: float = MIN_GAIN_DB) -> Smoothing | None:
     """Write the smoothed FP32 model to ``dst``; None when the model has no MatMul/Gemm to smooth.
 
     Channels beyond ``outlier_ratio`` times the median (at most ``max_outliers`` per activation)
     are split (:func:`split_plan`): their ``1/s`` is 0 and their weight rows are 0 in the main
     block, so they no longer stretch the activation's INT8 scale, and
-    ``Concat(x / s, Gather(x, outliers) * share + offset)`` meets ``[s * W; gain * W[outliers]]``."""
+    ``Concat(x / s, Gather(x, outliers) * share + offset)`` meets ``[s * W; gain * W[outliers]]``.
+    Attention's context (no outliers) is divided inside the V projection's weights instead of by a
+    ``Mul`` (:func:`_value_projection`); should the smoothed model then differ from the original,
+    it is rebuilt with a ``Mul`` everywhere. Any other activation is divided only where that buys
+    ``min_gain_db`` (:func:`gain_db`; 0: everywhere); elsewhere its inliers stay as they are, and its
+    outliers' ``Mul`` by 0 or 1 is left for :func:`model_build.quantize.lower_for_onnxruntime` to drop."""
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"SmoothQuant alpha {alpha} must be within (0, 1)")
     model = onnx.load(str(src))
     groups = _targets(model)
     if not groups:
         return None
+    sample: dict[str, np.ndarray] = {}
+    amax = channel_maxima(model, list(groups), calib, batch_size=batch_size, threads=threads, sample=sample)
+    knobs = {"alpha": alpha, "outlier_ratio": outlier_ratio, "max_outliers": max_outliers, "min_gain_db": min_gain_db,
+             "sample": sample}
+    done = _apply(model, groups, amax, dst, fold=True, **knobs)
+    try:
+        return replace(done, max_rel_diff=_check(src, dst, calib, threads))
+    except RuntimeError:
+        if not done.folded:
+            raise
+    model = onnx.load(str(src))
+    done = _apply(model, _targets(model), amax, dst, fold=False, **knobs)
+    return replace(done, max_rel_diff=_check(src, dst, calib, threads))
+
+
+def _apply(model: onnx.ModelProto, groups: dict[str, list[tuple[onnx.NodeProto, str, bool]]],
+           amax: dict[str, np.ndarray], dst: Path, *, alpha: float, outlier_ratio: float, max_outliers: int,
+           min_gain_db: float, sample: dict[str, np.ndarray], fold: bool) -> Smoothing:
     inits = {i.name: i for i in model.graph.initializer}
-    amax = channel_maxima(model, list(groups), calib, batch_size=batch_size, threads=threads)
     before: dict[str, list[onnx.NodeProto]] = {}  # activation -> the nodes that smooth it, placed before the first reader
-    split = copies = 0
+    folded: list[str] = []
+    split = copies = unsmoothed = 0
 
     def const(name: str, value: np.ndarray) -> str:
         model.graph.initializer.append(numpy_helper.from_array(value, name))
         return name
 
+    readers: dict[str, int] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            readers[name] = readers.get(name, 0) + 1
     for act, members in groups.items():
         # every weight as K x N: row k multiplies input channel k (a Gemm with transB holds W^T)
         weights = {w: (numpy_helper.to_array(inits[w]).T if t else numpy_helper.to_array(inits[w]))
                    for _, w, t in members}
         if any(len(weights[w]) != len(amax[act]) for _, w, _ in members):
             continue  # a broadcast MatMul whose K is not the tensor's last axis: leave it
-        if spread(amax[act]) < min_spread:
-            continue  # flat enough for one INT8 scale: a Mul here costs time and buys nothing
         idx = outlier_channels(amax[act], outlier_ratio, max_outliers)
         keep = np.ones(len(amax[act]), dtype=bool)
         keep[idx] = False
         s = scales(np.where(keep, amax[act], 0.0), np.max([np.abs(w).max(axis=1) for w in weights.values()], axis=0),
                    alpha)
+        v = _value_projection(model, act) if fold and not len(idx) and readers.get(act) == len(members) else None
+        if v is not None and v[0] in weights:
+            v = None
+        if v is None and min_gain_db > 0 and gain_db(sample[act], np.concatenate(list(weights.values()), axis=1),
+                                                     s, keep) < min_gain_db:
+            s = np.ones_like(s)  # not worth a Mul: the inliers stay as they are
+            unsmoothed += 1
+            if not len(idx):
+                continue
         inv = np.where(keep, 1.0 / s, 0.0).astype(np.float32)
         scaled = {w: np.where(keep[:, None], wk * s[:, None], 0.0) for w, wk in weights.items()}
-        smoothed = act + SUFFIX if not len(idx) else act + "_inliers"
-        nodes = [onnx.helper.make_node("Mul", [act, const(act + "_smooth_scale", inv)], [smoothed],
-                                       name=f"{act}/SmoothQuant")]
-        if len(idx):
-            colmax = [np.abs(scaled[w]).max(axis=0) for w in weights]
-            room = [min(float(np.min(cm / np.maximum(np.abs(wk[k]), 1e-30)))
-                        for wk, cm in zip(weights.values(), colmax, strict=True)) for k in idx]
-            plan = split_plan(amax[act][idx], np.array(room), float(np.max(amax[act][keep] / s[keep])))
-            rows = idx[plan.index]
-            nodes += [
-                onnx.helper.make_node("Gather", [act, const(act + "_outlier_index", rows)], [act + "_outliers"],
-                                      axis=-1, name=f"{act}/Outliers"),
-                onnx.helper.make_node("Mul", [act + "_outliers", const(act + "_outlier_share", plan.share)],
-                                      [act + "_outlier_shares"], name=f"{act}/OutliersShare"),
-                onnx.helper.make_node("Add", [act + "_outlier_shares", const(act + "_outlier_dither", plan.offset)],
-                                      [act + "_outlier_copies"], name=f"{act}/OutliersDither"),
-                onnx.helper.make_node("Concat", [smoothed, act + "_outlier_copies"], [act + SUFFIX], axis=-1,
-                                      name=f"{act}/OutliersConcat"),
-            ]
-            for w, wk in weights.items():
-                scaled[w] = np.concatenate([scaled[w], wk[rows] * plan.gain[:, None]])
+        if v is not None:
+            # divide V's output channels (its weight's columns and its bias) instead of the context
+            wv, bias = v
+            inits[wv].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(inits[wv]) * inv[None, :], wv))
+            if bias:
+                inits[bias].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(inits[bias]) * inv, bias))
+            folded.append(act)
+        else:
+            before[act] = _smoothing_nodes(act, inv, idx, keep, s, amax[act], weights, scaled, const)
             split += len(idx)
-            copies += len(rows)
+            copies += len(scaled[members[0][1]]) - len(keep)
         for node, w, transposed in members:
             inits[w].CopyFrom(numpy_helper.from_array((scaled[w].T if transposed else scaled[w]).astype(np.float32), w))
-            node.input[0] = act + SUFFIX
-        before[act] = nodes
+            if act in before:
+                node.input[0] = act + SUFFIX
     # the smoothing nodes right before the first node that reads the smoothed tensor: topological order holds
     ordered: list[onnx.NodeProto] = []
     placed: set[str] = set()
@@ -257,8 +357,38 @@ def smooth(src: Path, dst: Path, calib: Dataset, *, alpha: float = 0.6, batch_si
     del model.graph.node[:]
     model.graph.node.extend(ordered)
     save(model, dst)
-    diff = _check(src, dst, calib, threads)
-    return Smoothing(dst, alpha, sorted(before), sum(len(groups[a]) for a in before), diff, split, copies)
+    tensors = sorted([*before, *folded])
+    return Smoothing(dst, alpha, tensors, sum(len(groups[a]) for a in tensors), float("nan"), split, copies,
+                     len(folded), unsmoothed)
+
+
+def _smoothing_nodes(act: str, inv: np.ndarray, idx: np.ndarray, keep: np.ndarray, s: np.ndarray,
+                     amax: np.ndarray, weights: dict[str, np.ndarray], scaled: dict[str, np.ndarray],
+                     const) -> list[onnx.NodeProto]:
+    """The Mul by ``1/s``, and the outlier copies when ``idx`` names outlier channels (whose weight
+    rows in ``scaled`` are then extended by the copies' rows, in place)."""
+    smoothed = act + SUFFIX if not len(idx) else act + "_inliers"
+    nodes = [onnx.helper.make_node("Mul", [act, const(act + "_smooth_scale", inv)], [smoothed],
+                                   name=f"{act}/SmoothQuant")]
+    if not len(idx):
+        return nodes
+    colmax = [np.abs(scaled[w]).max(axis=0) for w in weights]
+    room = [min(float(np.min(cm / np.maximum(np.abs(wk[k]), 1e-30)))
+                for wk, cm in zip(weights.values(), colmax, strict=True)) for k in idx]
+    plan = split_plan(amax[idx], np.array(room), float(np.max(amax[keep] / s[keep])))
+    rows = idx[plan.index]
+    for w, wk in weights.items():
+        scaled[w] = np.concatenate([scaled[w], wk[rows] * plan.gain[:, None]])
+    return nodes + [
+        onnx.helper.make_node("Gather", [act, const(act + "_outlier_index", rows)], [act + "_outliers"],
+                              axis=-1, name=f"{act}/Outliers"),
+        onnx.helper.make_node("Mul", [act + "_outliers", const(act + "_outlier_share", plan.share)],
+                              [act + "_outlier_shares"], name=f"{act}/OutliersShare"),
+        onnx.helper.make_node("Add", [act + "_outlier_shares", const(act + "_outlier_dither", plan.offset)],
+                              [act + "_outlier_copies"], name=f"{act}/OutliersDither"),
+        onnx.helper.make_node("Concat", [smoothed, act + "_outlier_copies"], [act + SUFFIX], axis=-1,
+                              name=f"{act}/OutliersConcat"),
+    ]
 
 
 def _check(src: Path, dst: Path, calib: Dataset, threads: int) -> float:

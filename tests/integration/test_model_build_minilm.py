@@ -36,7 +36,10 @@ def minilm(tmp_path_factory):
 
 def _assert_int8_search(result):
     assert result.ok and result.fidelity.cosine >= 0.999 and result.fidelity.nonfinite == 0, result.reason
-    assert result.smoothing and result.smoothing["matmuls"] == 36 and result.smoothing["tensors"] == 24
+    smoothing = result.smoothing
+    assert smoothing and smoothing["folded"] == 6  # the six attention contexts, inside their V projections
+    # all 24 MatMul inputs weighed: smoothed, or left as they are where a Mul would buy too little
+    assert smoothing["tensors"] + smoothing["unsmoothed"] >= 24 and smoothing["matmuls"] <= 36
     assert [t["smoothed"] for t in result.trials[:2]] == [False, True]
     assert result.recipe.value == "compute_ops"  # the whole-graph recipe misses the gate on a transformer
     assert len(result.excluded_nodes) < 24  # most MatMuls stay INT8

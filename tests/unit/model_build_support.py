@@ -85,6 +85,48 @@ def outlier_mlp(path: Path, outlier: float = 1000.0, seed: int = 1) -> Path:
     return _save(graph, path, 17)
 
 
+def attention_block(path: Path, *, heads: int = 4, context_also_output: bool = False,
+                    heads_mix_positions: bool = False) -> Path:
+    """One self-attention block as exporters write it: Q/K/V projections with biases, heads split by
+    Reshape + Transpose [0, 2, 1, 3], Softmax, context = P @ V merged back, then the output
+    projection. V's output channels are 1x-6x apart, so the context wants smoothing.
+    ``context_also_output``: the context is a graph output too (another reader).
+    ``heads_mix_positions``: each head's 16 channels become a position of their own (Reshape to
+    [batch, seq * heads, 1, 16]), so attention mixes channels of V across heads: the context's
+    channel ``c`` is no longer V's channel ``c`` although the ops are the same."""
+    d, rng = 64, np.random.default_rng(3)
+    spread = np.linspace(1.0, 6.0, d).astype(np.float32)
+    weights = {f"w{p}": rng.normal(0, 0.15, (d, d)).astype(np.float32) for p in "qkvo"}
+    weights["wv"] *= spread[None, :]
+    inits = [numpy_helper.from_array(w, n) for n, w in weights.items()]
+    inits += [numpy_helper.from_array(rng.normal(0, 0.1, d).astype(np.float32), f"b{p}") for p in "qkvo"]
+    split = [0, -1, 1, d // heads] if heads_mix_positions else [0, 0, heads, d // heads]
+    inits += [numpy_helper.from_array(np.array(split, np.int64), "heads_shape"),
+              numpy_helper.from_array(np.array([0, -1, d], np.int64), "merged_shape"),
+              numpy_helper.from_array(np.array(1 / np.sqrt(d // heads), np.float32), "scale")]
+    nodes = []
+    for p in "qkv":
+        nodes += [helper.make_node("MatMul", ["x", f"w{p}"], [f"{p}_mm"], name=f"{p}/MatMul"),
+                  helper.make_node("Add", [f"b{p}", f"{p}_mm"], [f"{p}_add"], name=f"{p}/Add"),
+                  helper.make_node("Reshape", [f"{p}_add", "heads_shape"], [f"{p}_heads"], name=f"{p}/Reshape"),
+                  helper.make_node("Transpose", [f"{p}_heads"], [f"{p}_t"], perm=[0, 2, 3, 1] if p == "k"
+                                   else [0, 2, 1, 3], name=f"{p}/Transpose")]
+    nodes += [helper.make_node("MatMul", ["q_t", "k_t"], ["scores"], name="attn/scores"),
+              helper.make_node("Mul", ["scores", "scale"], ["scaled"], name="attn/scale"),
+              helper.make_node("Softmax", ["scaled"], ["probs"], axis=-1, name="attn/softmax"),
+              helper.make_node("MatMul", ["probs", "v_t"], ["ctx_heads"], name="attn/context"),
+              helper.make_node("Transpose", ["ctx_heads"], ["ctx_t"], perm=[0, 2, 1, 3], name="attn/merge"),
+              helper.make_node("Reshape", ["ctx_t", "merged_shape"], ["context"], name="attn/Reshape"),
+              helper.make_node("MatMul", ["context", "wo"], ["o_mm"], name="o/MatMul"),
+              helper.make_node("Add", ["o_mm", "bo"], ["y"], name="o/Add")]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", "S", d])]
+    if context_also_output:
+        outputs.append(helper.make_tensor_value_info("context", TensorProto.FLOAT, ["N", "S", d]))
+    graph = helper.make_graph(nodes, "attention", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", "S", d])],
+                              outputs, inits)
+    return _save(graph, path, 17)
+
+
 def overflow_model(path: Path) -> Path:
     """Fine in FP32, Inf in FP16: raw features far beyond FP16's 65504 go straight into a
     LayerNormalization (the input cast to FP16 overflows unless LayerNorm is kept in FP32)."""

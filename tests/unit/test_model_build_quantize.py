@@ -13,7 +13,14 @@ from model_build.calibrate import CalibMethod, load_dataset
 from model_build.evaluate import Metric
 from model_build.isa import Scheme
 from model_build.prepare import prepare
-from tests.unit.model_build_support import conv_detector, normal, npz, outlier_mlp, overflow_model
+from tests.unit.model_build_support import (
+    attention_block,
+    conv_detector,
+    normal,
+    npz,
+    outlier_mlp,
+    overflow_model,
+)
 
 # The search's own tests pin u8u8, exact on every CPU: left to the host, an AVX2-only build host
 # searches two schemes (more trials) and a VNNI one u8s8, so trial counts would depend on the ISA
@@ -111,7 +118,11 @@ def test_smoothquant_fixes_the_outlier_channel_without_exclusions(tmp_path):
     plain, smoothed = _searched(result)
     assert not plain["ok"] and not plain["smoothed"] and smoothed["smoothed"] and smoothed["ok"]
     assert result.ok and result.excluded_nodes == [] and result.fidelity.cosine >= 0.995
-    assert result.smoothing["tensors"] == 2 and result.smoothing["fp32_max_rel_diff"] < 1e-5
+    # mid's outlier channel (1000x) is split into copies; neither x's nor mid's Gaussian inliers gain
+    # enough from smoothing to be worth a Mul
+    assert result.smoothing["tensors"] == 1 and result.smoothing["outlier_channels"] == 1
+    assert result.smoothing["unsmoothed"] == 2
+    assert result.smoothing["fp32_max_rel_diff"] < 1e-5
     mm2 = next(n for n in _nodes(tmp_path / "int8_smoothed.onnx", "MatMul") if n.name == "mm2")
     assert mm2.input[0] != "mid"  # mm2 reads the quantised, smoothed activation
 
@@ -119,7 +130,7 @@ def test_smoothquant_fixes_the_outlier_channel_without_exclusions(tmp_path):
 def test_smoothing_is_exact_in_fp32(tmp_path):
     prepared = prepare(outlier_mlp(tmp_path / "outlier.onnx"), tmp_path / "work")
     calib = {"x": normal(64, 32, seed=1)}
-    done = smooth.smooth(prepared.path, tmp_path / "smoothed.onnx", calib, alpha=0.8)
+    done = smooth.smooth(prepared.path, tmp_path / "smoothed.onnx", calib, alpha=0.8, min_gain_db=0.0)
     model = onnx.load(str(done.path))
     muls = [n for n in model.graph.node if n.op_type == "Mul" and n.name.endswith("/SmoothQuant")]
     assert {n.input[0] for n in muls} == {"x", "mid"} and done.matmuls == 2
@@ -131,6 +142,47 @@ def test_smoothing_is_exact_in_fp32(tmp_path):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="alpha"):
         smooth.smooth(prepared.path, tmp_path / "x.onnx", calib, alpha=1.5)
+
+
+@pytest.mark.parametrize("shape", ["heads", "context_also_output", "heads_mix_positions"])
+def test_attention_context_is_smoothed_inside_the_value_projection(tmp_path, shape):
+    """Attention's context is divided by its scales inside V's weight columns and bias (P @ V is
+    linear in V), with no Mul: unless the context has another reader, or the graph only looks like
+    attention (heads that are positions: channels mix), where a Mul does it. Exact in FP32 either way."""
+    src = attention_block(tmp_path / "attn.onnx", context_also_output=shape == "context_also_output",
+                          heads_mix_positions=shape == "heads_mix_positions")
+    prepared = prepare(src, tmp_path / "work")
+    calib = {"x": normal(16, 9, 64, seed=1)}
+    done = smooth.smooth(prepared.path, tmp_path / "smoothed.onnx", calib, min_gain_db=0.0)
+    model = onnx.load(str(done.path))
+    muls = {n.input[0] for n in model.graph.node if n.name.endswith("/SmoothQuant")}
+    assert "context" in done.tensors and done.matmuls == 4
+    if shape == "heads":
+        assert done.folded == 1 and muls == {"x"}
+        before = {i.name: onnx.numpy_helper.to_array(i) for i in onnx.load(str(prepared.path)).graph.initializer}
+        after = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+        ratio = after["bv"] / before["bv"]  # V's columns and bias carry 1/s of the context
+        assert ratio.std() > 0.05 and np.allclose(after["wo"] / before["wo"], (1 / ratio)[:, None], rtol=1e-4)
+    else:
+        assert done.folded == 0 and muls == {"x", "context"}
+    data = {"x": normal(8, 11, 64, seed=3)}  # another sequence length than calibration
+    want = evaluate.run(evaluate.session(prepared.path), data)
+    got = evaluate.run(evaluate.session(done.path), data)
+    for a, b in zip(want, got, strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4)
+    assert done.max_rel_diff < 1e-5
+
+
+def test_smoothing_gain_tells_spread_channels_from_flat_ones():
+    rng = np.random.default_rng(5)
+    w = rng.normal(0, 0.1, (64, 32))
+    flat = rng.normal(size=(512, 64))
+    spread = flat * np.geomspace(0.05, 6.0, 64)  # channel ranges 120x apart
+    keep = np.ones(64, dtype=bool)
+    for x, low, high in ((flat, -1.0, 2.0), (spread, smooth.MIN_GAIN_DB, np.inf)):
+        s = smooth.scales(np.abs(x).max(axis=0), np.abs(w).max(axis=1), 0.6)
+        assert low < smooth.gain_db(x, w, s, keep) < high
+    assert smooth.gain_db(np.zeros((8, 64)), w, np.ones(64), keep) == 0.0  # silence: nothing to gain
 
 
 def test_split_plan_is_exact_in_float_and_fits_the_inliers_scale():
@@ -182,6 +234,19 @@ def test_outlier_channel_is_split_into_int8_copies(tmp_path):
     assert next(n for n in low.graph.node if n.name == "mm2").input[0] == joined.output[0]
     same = evaluate.fidelity(evaluate.run(evaluate.session(out), data), evaluate.run(evaluate.session(tmp_path / "low.onnx"), data))
     assert same.cosine > 0.9999
+    # mid's inliers were not worth smoothing: its Mul only zeroes the outlier channel, whose weight row
+    # is zero in the main block, so the lowered model quantises mid itself (the channel saturates x 0)
+    assert done.unsmoothed == 2 and producer[joined.input[0]].input[0] == "mid"
+    assert not [n for n in low.graph.node if n.op_type == "Mul" and n.input[0] == "mid"]
+    qdq = onnx.load(str(out))
+    w2q = next(i for i in qdq.graph.initializer if i.name.startswith("w2") and i.data_type == onnx.TensorProto.INT8)
+    row = onnx.numpy_helper.to_array(w2q).copy()
+    row[3] = 1  # a masked channel that would count: the Mul stays
+    w2q.CopyFrom(onnx.numpy_helper.from_array(row, w2q.name))
+    onnx.save(qdq, str(tmp_path / "tampered.onnx"))
+    quantize.lower_for_onnxruntime(tmp_path / "tampered.onnx", tmp_path / "tampered_low.onnx")
+    kept = onnx.load(str(tmp_path / "tampered_low.onnx")).graph.node
+    assert [n.name for n in kept if n.op_type == "Mul" and n.input[0] == "mid"] == ["mid/SmoothQuant"]
 
 
 @pytest.mark.parametrize("scheme,per_channel", [(Scheme.u8s8, True), (Scheme.u8u8, True), (Scheme.u8s8, False)])
