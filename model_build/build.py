@@ -319,9 +319,10 @@ def _int8_search(prepared: PreparedModel, workdir: Path, judge: Judge, calib: Da
     if float_matmuls:
         notes.append(f"{len(float_matmuls)} activation-by-activation MatMuls (attention) kept in float")
     if result.smoothing:
-        notes.append(f"SmoothQuant alpha {result.smoothing.alpha} on {len(result.smoothing.tensors)} activations, "
-                     f"{result.smoothing.outlier_channels} outlier channels split into "
-                     f"{result.smoothing.outlier_copies} INT8 copies")
+        sm = result.smoothing
+        notes.append(f"SmoothQuant alpha {sm.alpha} on {len(sm.tensors)} activations ({sm.folded} inside the V "
+                     f"projection, {sm.unsmoothed} left as they are: too little to gain), {sm.outlier_channels} "
+                     f"outlier channels split into {sm.outlier_copies} INT8 copies")
     if result.sensitivity:
         notes.append("most sensitive: " + ", ".join(f"{t} ({db:.1f} dB)" for t, db in result.sensitivity[:3]))
     if not ok:
