@@ -72,8 +72,22 @@ demo: setup
 up: setup
 	exec $(BIN)/python -m flows.common.localstack $(UP_ARGS)
 
+# The local-stack module (`make up` in its own network namespace, its own HOME and Prefect server: it shares
+# nothing with the other tests) runs beside the rest, in a second pytest process: most of its five minutes
+# are spent waiting on its own flow-run processes. PYTEST_ARGS set: one process, those arguments.
+SIDE_TESTS := tests/integration/test_local_stack.py
 test: setup
-	$(BIN)/pytest tests --durations=25 $(PYTEST_ARGS)
+	@if [ -n "$(PYTEST_ARGS)" ]; then exec $(BIN)/pytest tests --durations=25 $(PYTEST_ARGS); fi
+	mkdir -p .inferops
+	side_log=.inferops/test-local-stack.log
+	$(BIN)/pytest $(SIDE_TESTS) -p no:cacheprovider --durations=10 > $$side_log 2>&1 & side=$$!
+	trap 'kill $$side 2>/dev/null' EXIT
+	$(BIN)/pytest tests --ignore=$(SIDE_TESTS) --durations=25; main=$$?
+	wait $$side; rc=$$?
+	trap - EXIT
+	echo "===== $(SIDE_TESTS) (run beside the rest; full output in $$side_log) ====="
+	tail -n 25 $$side_log
+	[ $$main -eq 0 ] && [ $$rc -eq 0 ]
 
 # new random examples for every property-based test, many more of the hostile CLI inputs (CI replays fixed ones)
 fuzz: setup

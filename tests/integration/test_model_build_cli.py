@@ -99,36 +99,46 @@ def test_tensorrt_target_is_judged_on_exact_int8_and_speed_is_not_assumed(run_cl
     assert not (out / "1").exists() and not (tmp_path / "registry").exists()
 
 
-def _bad(run_cli, tmp_path, env, *args):
-    r = run_cli("model", "build", *args, "--precision", "fp16", "--out", str(tmp_path / "o"), env=env)
-    lines = r.stderr.strip().splitlines()
-    assert r.returncode == 2 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
-    return lines[0]
-
-
 def test_bad_input_exits_2_with_one_line(run_cli, tmp_path, env):
+    from concurrent.futures import ThreadPoolExecutor
+
     import numpy as np
 
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"\x08\x07garbage")
-    assert "cannot read model" in _bad(run_cli, tmp_path, env, str(junk), "--calib", CALIB, "--eval", EVAL)
     np.savez(tmp_path / "keys.npz", image=np.zeros((4, 1, 8, 8), np.float32))
-    line = _bad(run_cli, tmp_path, env, MODEL, "--calib", str(tmp_path / "keys.npz"), "--eval", EVAL)
-    assert "keys ['image'] do not match the model's input names ['pixels']" in line
     np.savez(tmp_path / "dtype.npz", pixels=np.zeros((4, 1, 8, 8), np.float64))
-    assert "dtype float64" in _bad(run_cli, tmp_path, env, MODEL, "--calib", CALIB, "--eval", str(tmp_path / "dtype.npz"))
     np.savez(tmp_path / "shape.npz", pixels=np.zeros((4, 8, 8), np.float32))
-    assert "expects rank 4" in _bad(run_cli, tmp_path, env, MODEL, "--calib", str(tmp_path / "shape.npz"), "--eval", EVAL)
-    assert "needs labels" in _bad(run_cli, tmp_path, env, MODEL, "--calib", CALIB, "--eval", EVAL, "--metric", "accuracy")
     # issue 16: a corrupt member inside an NPZ (zlib) and a plain .npy where an NPZ belongs (TypeError)
     corrupt = tmp_path / "corrupt.npz"
     np.savez_compressed(corrupt, pixels=np.random.default_rng(0).random((64, 1, 8, 8), np.float32))
     raw = bytearray(corrupt.read_bytes())
     raw[300:340] = b"\xff" * 40  # inside the deflate stream of the member, past the zip headers
     corrupt.write_bytes(bytes(raw))
-    line = _bad(run_cli, tmp_path, env, MODEL, "--calib", str(corrupt), "--eval", EVAL)
-    assert line.startswith(f"inferops: dataset {corrupt}: member 'pixels' is unreadable (zlib.error: Error -3")
     plain = tmp_path / "plain.npy"
     np.save(plain, np.zeros((4, 1, 8, 8), np.float32))
-    line = _bad(run_cli, tmp_path, env, MODEL, "--calib", CALIB, "--eval", str(plain))
-    assert line == f"inferops: dataset {plain}: a single .npy array, not an NPZ archive keyed by input names"
+    cases = [  # (arguments, what the one line says)
+        ((str(junk), "--calib", CALIB, "--eval", EVAL), "cannot read model"),
+        ((MODEL, "--calib", str(tmp_path / "keys.npz"), "--eval", EVAL),
+         "keys ['image'] do not match the model's input names ['pixels']"),
+        ((MODEL, "--calib", CALIB, "--eval", str(tmp_path / "dtype.npz")), "dtype float64"),
+        ((MODEL, "--calib", str(tmp_path / "shape.npz"), "--eval", EVAL), "expects rank 4"),
+        ((MODEL, "--calib", CALIB, "--eval", EVAL, "--metric", "accuracy"), "needs labels"),
+        ((MODEL, "--calib", str(corrupt), "--eval", EVAL),
+         f"inferops: dataset {corrupt}: member 'pixels' is unreadable (zlib.error: Error -3"),
+        ((MODEL, "--calib", CALIB, "--eval", str(plain)),
+         f"inferops: dataset {plain}: a single .npy array, not an NPZ archive keyed by input names"),
+    ]
+
+    def bad(i: int) -> str:  # each in its own output folder: they run side by side
+        r = run_cli("model", "build", *cases[i][0], "--precision", "fp16", "--out", str(tmp_path / f"o{i}"), env=env)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+        return lines[0]
+
+    with ThreadPoolExecutor(3) as pool:
+        lines = list(pool.map(bad, range(len(cases))))
+    for (_, said), line in zip(cases, lines, strict=True):
+        assert said in line, line
+    assert lines[5].startswith(cases[5][1]) and lines[6] == cases[6][1]
+    assert not any((tmp_path / f"o{i}").exists() for i in range(len(cases)))  # nothing written
