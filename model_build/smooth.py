@@ -17,8 +17,8 @@ only where it pays. Attention's context needs none: the division goes into the V
 weight columns and bias (:func:`_value_projection`). Elsewhere the SQNR that smoothing buys the
 INT8 GEMM is estimated on a calibration batch (:func:`gain_db`), and under ``MIN_GAIN_DB`` the
 activation is left as it is (its outliers are still split). On MiniLM (AMX host, batch 32, one
-thread) that removed the 12 ``Mul``s on the contexts and GELU outputs: 107 ms a batch against 112,
-held-back cosine unchanged (0.99911).
+thread, interleaved in one process) that removed the 12 ``Mul``s on the contexts and GELU outputs:
+118 ms a batch against 126, held-back cosine unchanged (0.99911).
 
 A handful of channels sit far beyond the rest (in MiniLM, 1-2 of 1536 GELU outputs at 14-26x the
 median channel): no ``s`` fits them without wrecking the weights' per-channel scales. Each is split
