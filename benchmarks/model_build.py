@@ -111,9 +111,11 @@ def _splits(name: str, work: Path) -> dict:
     return build()
 
 
-def _cpu_ms(paths: dict[str, Path], data: dict, batches=(1, 32), rounds: int = 3, min_s: float = 0.3) -> dict:
+def _cpu_ms(paths: dict[str, Path], data: dict, batches=(1, 32), rounds: int = 9, min_s: float = 0.3) -> dict:
     """CPU milliseconds per batch on one intra-op thread (time.thread_time around run()): what a
-    model costs, independent of what else the machine is doing."""
+    model costs, less what else the machine is doing. The median of ``rounds`` rounds, each going
+    through every model once: a MiniLM batch of 32 takes about as long as ``min_s``, so one round is
+    one run, and the machines here (shared hosts) vary by tens of percent from minute to minute."""
     from model_build.benchmark import _feed
     from model_build.evaluate import session
 
