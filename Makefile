@@ -72,20 +72,23 @@ demo: setup
 up: setup
 	exec $(BIN)/python -m flows.common.localstack $(UP_ARGS)
 
-# The local-stack module (`make up` in its own network namespace, its own HOME and Prefect server: it shares
-# nothing with the other tests) runs beside the rest, in a second pytest process: most of its five minutes
-# are spent waiting on its own flow-run processes. PYTEST_ARGS set: one process, those arguments.
-SIDE_TESTS := tests/integration/test_local_stack.py
+# Two pytest processes: the machine here is about half busy with one (most tests wait on real services,
+# clocks and subprocesses). Beside the rest run the local-stack module (`make up` in its own network
+# namespace, with its own HOME and Prefect server) and the canary modules (their own session fixtures in
+# that process: Prefect test server, Prometheus, Kubernetes emulator, all on free loopback ports); the SSH
+# test hosts (one bridge and subnet) stay with the rest. PYTEST_ARGS set: one process, those arguments.
+SIDE_TESTS := tests/integration/test_local_stack.py tests/integration/test_canary_rollout.py \
+              tests/integration/test_canary_prefect.py
 test: setup
 	@if [ -n "$(PYTEST_ARGS)" ]; then exec $(BIN)/pytest tests --durations=25 $(PYTEST_ARGS); fi
 	mkdir -p .inferops
-	side_log=.inferops/test-local-stack.log
+	side_log=.inferops/test-side.log
 	$(BIN)/pytest $(SIDE_TESTS) -p no:cacheprovider --durations=10 > $$side_log 2>&1 & side=$$!
 	trap 'kill $$side 2>/dev/null' EXIT
-	$(BIN)/pytest tests --ignore=$(SIDE_TESTS) --durations=25; main=$$?
+	$(BIN)/pytest tests $(addprefix --ignore=,$(SIDE_TESTS)) --durations=25; main=$$?
 	wait $$side; rc=$$?
 	trap - EXIT
-	echo "===== $(SIDE_TESTS) (run beside the rest; full output in $$side_log) ====="
+	echo "===== run beside the rest: $(SIDE_TESTS) (full output in $$side_log) ====="
 	tail -n 25 $$side_log
 	[ $$main -eq 0 ] && [ $$rc -eq 0 ]
 

@@ -1,6 +1,7 @@
 """Shared fixtures: real local services, started once per session (see tests/fixtures/)."""
 
 import os
+import signal
 
 # Tests talk to loopback only: onnxruntime uploads telemetry from Linux unless told not to (before any
 # test module imports it), and Prefect's SDK telemetry is off as in the CLI.
@@ -30,3 +31,13 @@ pytest_plugins = [
     "tests.fixtures.ssh_hosts",
     "tests.fixtures.pushgateway",
 ]
+
+
+def _interrupted(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_configure(config):
+    # `make test` stops its second pytest process with SIGTERM when the first one is interrupted: tear the
+    # session's services (servers, network namespaces, the local stack) down as Ctrl-C would
+    signal.signal(signal.SIGTERM, _interrupted)

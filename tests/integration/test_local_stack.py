@@ -123,21 +123,13 @@ class Stack:
         return self.proc.returncode
 
 
-def _interrupted(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    # `make test` runs this module in a second pytest process and stops it with SIGTERM when the main one
-    # is interrupted: that must tear the stack down as Ctrl-C would, not leave its processes behind
-    previous = signal.signal(signal.SIGTERM, _interrupted)
     s = Stack(tmp_path_factory.mktemp("localstack"))
     try:
         yield s.start()
     finally:
         s.stop()
-        signal.signal(signal.SIGTERM, previous)
 
 
 def test_loop_build_event_canary_promoted_then_broken_image_rolled_back(stack):
