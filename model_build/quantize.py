@@ -186,16 +186,15 @@ def _drop_channel_masks(nodes: list[onnx.NodeProto], inits: dict[str, onnx.Tenso
         mask = numpy_helper.to_array(inits[mask_name]) if mask_name else None
         if mask is None or mask.ndim != 1 or not np.isin(mask, (0.0, 1.0)).all() or mask.all():
             continue
-        gemms, ok = [], q.output[0] not in outputs
+        gemms = []
         for r in readers.get(q.output[0], []):
             axis = next((onnx.helper.get_attribute_value(a) for a in r.attribute if a.name == "axis"), None)
             if r.op_type == "Concat" and r.input[0] == q.output[0] and axis == -1 and r.output[0] not in outputs:
                 gemms += [(g, r.output[0]) for g in readers.get(r.output[0], [])]
             else:
                 gemms.append((r, q.output[0]))
-        ok = ok and bool(gemms) and all(g.op_type == "MatMulIntegerToFloat" and g.input[0] == a
-                                        and zero_rows(g, np.flatnonzero(mask == 0)) for g, a in gemms)
-        if ok:
+        if q.output[0] not in outputs and gemms and all(g.op_type == "MatMulIntegerToFloat" and g.input[0] == a
+                                                       and zero_rows(g, np.flatnonzero(mask == 0)) for g, a in gemms):
             q.input[0] = next(i for i in mul.input if i != mask_name)
             dropped.add(id(mul))
     return [n for n in nodes if id(n) not in dropped]

@@ -112,19 +112,14 @@ def _targets(model: onnx.ModelProto) -> dict[str, list[tuple[onnx.NodeProto, str
 _HEADS = [0, 2, 1, 3]  # [batch, seq, heads, dim] <-> [batch, heads, seq, dim]: the last axis stays put
 
 
-def _value_projection(model: onnx.ModelProto, act: str) -> tuple[str, str | None] | None:
+def _value_projection(act: str, producer: dict[str, onnx.NodeProto], inits: dict[str, onnx.TensorProto],
+                      readers: dict[str, int]) -> tuple[str, str | None] | None:
     """(weight, bias) of the V projection when ``act`` is attention's context,
     ``Reshape(Transpose(P @ Transpose(Reshape(x @ W + b))))`` with both transposes swapping only
     heads and sequence: context channel ``c`` is V's output channel ``c``, so dividing W's column
     ``c`` and ``b[c]`` by ``s[c]`` divides the context's channel ``c``, exactly, with no ``Mul``
     (the attention MatMul is linear in V). None for any other shape of graph, or when a tensor on
-    the way has another reader."""
-    producer = {o: n for n in model.graph.node for o in n.output}
-    inits = {i.name: i for i in model.graph.initializer}
-    readers: dict[str, int] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            readers[name] = readers.get(name, 0) + 1
+    the way has another reader (``readers``: how many nodes read each tensor)."""
 
     def perm(node: onnx.NodeProto) -> list[int] | None:
         return next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
@@ -311,6 +306,7 @@ def _apply(model: onnx.ModelProto, groups: dict[str, list[tuple[onnx.NodeProto, 
         model.graph.initializer.append(numpy_helper.from_array(value, name))
         return name
 
+    producer = {o: n for n in model.graph.node for o in n.output}
     readers: dict[str, int] = {}
     for node in model.graph.node:
         for name in node.input:
@@ -326,7 +322,8 @@ def _apply(model: onnx.ModelProto, groups: dict[str, list[tuple[onnx.NodeProto, 
         keep[idx] = False
         s = scales(np.where(keep, amax[act], 0.0), np.max([np.abs(w).max(axis=1) for w in weights.values()], axis=0),
                    alpha)
-        v = _value_projection(model, act) if fold and not len(idx) and readers.get(act) == len(members) else None
+        foldable = fold and not len(idx) and readers.get(act) == len(members)
+        v = _value_projection(act, producer, inits, readers) if foldable else None
         if v is not None and v[0] in weights:
             v = None
         if v is None and min_gain_db > 0 and gain_db(sample[act], np.concatenate(list(weights.values()), axis=1),
