@@ -149,6 +149,7 @@ def lower_for_onnxruntime(src: Path, dst: Path) -> int:
     kept = _drop_channel_masks(kept, inits, outputs)
     del graph.node[:]
     graph.node.extend(kept)
+    _drop_unread_initializers(graph)
     if not any(o.domain == "com.microsoft" for o in model.opset_import):
         model.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
     save(model, dst)
@@ -198,6 +199,30 @@ def _drop_channel_masks(nodes: list[onnx.NodeProto], inits: dict[str, onnx.Tenso
             q.input[0] = next(i for i in mul.input if i != mask_name)
             dropped.add(id(mul))
     return [n for n in nodes if id(n) not in dropped]
+
+
+def _names_read(graph: onnx.GraphProto) -> set[str]:
+    """Every tensor name a node reads, in ``graph`` and in the subgraphs of its ``If``/``Loop``/``Scan``
+    nodes (which may read the outer graph's initializers)."""
+    names = {o.name for o in graph.output}
+    for node in graph.node:
+        names.update(node.input)
+        for attr in node.attribute:
+            for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
+                names |= _names_read(sub)
+    return names
+
+
+def _drop_unread_initializers(graph: onnx.GraphProto) -> None:
+    """Without the initializers no node reads any more (the masks and weight DQs lowering removed):
+    onnxruntime warns about each one every time it loads the model."""
+    read = _names_read(graph)
+    unread = [i for i in graph.initializer if i.name not in read]
+    for init in unread:
+        graph.initializer.remove(init)
+    names = {i.name for i in unread}
+    for inp in [i for i in graph.input if i.name in names]:
+        graph.input.remove(inp)
 
 
 def activation_matmuls(graph: onnx.GraphProto) -> list[str]:

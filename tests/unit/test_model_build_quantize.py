@@ -238,6 +238,9 @@ def test_outlier_channel_is_split_into_int8_copies(tmp_path):
     # is zero in the main block, so the lowered model quantises mid itself (the channel saturates x 0)
     assert done.unsmoothed == 2 and producer[joined.input[0]].input[0] == "mid"
     assert not [n for n in low.graph.node if n.op_type == "Mul" and n.input[0] == "mid"]
+    # and nothing left behind that onnxruntime would warn about on every load (the mask, the weight DQs)
+    read = {name for n in low.graph.node for name in n.input}
+    assert [i.name for i in low.graph.initializer if i.name not in read] == []
     qdq = onnx.load(str(out))
     w2q = next(i for i in qdq.graph.initializer if i.name.startswith("w2") and i.data_type == onnx.TensorProto.INT8)
     row = onnx.numpy_helper.to_array(w2q).copy()
@@ -347,3 +350,26 @@ def test_whole_graph_recipe_competes_on_measured_speed(detector, tmp_path):
     # the Relus fold into the Conv outputs' quantisation: no float op left between the INT8 convs
     assert len(_nodes(tmp_path / "int8_whole_graph.onnx", "Relu")) == 0
     assert len(_nodes(tmp_path / "int8_trial0.onnx", "Relu")) == 2
+
+
+def test_lowering_keeps_initializers_that_only_a_subgraph_reads(tmp_path):
+    """An initializer read only inside an ``If`` branch is still read: lowering prunes only what
+    nothing reads, and the model still runs."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    branch = lambda name, op: helper.make_graph(  # noqa: E731
+        [helper.make_node(op, ["x", "k"], [f"{name}_y"])], name, [],
+        [helper.make_tensor_value_info(f"{name}_y", TensorProto.FLOAT, ["N", 4])])
+    graph = helper.make_graph(
+        [helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0), helper.make_node("Greater", ["s", "zero"], ["c"]),
+         helper.make_node("If", ["c"], ["y"], then_branch=branch("then", "Add"), else_branch=branch("else", "Sub"))],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+        [numpy_helper.from_array(np.float32(0), "zero"), numpy_helper.from_array(np.full(4, 2, np.float32), "k"),
+         numpy_helper.from_array(np.ones(3, np.float32), "dead")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(tmp_path / "if.onnx"))
+    assert quantize.lower_for_onnxruntime(tmp_path / "if.onnx", tmp_path / "low.onnx") == 0
+    low = onnx.load(str(tmp_path / "low.onnx"))
+    assert sorted(i.name for i in low.graph.initializer) == ["k", "zero"]
+    x = np.ones((2, 4), np.float32)
+    np.testing.assert_array_equal(evaluate.run(evaluate.session(tmp_path / "low.onnx"), {"x": x})[0], x + 2)
