@@ -9,10 +9,12 @@ and W from ``model_build.examples.convnet``), one child process:
   onnxruntime ``quantize_static`` with its defaults, ``quantize_dynamic`` with its defaults, and
   Hugging Face Optimum's ``ORTQuantizer`` with its ``AutoQuantizationConfig`` for this CPU
   (``avx512_vnni`` on VNNI/AMX, ``avx512`` or ``avx2`` without), static, per-channel;
-- times every model against the FP32 model, interleaved: batch-1 p50 latency and batch-32
-  throughput with ``--threads`` threads (wall clock), and the CPU time of one intra-op thread
-  per batch (robust when the machine is shared); and scores each on **held-back** inputs that
-  no build saw (neither for calibration nor for its gate): mean cosine against FP32.
+- times every model against the FP32 model, interleaved (every other round in reverse order):
+  batch-1 p50 latency and batch-32 throughput with ``--threads`` threads (wall clock), and the
+  CPU time of one intra-op thread per batch (robust when the machine is shared), whose ratios are
+  taken round by round (models that ran back to back) with their quartiles beside the median,
+  the spread this host's noise gives them; and scores each on **held-back** inputs that no build
+  saw (neither for calibration nor for its gate): mean cosine against FP32.
 
 Optimum pins transformers < 5, which this project's environment does not have, so it runs from
 its own virtual environment (``--setup-optimum`` makes it at ``$INFEROPS_OPTIMUM_VENV``, default
@@ -113,9 +115,11 @@ def _splits(name: str, work: Path) -> dict:
 
 def _cpu_ms(paths: dict[str, Path], data: dict, batches=(1, 32), rounds: int = 9, min_s: float = 0.3) -> dict:
     """CPU milliseconds per batch on one intra-op thread (time.thread_time around run()): what a
-    model costs, less what else the machine is doing. The median of ``rounds`` rounds, each going
-    through every model once: a MiniLM batch of 32 takes about as long as ``min_s``, so one round is
-    one run, and the machines here (shared hosts) vary by tens of percent from minute to minute."""
+    model costs, less what else the machine is doing. ``rounds`` rounds, each going through every
+    model once, every other round in reverse order (so that no model always runs after the same
+    one): a MiniLM batch of 32 takes about as long as ``min_s``, so one round is one run, and the
+    machines here (shared hosts) vary by tens of percent from minute to minute. Returns, per model
+    and batch, every round's figure; compare models round by round (:func:`_paired`)."""
     from model_build.benchmark import _feed
     from model_build.evaluate import session
 
@@ -124,16 +128,24 @@ def _cpu_ms(paths: dict[str, Path], data: dict, batches=(1, 32), rounds: int = 9
     for s in sessions.values():
         for b in batches:
             s.run(None, feeds[b])
-    samples: dict[str, dict[int, list[float]]] = {k: {b: [] for b in batches} for k in sessions}
-    for _ in range(rounds):
-        for k, s in sessions.items():
+    samples: dict[str, dict[str, list[float]]] = {k: {str(b): [] for b in batches} for k in sessions}
+    for r in range(rounds):
+        for k, s in (list(sessions.items()) if r % 2 == 0 else list(sessions.items())[::-1]):
             for b in batches:
                 n, t0 = 0, time.thread_time()
                 while time.thread_time() - t0 < min_s:
                     s.run(None, feeds[b])
                     n += 1
-                samples[k][b].append((time.thread_time() - t0) / n * 1e3)
-    return {k: {str(b): float(np.median(v)) for b, v in per.items()} for k, per in samples.items()}
+                samples[k][str(b)].append((time.thread_time() - t0) / n * 1e3)
+    return samples
+
+
+def _paired(slow: list[float], fast: list[float]) -> dict[str, float]:
+    """``slow`` over ``fast``, round by round (the two ran back to back): the median of those
+    ratios, and their quartiles, which show how far this host's noise moves it."""
+    ratios = np.asarray(slow) / np.asarray(fast)
+    q25, q50, q75 = np.percentile(ratios, (25, 50, 75))
+    return {"median": float(q50), "q25": float(q25), "q75": float(q75)}
 
 
 def _peers(fp32: Path, calib: dict, calib_path: Path, work: Path, isa) -> tuple[dict, dict]:
@@ -192,7 +204,7 @@ def _one(name: str, threads: int) -> dict:
     build_s = time.perf_counter() - t0
     doc = json.loads((work / "out" / "manifest.json").read_text())
 
-    prepared = prepare(s["model"], work / "prepared")
+    prepared = prepare(s["model"], work / "prepared", softmax_floor=True)  # as the build prepared it
     calib = load_dataset(s["calib"], prepared.inputs, "calibration set")
     heldout = load_dataset(s["heldout"], prepared.inputs, "held-back set")
     t0 = time.perf_counter()
@@ -203,19 +215,21 @@ def _one(name: str, threads: int) -> dict:
     paths = {"fp32": prepared.path, **paths}
 
     reference = evaluate.run(evaluate.session(prepared.path, threads), heldout)
-    wall = benchmark.measure(paths, heldout, threads=threads, batches=(32,))
+    wall = benchmark.measure(paths, heldout, threads=threads, batches=(32,), repeats=9)
     cpu = _cpu_ms(paths, heldout)
     models = {}
     for key, path in paths.items():
         fid = evaluate.fidelity(reference, evaluate.run(evaluate.session(path, threads), heldout))
         w = wall[key]
+        cpu_b1, cpu_b32 = (_paired(cpu["fp32"][b], cpu[key][b]) for b in ("1", "32"))
         models[key] = {
             "cosine": fid.cosine, "cosine_min": fid.cosine_min, "nonfinite": fid.nonfinite,
             "speedup_b1": wall["fp32"].latency_ms_p50 / w.latency_ms_p50,
             "speedup_b32": w.throughput_by_batch["32"] / wall["fp32"].throughput_by_batch["32"],
-            "cpu_speedup_b1": cpu["fp32"]["1"] / cpu[key]["1"], "cpu_speedup_b32": cpu["fp32"]["32"] / cpu[key]["32"],
+            "cpu_speedup_b1": cpu_b1["median"], "cpu_speedup_b32": cpu_b32["median"],
+            "cpu_speedup_b32_quartiles": [cpu_b32["q25"], cpu_b32["q75"]],
             "latency_ms_p50": w.latency_ms_p50, "throughput_b32": w.throughput_by_batch["32"],
-            "cpu_ms_b1": cpu[key]["1"], "cpu_ms_b32": cpu[key]["32"],
+            "cpu_ms_b1": float(np.median(cpu[key]["1"])), "cpu_ms_b32": float(np.median(cpu[key]["32"])),
         }
     ours = models.get("ours")
     fit = [k for k in models if k not in ("fp32", "ours") and models[k]["cosine"] >= TARGETS["cosine"]
@@ -225,6 +239,10 @@ def _one(name: str, threads: int) -> dict:
         best = max(fit, key=lambda k, m=metric: models[k][m], default=None)
         verdict[metric] = {"fastest_peer_meeting_cosine": best,
                            "ours_over_it": (ours[metric] / models[best][metric]) if ours and best else None}
+        if metric.startswith("cpu_") and ours and best:  # round by round: the peer's time over ours
+            batch = metric.rsplit("_b", 1)[1]
+            paired = _paired(cpu[best][batch], cpu["ours"][batch])
+            verdict[metric].update(ours_over_it=paired["median"], quartiles=[paired["q25"], paired["q75"]])
     return {
         "model": name, "isa": host.isa.value, "cpu": host.model, "threads": threads,
         "ours_build": {"deployable": doc["deployable"], "reason": doc["reason"] or gate, "warnings": doc["warnings"],
@@ -285,8 +303,9 @@ def main() -> None:
             print(f"{r['model']:8} {'optimum':20} {r['peers'].get('optimum')}")
         v = r["vs_fastest_peer"]["cpu_speedup_b32"]
         if v["fastest_peer_meeting_cosine"]:
+            q = v.get("quartiles") or [0, 0]
             print(f"{'':8} ours / fastest peer with cosine >= 0.999 ({v['fastest_peer_meeting_cosine']}), batch 32 "
-                  f"CPU time: {v['ours_over_it'] or 0:.2f}x")
+                  f"CPU time: {v['ours_over_it'] or 0:.2f}x (round by round; quartiles {q[0]:.2f}-{q[1]:.2f}x)")
         else:
             print(f"{'':8} no peer meets cosine >= 0.999")
     if args.json:

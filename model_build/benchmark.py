@@ -36,7 +36,8 @@ def measure(paths: dict[str, Path], data: Dataset, *, threads: int = 0, batches:
             warmup: int = 5, repeats: int = 5, min_time_s: float = 0.2) -> dict[str, Perf]:
     """Benchmark several models of the same inputs (FP32 and its candidates), interleaved: each
     repeat runs every model in turn, so load that changes during the run (a shared worker) hits
-    all of them alike and the ratios between them stay meaningful."""
+    all of them alike and the ratios between them stay meaningful; every other repeat in reverse
+    order, so that no model always runs in the same place (after the same other model)."""
     sessions = {name: session(path, threads) for name, path in paths.items()}
     lat: dict[str, list[float]] = {name: [] for name in paths}
     rates: dict[str, dict[int, list[float]]] = {name: {} for name in paths}
@@ -49,8 +50,8 @@ def measure(paths: dict[str, Path], data: Dataset, *, threads: int = 0, batches:
         for b in sizes[name]:
             feeds.setdefault(b, _feed(data, b))
             sess.run(None, feeds[b])
-    for _ in range(repeats):
-        for name, sess in sessions.items():
+    for r in range(repeats):
+        for name, sess in (list(sessions.items()) if r % 2 == 0 else list(sessions.items())[::-1]):
             one = _feed(data, fixed_batch(sess) or 1)
             t_end = time.perf_counter() + min_time_s
             while True:

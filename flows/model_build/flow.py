@@ -50,8 +50,8 @@ IO_RETRIES = {"retries": 3, "retry_delay_seconds": [2, 10, 30], "retry_condition
 
 
 @ops_task(name="prepare-model", cache_policy=NO_CACHE, **IO_RETRIES)
-def prepare_model(source: str, workdir: Path) -> prepare.PreparedModel:
-    return prepare.prepare(source, workdir)
+def prepare_model(source: str, workdir: Path, target: Target) -> prepare.PreparedModel:
+    return prepare.prepare(source, workdir, softmax_floor=target is Target.onnxruntime)
 
 
 @ops_task(name="load-datasets", cache_policy=NO_CACHE, **IO_RETRIES)
@@ -157,7 +157,7 @@ def model_build(spec: BuildSpec) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="inferops-model-build-"))
     progress = Progress(f"model build {name}", 7)
     try:
-        prepared = prepare_model(spec.source, workdir)
+        prepared = prepare_model(spec.source, workdir, spec.target)
         progress.advance()
         calib, data, labels = load_datasets(spec, prepared)
         reference = fp32_reference(prepared, data, spec.bench_threads)

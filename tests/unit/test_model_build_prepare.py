@@ -153,3 +153,52 @@ def test_any_bytes_as_a_data_file_are_bad_input_or_a_dataset(tmp_path, data, suf
         assert str(path) in str(exc) and "\n" not in str(exc)
     else:
         assert set(loaded) == {"image"}
+
+
+def _masked_attention(path, opset: int, dtype=np.float32, axis: int = -1):
+    """scores [N, 4, 6] + an additive mask [N, 1, 6] (0 or a very negative value) -> Softmax."""
+    from onnx import helper
+
+    elem = onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    nodes = [helper.make_node("Add", ["scores", "mask"], ["logits"], name="add"),
+             helper.make_node("Softmax", ["logits"], ["p"], name="softmax", axis=axis)]
+    graph = helper.make_graph(nodes, "attn", [helper.make_tensor_value_info("scores", elem, ["N", 4, 6]),
+                                              helper.make_tensor_value_info("mask", elem, ["N", 1, 6])],
+                              [helper.make_tensor_value_info("p", elem, ["N", 4, 6])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8), str(path))
+    return path
+
+
+@pytest.mark.parametrize("opset,dtype", [(17, np.float32), (18, np.float32), (17, np.float64)])
+def test_softmax_logits_are_floored_and_the_probabilities_do_not_move(tmp_path, opset, dtype):
+    """For onnxruntime the logits of each last-axis Softmax are floored 50 under their row's maximum
+    (masked positions were on onnxruntime's slow exponent path): the probabilities move by less than
+    2e-22 whatever the mask holds (the dtype's lowest value, -10000, -inf), and rows that were NaN
+    (all masked with -inf) stay NaN."""
+    src = _masked_attention(tmp_path / "attn.onnx", opset, dtype)
+    prepared = prepare(src, tmp_path / "work", softmax_floor=True)
+    assert any("softmax logits floored" in s and "(1 Softmax)" in s for s in prepared.steps)
+    model = onnx.load(str(prepared.path))
+    ops = [n.op_type for n in model.graph.node]
+    assert ops[ops.index("Softmax") - 3:ops.index("Softmax")] == ["ReduceMax", "Sub", "Max"]
+    assert not model.graph.value_info
+    rng = np.random.default_rng(0)
+    scores = (rng.normal(0, 8, (5, 4, 6))).astype(dtype)
+    mask = np.zeros((5, 1, 6), dtype)
+    mask[0, 0, 4:] = np.finfo(dtype).min  # padding, as transformers exports it
+    mask[1, 0, 1:] = -10000.0
+    mask[2, 0, :] = -np.inf  # nothing to attend to: NaN, before and after
+    mask[3, 0, ::2] = -np.inf
+    feed = {"scores": scores, "mask": mask}
+    want, got = _run(src, feed)[0], _run(prepared.path, feed)[0]
+    assert np.isnan(want[2]).all() and np.isnan(got[2]).all()
+    np.testing.assert_allclose(got, want, rtol=0, atol=2e-22)
+    assert (got[[0, 1, 3, 4]] >= 0).all()
+
+
+def test_softmax_floor_only_where_asked_and_on_the_last_axis(tmp_path):
+    plain = prepare(_masked_attention(tmp_path / "a.onnx", 17), tmp_path / "plain")
+    across = prepare(_masked_attention(tmp_path / "b.onnx", 17, axis=1), tmp_path / "across", softmax_floor=True)
+    for prepared in (plain, across):
+        assert "ReduceMax" not in {n.op_type for n in onnx.load(str(prepared.path)).graph.node}
+        assert not any("softmax" in s for s in prepared.steps)
