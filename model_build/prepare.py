@@ -195,14 +195,18 @@ def floor_softmax_logits(model: onnx.ModelProto, depth: float = SOFTMAX_FLOOR) -
             nodes.append(node)
             continue
         x, name = node.input[0], f"{node.name or f'softmax{i}'}/LogitFloor"
-        graph.initializer.append(numpy_helper.from_array(np.array(depth, dtype), f"{name}/depth"))
+        graph.initializer.extend([numpy_helper.from_array(np.array(depth, dtype), f"{name}/depth"),
+                                  numpy_helper.from_array(np.array([-1], np.int64), f"{name}/axes")])
+        # the row maxima without their trailing 1: onnxruntime subtracts a scalar from a [..., 1]
+        # tensor element by element (212 us for [32, 12, 37, 1], 9 us for [32, 12, 37])
         if opset >= 18:  # ReduceMax takes its axes as an input from opset 18
-            graph.initializer.append(numpy_helper.from_array(np.array([-1], np.int64), f"{name}/axes"))
-            top = helper.make_node("ReduceMax", [x, f"{name}/axes"], [f"{name}/max"], name=f"{name}/Max", keepdims=1)
+            top = helper.make_node("ReduceMax", [x, f"{name}/axes"], [f"{name}/max"], name=f"{name}/Max", keepdims=0)
         else:
-            top = helper.make_node("ReduceMax", [x], [f"{name}/max"], name=f"{name}/Max", axes=[-1], keepdims=1)
+            top = helper.make_node("ReduceMax", [x], [f"{name}/max"], name=f"{name}/Max", axes=[-1], keepdims=0)
         nodes += [top, helper.make_node("Sub", [f"{name}/max", f"{name}/depth"], [f"{name}/floor"], name=f"{name}/Sub"),
-                  helper.make_node("Max", [x, f"{name}/floor"], [f"{name}/logits"], name=name)]
+                  helper.make_node("Unsqueeze", [f"{name}/floor", f"{name}/axes"], [f"{name}/floor_row"],
+                                   name=f"{name}/Unsqueeze"),
+                  helper.make_node("Max", [x, f"{name}/floor_row"], [f"{name}/logits"], name=name)]
         node.input[0] = f"{name}/logits"
         nodes.append(node)
         done += 1

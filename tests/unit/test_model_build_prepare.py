@@ -180,7 +180,7 @@ def test_softmax_logits_are_floored_and_the_probabilities_do_not_move(tmp_path, 
     assert any("softmax logits floored" in s and "(1 Softmax)" in s for s in prepared.steps)
     model = onnx.load(str(prepared.path))
     ops = [n.op_type for n in model.graph.node]
-    assert ops[ops.index("Softmax") - 3:ops.index("Softmax")] == ["ReduceMax", "Sub", "Max"]
+    assert ops[ops.index("Softmax") - 4:ops.index("Softmax")] == ["ReduceMax", "Sub", "Unsqueeze", "Max"]
     assert not model.graph.value_info
     rng = np.random.default_rng(0)
     scores = (rng.normal(0, 8, (5, 4, 6))).astype(dtype)
