@@ -384,16 +384,22 @@ def _smoothing_nodes(act: str, inv: np.ndarray, idx: np.ndarray, keep: np.ndarra
     rows = idx[plan.index]
     for w, wk in weights.items():
         scaled[w] = np.concatenate([scaled[w], wk[rows] * plan.gain[:, None]])
-    return nodes + [
-        onnx.helper.make_node("Gather", [act, const(act + "_outlier_index", rows)], [act + "_outliers"],
-                              axis=-1, name=f"{act}/Outliers"),
-        onnx.helper.make_node("Mul", [act + "_outliers", const(act + "_outlier_share", plan.share)],
-                              [act + "_outlier_shares"], name=f"{act}/OutliersShare"),
-        onnx.helper.make_node("Add", [act + "_outlier_shares", const(act + "_outlier_dither", plan.offset)],
-                              [act + "_outlier_copies"], name=f"{act}/OutliersDither"),
-        onnx.helper.make_node("Concat", [smoothed, act + "_outlier_copies"], [act + SUFFIX], axis=-1,
-                              name=f"{act}/OutliersConcat"),
-    ]
+    # one Gather of each outlier channel, its copies made by broadcasting: onnxruntime gathers
+    # element by element (301 us for 32 copies of one channel of [32, 37, 384], 20 us for one)
+    copies, channels = [], list(dict.fromkeys(rows.tolist()))  # in the order of the weight rows
+    for n, channel in enumerate(channels):
+        at, tag = np.flatnonzero(rows == channel), "" if n == 0 else f"_{n}"
+        nodes += [
+            onnx.helper.make_node("Gather", [act, const(act + "_outlier_index" + tag, np.array([channel]))],
+                                  [act + "_outliers" + tag], axis=-1, name=f"{act}/Outliers{tag}"),
+            onnx.helper.make_node("Mul", [act + "_outliers" + tag, const(act + "_outlier_share" + tag, plan.share[at])],
+                                  [act + "_outlier_shares" + tag], name=f"{act}/OutliersShare{tag}"),
+            onnx.helper.make_node("Add", [act + "_outlier_shares" + tag,
+                                          const(act + "_outlier_dither" + tag, plan.offset[at])],
+                                  [act + "_outlier_copies" + tag], name=f"{act}/OutliersDither{tag}")]
+        copies.append(act + "_outlier_copies" + tag)
+    return nodes + [onnx.helper.make_node("Concat", [smoothed, *copies], [act + SUFFIX], axis=-1,
+                                          name=f"{act}/OutliersConcat")]
 
 
 def _check(src: Path, dst: Path, calib: Dataset, threads: int) -> float:

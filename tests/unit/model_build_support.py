@@ -64,13 +64,16 @@ def old_opset_mlp(path: Path, opset: int = 9) -> Path:
     return _save(graph, path, opset)
 
 
-def outlier_mlp(path: Path, outlier: float = 1000.0, seed: int = 1) -> Path:
-    """Two MatMuls; the activation between them has one channel scaled by ``outlier``, so one
-    per-tensor INT8 scale for ``mid`` wipes out every other channel: the second MatMul is the
-    node that must stay in float (the first one stays INT8 within a 0.995 cosine)."""
+def outlier_mlp(path: Path, outlier: float = 1000.0, seed: int = 1, others: dict[int, float] | None = None) -> Path:
+    """Two MatMuls; the activation between them has one channel scaled by ``outlier`` (and the
+    channels in ``others`` by theirs), so one per-tensor INT8 scale for ``mid`` wipes out every other
+    channel: the second MatMul is the node that must stay in float (the first one stays INT8 within a
+    0.995 cosine)."""
     rng = np.random.default_rng(seed)
     scale = np.ones(64, dtype=np.float32)
     scale[3] = outlier
+    for channel, factor in (others or {}).items():
+        scale[channel] = factor
     w2 = rng.normal(0, 0.2, (64, 16)).astype(np.float32)
     inits = [numpy_helper.from_array(rng.normal(0, 0.2, (32, 64)).astype(np.float32), "w1"),
              numpy_helper.from_array(scale, "channel_scale"),

@@ -252,6 +252,35 @@ def test_outlier_channel_is_split_into_int8_copies(tmp_path):
     assert [n.name for n in kept if n.op_type == "Mul" and n.input[0] == "mid"] == ["mid/SmoothQuant"]
 
 
+def test_outlier_channels_are_gathered_once_each_and_copied_by_broadcasting(tmp_path):
+    """Two outlier channels that need different numbers of copies: each is gathered once (one
+    index) and its copies made by the broadcast Mul and Add, in the weight rows' order; the FP32
+    model is unchanged and the lowered INT8 model appends each channel's copies as bytes."""
+    prepared = prepare(outlier_mlp(tmp_path / "two.onnx", outlier=12.0, others={10: 24.0}), tmp_path / "work")
+    calib = {"x": normal(64, 32, seed=1)}
+    done = smooth.smooth(prepared.path, tmp_path / "smoothed.onnx", calib)
+    assert done.outlier_channels == 2
+    model = onnx.load(str(done.path))
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    gathers = [n for n in model.graph.node if n.op_type == "Gather"]
+    assert sorted(inits[n.input[1]].tolist() for n in gathers) == [[3], [10]]
+    counts = [len(inits[f"mid_outlier_share{tag}"]) for tag in ("", "_1")]
+    assert sum(counts) == done.outlier_copies and counts[0] != counts[1]
+    w2 = inits["w2"]
+    assert w2.shape == (64 + done.outlier_copies, 16) and not w2[3].any() and not w2[10].any()
+    data = {"x": normal(16, 32, seed=3)}
+    a = evaluate.run(evaluate.session(prepared.path), data)[0]
+    np.testing.assert_allclose(evaluate.run(evaluate.session(done.path), data)[0], a, rtol=1e-4, atol=1e-4)
+    out = quantize.int8(done.path, tmp_path / "int8.onnx", calib)
+    quantize.lower_for_onnxruntime(out, tmp_path / "low.onnx")
+    low = onnx.load(str(tmp_path / "low.onnx"))
+    joined = next(n for n in low.graph.node if n.name == "mid/OutliersConcat")
+    producer = {o: n for n in low.graph.node for o in n.output}
+    assert [producer[i].op_type for i in joined.input] == ["QuantizeLinear"] * 3
+    fid = evaluate.fidelity([a], evaluate.run(evaluate.session(tmp_path / "low.onnx"), data))
+    assert fid.nonfinite == 0 and fid.cosine >= 0.995
+
+
 @pytest.mark.parametrize("scheme,per_channel", [(Scheme.u8s8, True), (Scheme.u8u8, True), (Scheme.u8s8, False)])
 def test_lowering_for_onnxruntime_keeps_the_integers_and_takes_the_bias(tmp_path, scheme, per_channel):
     from onnx import TensorProto, helper, numpy_helper
