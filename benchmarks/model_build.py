@@ -113,33 +113,6 @@ def _splits(name: str, work: Path) -> dict:
     return build()
 
 
-def _cpu_ms(paths: dict[str, Path], data: dict, batches=(1, 32), rounds: int = 9, min_s: float = 0.3) -> dict:
-    """CPU milliseconds per batch on one intra-op thread (time.thread_time around run()): what a
-    model costs, less what else the machine is doing. ``rounds`` rounds, each going through every
-    model once, every other round in reverse order (so that no model always runs after the same
-    one): a MiniLM batch of 32 takes about as long as ``min_s``, so one round is one run, and the
-    machines here (shared hosts) vary by tens of percent from minute to minute. Returns, per model
-    and batch, every round's figure; compare models round by round (:func:`_paired`)."""
-    from model_build.benchmark import _feed
-    from model_build.evaluate import session
-
-    sessions = {k: session(p, threads=1) for k, p in paths.items()}
-    feeds = {b: _feed(data, b) for b in batches}
-    for s in sessions.values():
-        for b in batches:
-            s.run(None, feeds[b])
-    samples: dict[str, dict[str, list[float]]] = {k: {str(b): [] for b in batches} for k in sessions}
-    for r in range(rounds):
-        for k, s in (list(sessions.items()) if r % 2 == 0 else list(sessions.items())[::-1]):
-            for b in batches:
-                n, t0 = 0, time.thread_time()
-                while time.thread_time() - t0 < min_s:
-                    s.run(None, feeds[b])
-                    n += 1
-                samples[k][str(b)].append((time.thread_time() - t0) / n * 1e3)
-    return samples
-
-
 def _paired(slow: list[float], fast: list[float]) -> dict[str, float]:
     """``slow`` over ``fast``, round by round (the two ran back to back): the median of those
     ratios, and their quartiles, which show how far this host's noise moves it."""
@@ -216,7 +189,7 @@ def _one(name: str, threads: int) -> dict:
 
     reference = evaluate.run(evaluate.session(prepared.path, threads), heldout)
     wall = benchmark.measure(paths, heldout, threads=threads, batches=(32,), repeats=9)
-    cpu = _cpu_ms(paths, heldout)
+    cpu = benchmark.cpu_ms(paths, heldout)  # 9 rounds in alternating order, 0.3 s a model and batch
     models = {}
     for key, path in paths.items():
         fid = evaluate.fidelity(reference, evaluate.run(evaluate.session(path, threads), heldout))

@@ -78,6 +78,32 @@ def measure(paths: dict[str, Path], data: Dataset, *, threads: int = 0, batches:
     return out
 
 
+def cpu_ms(paths: dict[str, Path], data: Dataset, *, batches: tuple[int, ...] = (1, 32), rounds: int = 9,
+           min_s: float = 0.3) -> dict[str, dict[str, list[float]]]:
+    """CPU milliseconds per batch on one intra-op thread (``time.thread_time`` around ``run()``):
+    what a model costs, less what else the machine is doing, which moves wall-clock figures on a
+    shared worker by tens of percent from minute to minute. ``rounds`` rounds, each timing every
+    model for at least ``min_s`` per batch size, every other round in reverse order, so that models
+    are compared round by round (back to back). Per model and batch size (its own fixed batch, if
+    it has one), every round's figure."""
+    sessions = {k: session(p, threads=1) for k, p in paths.items()}
+    sizes = {k: [fixed_batch(s)] if fixed_batch(s) else list(batches) for k, s in sessions.items()}
+    feeds = {b: _feed(data, b) for bs in sizes.values() for b in bs}
+    for k, s in sessions.items():
+        for b in sizes[k]:
+            s.run(None, feeds[b])
+    samples: dict[str, dict[str, list[float]]] = {k: {str(b): [] for b in sizes[k]} for k in sessions}
+    for r in range(rounds):
+        for k, s in (list(sessions.items()) if r % 2 == 0 else list(sessions.items())[::-1]):
+            for b in sizes[k]:
+                n, t0 = 0, time.thread_time()
+                while time.thread_time() - t0 < min_s:
+                    s.run(None, feeds[b])
+                    n += 1
+                samples[k][str(b)].append((time.thread_time() - t0) / n * 1e3)
+    return samples
+
+
 def speedup(fp32: Perf, candidate: Perf) -> dict[str, float]:
     """FP32 time over candidate time: batch-1 p50 latency and largest-batch throughput."""
     return {"batch1_latency": fp32.latency_ms_p50 / candidate.latency_ms_p50,

@@ -402,3 +402,25 @@ def test_lowering_keeps_initializers_that_only_a_subgraph_reads(tmp_path):
     assert sorted(i.name for i in low.graph.initializer) == ["k", "zero"]
     x = np.ones((2, 4), np.float32)
     np.testing.assert_array_equal(evaluate.run(evaluate.session(tmp_path / "low.onnx"), {"x": x})[0], x + 2)
+
+
+def test_cpu_time_is_taken_round_by_round_at_each_models_own_batch(tmp_path):
+    """``benchmark.cpu_ms`` (how the build picks between candidates that both meet the tolerance):
+    one figure per round for each model and batch size, a model with a fixed batch timed at that
+    batch only."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from model_build.benchmark import cpu_ms
+
+    def mlp(path, batch):
+        graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "mlp",
+                                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 32])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 8])],
+                                  [numpy_helper.from_array(normal(32, 8, seed=1), "w")])
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
+        return path
+
+    samples = cpu_ms({"dynamic": mlp(tmp_path / "d.onnx", "N"), "fixed": mlp(tmp_path / "f.onnx", 4)},
+                     {"x": normal(8, 32, seed=2)}, rounds=3, min_s=0.01)
+    assert {k: sorted(v) for k, v in samples.items()} == {"dynamic": ["1", "32"], "fixed": ["4"]}
+    assert all(len(v) == 3 and min(v) > 0 for per in samples.values() for v in per.values())
