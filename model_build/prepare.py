@@ -186,7 +186,7 @@ def floor_softmax_logits(model: onnx.ModelProto, depth: float = SOFTMAX_FLOOR) -
     graph = model.graph
     opset = default_opset(model)
     types = {v.name: v.type.tensor_type.elem_type for v in [*graph.value_info, *graph.input, *graph.output]}
-    nodes, done = [], 0
+    nodes, done, taken = [], 0, set()
     for i, node in enumerate(graph.node):
         axis = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "axis"), -1)
         dtype = _NP_TYPES.get(types.get(node.input[0], 0)) if node.input else None
@@ -195,6 +195,9 @@ def floor_softmax_logits(model: onnx.ModelProto, depth: float = SOFTMAX_FLOOR) -
             nodes.append(node)
             continue
         x, name = node.input[0], f"{node.name or f'softmax{i}'}/LogitFloor"
+        if name in taken:  # node names need not be unique; the new tensors' names must be
+            name = f"{name}{i}"
+        taken.add(name)
         graph.initializer.extend([numpy_helper.from_array(np.array(depth, dtype), f"{name}/depth"),
                                   numpy_helper.from_array(np.array([-1], np.int64), f"{name}/axes")])
         # the row maxima without their trailing 1: onnxruntime subtracts a scalar from a [..., 1]

@@ -202,3 +202,22 @@ def test_softmax_floor_only_where_asked_and_on_the_last_axis(tmp_path):
     for prepared in (plain, across):
         assert "ReduceMax" not in {n.op_type for n in onnx.load(str(prepared.path)).graph.node}
         assert not any("softmax" in s for s in prepared.steps)
+
+
+def test_softmax_floor_names_stay_unique_when_node_names_repeat():
+    """Two Softmax nodes with one name (the ONNX checker allows it; onnxruntime does not load it):
+    each floor still gets tensors of its own."""
+    from onnx import helper
+
+    from model_build.prepare import floor_softmax_logits
+
+    nodes = [helper.make_node("Softmax", ["a"], ["pa"], name="softmax", axis=-1),
+             helper.make_node("Softmax", ["b"], ["pb"], name="softmax", axis=-1)]
+    f = onnx.TensorProto.FLOAT
+    graph = helper.make_graph(nodes, "two", [helper.make_tensor_value_info(n, f, [2, 5]) for n in "ab"],
+                              [helper.make_tensor_value_info(n, f, [2, 5]) for n in ("pa", "pb")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    assert floor_softmax_logits(model) == 2
+    onnx.checker.check_model(model, full_check=True)
+    names = [o for n in model.graph.node for o in n.output] + [i.name for i in model.graph.initializer]
+    assert len(names) == len(set(names)) == 2 + 2 * 4 + 2 * 2
