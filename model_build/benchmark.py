@@ -32,6 +32,12 @@ def _feed(data: Dataset, batch: int) -> dict[str, np.ndarray]:
     return {k: np.ascontiguousarray(np.concatenate([np.asarray(v)] * reps)[:batch]) for k, v in data.items()}
 
 
+def _in_turn(sessions: dict, round_: int) -> list:
+    """The sessions in order, every other round reversed: no model always runs after the same one."""
+    items = list(sessions.items())
+    return items if round_ % 2 == 0 else items[::-1]
+
+
 def measure(paths: dict[str, Path], data: Dataset, *, threads: int = 0, batches: tuple[int, ...] = (8, 32),
             warmup: int = 5, repeats: int = 5, min_time_s: float = 0.2) -> dict[str, Perf]:
     """Benchmark several models of the same inputs (FP32 and its candidates), interleaved: each
@@ -51,7 +57,7 @@ def measure(paths: dict[str, Path], data: Dataset, *, threads: int = 0, batches:
             feeds.setdefault(b, _feed(data, b))
             sess.run(None, feeds[b])
     for r in range(repeats):
-        for name, sess in (list(sessions.items()) if r % 2 == 0 else list(sessions.items())[::-1]):
+        for name, sess in _in_turn(sessions, r):
             one = _feed(data, fixed_batch(sess) or 1)
             t_end = time.perf_counter() + min_time_s
             while True:
@@ -94,7 +100,7 @@ def cpu_ms(paths: dict[str, Path], data: Dataset, *, batches: tuple[int, ...] = 
             s.run(None, feeds[b])
     samples: dict[str, dict[str, list[float]]] = {k: {str(b): [] for b in sizes[k]} for k in sessions}
     for r in range(rounds):
-        for k, s in (list(sessions.items()) if r % 2 == 0 else list(sessions.items())[::-1]):
+        for k, s in _in_turn(sessions, r):
             for b in sizes[k]:
                 n, t0 = 0, time.thread_time()
                 while time.thread_time() - t0 < min_s:

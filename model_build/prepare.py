@@ -237,6 +237,7 @@ def prepare(src: str | Path, workdir: Path | None = None, *, softmax_floor: bool
     if softmax_floor:
         model = load(out)
         if floored := floor_softmax_logits(model):
+            del model.graph.value_info[:]  # read by the floor; dropped here rather than rewritten below
             save(model, out)
             steps.append(f"softmax logits floored at the row maximum - {SOFTMAX_FLOOR:g} ({floored} Softmax)")
         del model

@@ -386,9 +386,9 @@ def _smoothing_nodes(act: str, inv: np.ndarray, idx: np.ndarray, keep: np.ndarra
         scaled[w] = np.concatenate([scaled[w], wk[rows] * plan.gain[:, None]])
     # one Gather of each outlier channel, its copies made by broadcasting: onnxruntime gathers
     # element by element (301 us for 32 copies of one channel of [32, 37, 384], 20 us for one)
-    copies, channels = [], list(dict.fromkeys(rows.tolist()))  # in the order of the weight rows
-    for n, channel in enumerate(channels):
-        at, tag = np.flatnonzero(rows == channel), "" if n == 0 else f"_{n}"
+    copies = []
+    for n, channel in enumerate(idx.tolist()):  # the plan's copies come channel by channel, in idx's order
+        at, tag = np.flatnonzero(plan.index == n), "" if n == 0 else f"_{n}"
         nodes += [
             onnx.helper.make_node("Gather", [act, const(act + "_outlier_index" + tag, np.array([channel]))],
                                   [act + "_outliers" + tag], axis=-1, name=f"{act}/Outliers{tag}"),
