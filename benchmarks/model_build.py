@@ -113,14 +113,6 @@ def _splits(name: str, work: Path) -> dict:
     return build()
 
 
-def _paired(slow: list[float], fast: list[float]) -> dict[str, float]:
-    """``slow`` over ``fast``, round by round (the two ran back to back): the median of those
-    ratios, and their quartiles, which show how far this host's noise moves it."""
-    ratios = np.asarray(slow) / np.asarray(fast)
-    q25, q50, q75 = np.percentile(ratios, (25, 50, 75))
-    return {"median": float(q50), "q25": float(q25), "q75": float(q75)}
-
-
 def _peers(fp32: Path, calib: dict, calib_path: Path, work: Path, isa) -> tuple[dict, dict]:
     from onnxruntime.quantization import quantize_dynamic, quantize_static
 
@@ -194,7 +186,7 @@ def _one(name: str, threads: int) -> dict:
     for key, path in paths.items():
         fid = evaluate.fidelity(reference, evaluate.run(evaluate.session(path, threads), heldout))
         w = wall[key]
-        cpu_b1, cpu_b32 = (_paired(cpu["fp32"][b], cpu[key][b]) for b in ("1", "32"))
+        cpu_b1, cpu_b32 = (benchmark.paired(cpu["fp32"][b], cpu[key][b]) for b in ("1", "32"))
         models[key] = {
             "cosine": fid.cosine, "cosine_min": fid.cosine_min, "nonfinite": fid.nonfinite,
             "speedup_b1": wall["fp32"].latency_ms_p50 / w.latency_ms_p50,
@@ -214,7 +206,7 @@ def _one(name: str, threads: int) -> dict:
                            "ours_over_it": (ours[metric] / models[best][metric]) if ours and best else None}
         if metric.startswith("cpu_") and ours and best:  # round by round: the peer's time over ours
             batch = metric.rsplit("_b", 1)[1]
-            paired = _paired(cpu[best][batch], cpu["ours"][batch])
+            paired = benchmark.paired(cpu[best][batch], cpu["ours"][batch])
             verdict[metric].update(ours_over_it=paired["median"], quartiles=[paired["q25"], paired["q75"]])
     return {
         "model": name, "isa": host.isa.value, "cpu": host.model, "threads": threads,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel
@@ -108,6 +109,28 @@ def cpu_ms(paths: dict[str, Path], data: Dataset, *, batches: tuple[int, ...] = 
                     n += 1
                 samples[k][str(b)].append((time.thread_time() - t0) / n * 1e3)
     return samples
+
+
+def paired(slow: list[float], fast: list[float]) -> dict[str, float]:
+    """``slow`` over ``fast``, round by round (the two ran back to back in each round): the median
+    of those ratios, and their quartiles, which show how far this host's noise moves it."""
+    ratios = np.asarray(slow) / np.asarray(fast)
+    q25, q50, q75 = np.percentile(ratios, (25, 50, 75))
+    return {"median": float(q50), "q25": float(q25), "q75": float(q75)}
+
+
+def cpu_speedup(fp32: dict[str, list[float]], candidate: dict[str, list[float]]) -> dict[str, Any]:
+    """FP32 CPU time over the candidate's, from two models' ``cpu_ms`` samples: per batch size both
+    were timed at, ``batch<N>`` (the median of the round-by-round ratios), ``worst`` of those, and
+    the ``quartiles`` of each."""
+    ratios = {b: paired(fp32[b], candidate[b]) for b in fp32 if b in candidate}
+    if not ratios:
+        raise ValueError("no batch size timed for both models")
+    out: dict[str, Any] = {f"batch{b}": r["median"] for b, r in ratios.items()}
+    out["worst"] = min(r["median"] for r in ratios.values())
+    out["quartiles"] = {f"batch{b}": [r["q25"], r["q75"]] for b, r in ratios.items()}
+    out["threads"], out["rounds"] = 1, min(len(v) for v in fp32.values())
+    return out
 
 
 def speedup(fp32: Perf, candidate: Perf) -> dict[str, float]:

@@ -22,5 +22,6 @@ def run(out: Path) -> str:
     doc = result["manifest"]
     acc, speed = doc["metrics"]["accuracy"], doc["metrics"]["speedup"]
     return (f"digits INT8 deployable={doc['deployable']}: top-1 {acc['fp32']:.4f} -> {acc['candidate']:.4f} "
-            f"(loss {acc['loss']:.2%}), {speed['throughput']:.2f}x batch-32 throughput vs FP32 on CPU; "
+            f"(loss {acc['loss']:.2%}), {speed['cpu_time']['batch32']:.2f}x FP32 at batch 32 on CPU time, "
+            f"{speed['throughput']:.2f}x on the wall clock; "
             f"{result['manifest_uri']}")

@@ -24,6 +24,7 @@ from model_build.build import (
     Candidate,
     Judge,
     Precision,
+    SpeedVerdict,
     Target,
     build_fp16,
     build_int8,
@@ -76,8 +77,13 @@ def build_candidate(precision: Precision, prepared, workdir: Path, judge: Judge,
 
 
 @ops_task(name="benchmark", cache_policy=NO_CACHE)
-def bench(paths: dict[str, Path], data, threads: int) -> dict[str, benchmark.Perf]:
-    return benchmark.measure(paths, data, threads=threads)
+def bench(paths: dict[str, Path], data, threads: int, gated: str) -> tuple[dict[str, benchmark.Perf], dict | None]:
+    """Wall clock of every model with ``threads``; CPU time of FP32 and the ``gated`` candidate."""
+    wall = benchmark.measure(paths, data, threads=threads)
+    if gated not in paths:
+        return wall, None
+    cpu = benchmark.cpu_ms({"fp32": paths["fp32"], gated: paths[gated]}, data, rounds=5, min_s=0.1)
+    return wall, benchmark.cpu_speedup(cpu["fp32"], cpu[gated])
 
 
 @ops_task(name="tensorrt-engine", cache_policy=NO_CACHE, **IO_RETRIES)
@@ -106,7 +112,7 @@ def _fmt(v: float | None, pattern: str = "{:.3f}") -> str:
 
 
 def comparison(fp32: benchmark.Perf, rows: list[tuple[Candidate, benchmark.Perf | None]], spec: BuildSpec,
-               host: isa.HostCPU, judge: Judge, warnings: list[str]) -> str:
+               host: isa.HostCPU, judge: Judge, speed: SpeedVerdict) -> str:
     acc_col = spec.labels is not None
     head = "| model | p50 ms (b1) | p99 ms (b1) | thr/s b8 | thr/s b32 | speedup b1 | cosine | rel L2 |"
     head += " top-1 |" if acc_col else ""
@@ -136,7 +142,12 @@ def comparison(fp32: benchmark.Perf, rows: list[tuple[Candidate, benchmark.Perf 
         lines.append(row(cand.precision.value.upper(), perf, cand))
     for cand, _ in rows:
         lines += ["", f"**{cand.precision.value.upper()}**: " + "; ".join(cand.notes)]
-    lines += [f"\n**Warning**: {w}" for w in warnings]
+    cpu = (speed.speedup or {}).get("cpu_time")
+    if cpu:
+        lines += ["", f"**Speed-up of {rows[0][0].precision.value.upper()} on CPU time** (1 thread, {cpu['rounds']} "
+                  f"rounds, what the speed gate judges): " + ", ".join(
+                      f"batch {k[5:]} {v:.2f}×" for k, v in cpu.items() if k.startswith("batch"))]
+    lines += [f"\n**Warning**: {w}" for w in speed.warnings]
     return "\n".join(lines) + "\n"
 
 
@@ -170,11 +181,11 @@ def model_build(spec: BuildSpec) -> dict[str, Any]:
         candidates = [build_candidate(p, prepared, workdir, judge, calib, spec, host) for p in precisions]
         chosen = candidates[0]
         progress.advance(2)
-        measured = bench({"fp32": prepared.path, **{c.precision.value: c.path for c in candidates if c.path}},
-                         data, spec.bench_threads)
+        measured, cpu = bench({"fp32": prepared.path, **{c.precision.value: c.path for c in candidates if c.path}},
+                              data, spec.bench_threads, chosen.precision.value)
         fp32_perf = measured["fp32"]
         perfs = [measured.get(c.precision.value) for c in candidates]
-        speed = speed_gate(spec, chosen.precision, fp32_perf, perfs[0], host)
+        speed = speed_gate(spec, chosen.precision, fp32_perf, perfs[0], host, cpu)
         if chosen.ok and chosen.scheme is not None and not chosen.scheme.portable:
             speed.warnings.append(f"INT8 scheme {chosen.scheme.value} is exact only on CPUs with VNNI, AMX or ARM dot "
                                   "products; served on AVX2 without VNNI it saturates (rebuild with --int8-scheme "
@@ -205,7 +216,7 @@ def model_build(spec: BuildSpec) -> dict[str, Any]:
         if deployable and spec.publish:
             manifest_uri = publish(out, name, version)
         markdown(f"model-build-{name}", comparison(fp32_perf, list(zip(candidates, perfs, strict=True)), spec, host,
-                                                   judge, speed.warnings),
+                                                   judge, speed),
                  description=f"FP32 vs FP16 vs INT8 for {name}")
         progress.finish()
         if not chosen.ok:

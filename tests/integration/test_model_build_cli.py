@@ -50,8 +50,13 @@ def test_int8_accuracy_build_is_deployable(run_cli, tmp_path, env):
     speed = doc["metrics"]["speedup"]
     assert speed["throughput"] > 0 and speed["worst"] == min(speed["throughput"], speed["batch1_latency"])
     assert speed["measured_on"]["on_target"] is True and speed["measured_on"]["isa"] == host["isa"]
+    cpu = speed["cpu_time"]  # what the gate judges: CPU time on one thread, FP32 and INT8 round by round
+    assert speed["gated_on"] == "cpu_time" and cpu["threads"] == 1 and cpu["rounds"] == 5
+    assert {"batch1", "batch32"} <= set(cpu) and cpu["worst"] == min(cpu["batch1"], cpu["batch32"]) > 0
+    assert all(q25 <= cpu[b] <= q75 for b, (q25, q75) in cpu["quartiles"].items())
     assert printed["warnings"] == doc["warnings"]  # a slower INT8 would be said here, not hidden
-    assert (speed["worst"] < 1) == any("slower than FP32" in w for w in doc["warnings"])
+    assert (cpu["worst"] < 1) == any("slower than FP32" in w for w in doc["warnings"])
+    assert (cpu["worst"] >= 1 > speed["worst"]) == any("not on the wall clock" in w for w in doc["warnings"])
     assert doc["tolerance"]["metric"] == "accuracy" and doc["tolerance"]["value"] == 0.01
     assert doc["tools"]["onnxruntime"] and doc["tools"]["onnx"]
     assert "tensorrt is not installed" in doc["tensorrt"]["skipped"] or "GPU" in doc["tensorrt"]["skipped"]

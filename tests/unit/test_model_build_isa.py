@@ -21,7 +21,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from flows.common.errors import BadInput
 from model_build import evaluate, isa, quantize
-from model_build.benchmark import Perf
+from model_build.benchmark import Perf, cpu_speedup
 from model_build.build import BuildSpec, Judge, Precision, Target, build_int8, speed_gate
 from model_build.evaluate import Metric, Numerics
 from model_build.isa import ISA, Scheme
@@ -162,6 +162,32 @@ def test_speed_gate_never_ships_a_slower_model_silently():
     assert "not measured on the target (tensorrt)" in unmeasured.warnings[0]
     trt_gated = speed_gate(trt.model_copy(update={"min_speedup": 1.0}), Precision.int8, fp32, _perf(5.0, 250.0), host)
     assert not trt_gated.ok and "cannot be measured on this worker" in trt_gated.reason
+
+
+def test_speed_gate_judges_cpu_time_and_says_when_the_wall_clock_disagrees():
+    host = isa.HostCPU(ISA.avx512_vnni, "Test CPU", "x86_64", "test")
+    spec = BuildSpec(source="m.onnx", calib="c", eval="e", min_speedup=1.5)
+    fp32 = {"1": [10.0, 11.0, 9.0, 10.0, 12.0], "32": [300.0, 310.0, 290.0, 300.0, 330.0]}
+    int8 = {"1": [5.0, 5.5, 4.5, 5.0, 6.0], "32": [100.0, 103.0, 97.0, 100.0, 110.0]}
+    cpu = cpu_speedup(fp32, int8)
+    assert cpu["batch1"] == pytest.approx(2.0) and cpu["batch32"] == pytest.approx(3.0)
+    assert cpu["worst"] == cpu["batch1"] and cpu["rounds"] == 5 and cpu["threads"] == 1
+    # a busy worker: the wall clock says 0.9x at batch 1, CPU time 2x; the gate holds, with a warning
+    busy = speed_gate(spec, Precision.int8, _perf(10.0, 100.0), _perf(11.1, 250.0), host, cpu)
+    assert busy.ok and busy.speedup["gated_on"] == "cpu_time" and busy.speedup["cpu_time"] is cpu
+    assert busy.speedup["worst"] == pytest.approx(10 / 11.1)
+    assert len(busy.warnings) == 1 and "faster than FP32 on CPU time but not on the wall clock" in busy.warnings[0]
+    assert "CPU time batch 1 2.00x, batch 32 3.00x (1 thread); wall clock batch 1 0.90x" in busy.warnings[0]
+    # CPU time under the gate fails it, whatever the wall clock said
+    slow = cpu_speedup(fp32, {b: [v * 0.8 for v in ms] for b, ms in fp32.items()})
+    fails = speed_gate(spec, Precision.int8, _perf(10.0, 100.0), _perf(4.0, 300.0), host, slow)
+    assert not fails.ok and fails.reason.startswith("INT8 is 1.25x FP32 (CPU time batch 1 1.25x, batch 32 1.25x")
+    assert "below --min-speedup 1.5" in fails.reason and not fails.warnings
+    slower = speed_gate(spec.model_copy(update={"min_speedup": None}), Precision.int8, _perf(10.0, 100.0),
+                        _perf(4.0, 300.0), host, cpu_speedup(int8, fp32))
+    assert slower.ok and "INT8 is slower than FP32 on the target: CPU time batch 1 0.50x" in slower.warnings[0]
+    with pytest.raises(ValueError, match="no batch size timed for both"):
+        cpu_speedup({"16": [1.0]}, {"32": [1.0]})
 
 
 def test_avx2_regime_searches_both_exact_schemes(tmp_path, monkeypatch):
