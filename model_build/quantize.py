@@ -5,6 +5,7 @@ Both start from the prepared FP32 model, so tensor and node names match the refe
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,6 +30,13 @@ FP16_OVERFLOW_OPS = (
 INT8_OP_TYPES = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 
 
+def _not_a_1d_axis_warning(record: logging.LogRecord) -> bool:
+    """onnxruntime's quantiser warns on the root logger, once per weight of every build, that a 1-D
+    weight (a LayerNormalization's scale, with ``op_types=None``) has no channel axis 1; it then
+    quantises that weight per tensor, as it should. Not for users' logs."""
+    return "is out-of-range for weight" not in record.getMessage()
+
+
 def int8(fp32_path: Path, out_path: Path, calib: Dataset, *, method: CalibMethod = CalibMethod.minmax,
          exclude: Sequence[str] = (), scheme: Scheme = Scheme.u8s8, per_channel: bool = True,
          batch_size: int = 16, cache_path: Path | None = None, stride_batches: int = 4,
@@ -51,27 +59,32 @@ def int8(fp32_path: Path, out_path: Path, calib: Dataset, *, method: CalibMethod
         exclude = [*exclude, *activation_matmuls(onnx.load(str(fp32_path), load_external_data=False).graph)]
     reader = DatasetReader(calib, batch_size)
     symmetric = scheme is Scheme.s8s8
-    quantize_static(
-        str(fp32_path), str(out_path), reader,
-        quant_format=QuantFormat.QDQ,
-        op_types_to_quantize=list(op_types) if op_types is not None else None,
-        per_channel=per_channel,
-        activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
-        weight_type=QuantType.QUInt8 if scheme is Scheme.u8u8 else QuantType.QInt8,
-        reduce_range=scheme is Scheme.u8s8_reduce_range,
-        calibrate_method=method.ort(),
-        nodes_to_exclude=list(exclude),
-        calibration_cache_path=cache_path,
-        extra_options={
-            "ActivationSymmetric": symmetric,
-            "WeightSymmetric": True,
-            "CalibStridedMinMax": reader.stride(stride_batches),
-            # MatMul/Gemm outputs stay float: onnxruntime then runs DQ->MatMul as
-            # MatMulIntegerToFloat (the same int8 GEMM) without re-quantising pre-residual
-            # activations, whose outliers are what costs transformers their fidelity
-            "OpTypesToExcludeOutputQuantization": ["MatMul", "Gemm"] if op_types is not None else [],
-        },
-    )
+    root = logging.getLogger()
+    root.addFilter(_not_a_1d_axis_warning)
+    try:
+        quantize_static(
+            str(fp32_path), str(out_path), reader,
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=list(op_types) if op_types is not None else None,
+            per_channel=per_channel,
+            activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
+            weight_type=QuantType.QUInt8 if scheme is Scheme.u8u8 else QuantType.QInt8,
+            reduce_range=scheme is Scheme.u8s8_reduce_range,
+            calibrate_method=method.ort(),
+            nodes_to_exclude=list(exclude),
+            calibration_cache_path=cache_path,
+            extra_options={
+                "ActivationSymmetric": symmetric,
+                "WeightSymmetric": True,
+                "CalibStridedMinMax": reader.stride(stride_batches),
+                # MatMul/Gemm outputs stay float: onnxruntime then runs DQ->MatMul as
+                # MatMulIntegerToFloat (the same int8 GEMM) without re-quantising pre-residual
+                # activations, whose outliers are what costs transformers their fidelity
+                "OpTypesToExcludeOutputQuantization": ["MatMul", "Gemm"] if op_types is not None else [],
+            },
+        )
+    finally:
+        root.removeFilter(_not_a_1d_axis_warning)
     drop_value_info(out_path)  # the quantiser's shape inference adds them back
     return out_path
 

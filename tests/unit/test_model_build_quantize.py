@@ -424,3 +424,25 @@ def test_cpu_time_is_taken_round_by_round_at_each_models_own_batch(tmp_path):
                      {"x": normal(8, 32, seed=2)}, rounds=3, min_s=0.01)
     assert {k: sorted(v) for k, v in samples.items()} == {"dynamic": ["1", "32"], "fixed": ["4"]}
     assert all(len(v) == 3 and min(v) > 0 for per in samples.values() for v in per.values())
+
+
+def test_whole_graph_int8_does_not_warn_on_each_1d_weight(tmp_path, caplog):
+    """onnxruntime's quantiser warns on the root logger for every 1-D weight (a LayerNormalization's
+    scale) that per-channel axis 1 is out of range, then quantises it per tensor: that warning is
+    kept out of users' logs, the weight is still quantised, and other root warnings still pass."""
+    import logging
+
+    prepared = prepare(overflow_model(tmp_path / "ln.onnx"), tmp_path / "work")
+    with caplog.at_level(logging.WARNING):
+        out = quantize.int8(prepared.path, tmp_path / "int8.onnx", {"x": normal(32, 64, seed=4)}, op_types=None,
+                            scheme=PORTABLE)
+        logging.warning("after the build")
+    assert not [r for r in caplog.records if "out-of-range" in r.getMessage()]
+    assert [r.getMessage() for r in caplog.records if r.getMessage() == "after the build"] == ["after the build"]
+    graph = onnx.load(str(out)).graph
+    norm = next(n for n in graph.node if n.op_type == "LayerNormalization")
+    producer = {o: n for n in graph.node for o in n.output}
+    dq = producer[norm.input[1]]
+    assert dq.op_type == "DequantizeLinear"  # the scale is quantised, per tensor: one scale, no axis
+    scale = next(i for i in graph.initializer if i.name == dq.input[1])
+    assert list(scale.dims) == []
