@@ -78,6 +78,9 @@ def _new_app() -> typer.Typer:
         no_args_is_help=True,
         pretty_exceptions_enable=False,
         add_completion=False,
+        # click's plain help, inherited by every group: rich's help rendering took 0.4-0.7 s of each
+        # --help on a 2-core worker (benchmarks/cli_startup.py)
+        rich_markup_mode=None,
     )
 
 
