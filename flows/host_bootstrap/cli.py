@@ -6,8 +6,6 @@ import logging
 from pathlib import Path
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from flows.common.documents import load_document
 from flows.common.inventory import require_inventory, resolve_inventory
@@ -30,6 +28,9 @@ def _load_extra_vars(path: Path | None):
 
 
 def _show(report: BootstrapReport) -> None:
+    from rich.console import Console  # here: 0.15 s that --help and bad input never need
+    from rich.table import Table
+
     t = Table(title=f"{report.playbook} on {report.inventory}" + (" (check mode)" if report.check_mode else ""))
     for col in ("host", "status", "ok", "changed", "failed", "unreachable", "skipped", "task"):
         t.add_column(col, justify="right" if col not in ("host", "status", "task") else "left")

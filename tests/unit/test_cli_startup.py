@@ -31,6 +31,7 @@ def _imports(*args: str, tmp_path) -> tuple[subprocess.CompletedProcess, set[str
     (["backup", "--help"], ("prefect", "boto3", "flows.log_backup.engine", "typer.rich_utils")),
     # PromQL templating needs no HTTP client; help is click's plain text (rich's took 0.4-0.7 s)
     (["canary", "--help"], ("prefect", "httpx", "kubernetes", "typer.rich_utils", "rich.console")),
+    (["bootstrap", "--help"], ("prefect", "ansible_runner", "typer.rich_utils", "rich.console")),
     (["--help"], ("prefect", "typer.rich_utils", "flows.drbd_health.cli", "flows.log_backup.cli", "flows.model_build.cli",
                   "flows.canary.cli", "flows.idle_gpu.cli", "flows.cost_report.cli", "flows.host_bootstrap.cli")),
 ])
