@@ -85,7 +85,8 @@ class BuildSpec(BaseModel):
                                                          "tensorrt. u8s8_reduce_range and u8u8 are exact on every CPU")
     min_speedup: float | None = Field(None, ge=0.0, description="fail (exit 3) unless the candidate is at least this "
                                                                 "many times faster than FP32 on the target, at batch 1 "
-                                                                "and at batch 32; default: only warn when slower")
+                                                                "and at batch 32 (CPU time per batch, one thread); "
+                                                                "default: only warn when slower")
     max_trials: int = Field(8, ge=1, le=12, description="INT8 search: candidates tried at most")
     smooth_alpha: float = Field(0.6, ge=0.0, lt=1.0, description="INT8 search: SmoothQuant migration strength "
                                                                  "tried when plain INT8 misses the tolerance (outlier "

@@ -43,7 +43,8 @@ def build_cmd(
                                        "symmetric INT8)"),
     min_speedup: float | None = typer.Option(
         None, "--min-speedup", help="exit 3 unless the candidate is at least X times faster than FP32 on the target "
-                                    "(batch 1 and batch 32); without it a slower candidate only warns"),
+                                    "(CPU time per batch, one thread, at batch 1 and batch 32); without it a slower "
+                                    "candidate only warns"),
     int8_scheme: Scheme | None = typer.Option(
         None, "--int8-scheme", help="INT8 encoding; default from this host's ISA (u8s8_reduce_range and u8u8 are "
                                     "exact on every CPU)"),
