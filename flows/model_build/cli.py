@@ -77,8 +77,13 @@ def build_cmd(
                       f"{perf.get('throughput', 0):.1f}")
     console = Console(stderr=True)
     console.print(table)
+    cpu = (doc["metrics"]["speedup"] or {}).get("cpu_time")
+    if cpu:
+        console.print(f"{doc['precision'].upper()} speed-up on CPU time, one thread (what --min-speedup judges): "
+                      + ", ".join(f"batch {k[5:]} {v:.2f}x" for k, v in cpu.items() if k.startswith("batch")),
+                      markup=False, highlight=False, soft_wrap=True)
     for warning in result["warnings"]:
-        console.print(f"warning: {warning}", markup=False, highlight=False)
+        console.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)  # one line each
     typer.echo(json.dumps({"manifest": result["manifest_path"], "manifest_uri": result["manifest_uri"],
                            "deployable": doc["deployable"], "warnings": result["warnings"]}))
 

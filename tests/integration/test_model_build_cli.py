@@ -57,6 +57,9 @@ def test_int8_accuracy_build_is_deployable(run_cli, tmp_path, env):
     assert printed["warnings"] == doc["warnings"]  # a slower INT8 would be said here, not hidden
     assert (cpu["worst"] < 1) == any("slower than FP32" in w for w in doc["warnings"])
     assert (cpu["worst"] >= 1 > speed["worst"]) == any("not on the wall clock" in w for w in doc["warnings"])
+    assert (f"INT8 speed-up on CPU time, one thread (what --min-speedup judges): batch 1 {cpu['batch1']:.2f}x, "
+            f"batch 32 {cpu['batch32']:.2f}x") in r.stderr
+    assert all(f"warning: {w}\n" in r.stderr for w in doc["warnings"])  # one line each, for log scrapers
     assert doc["tolerance"]["metric"] == "accuracy" and doc["tolerance"]["value"] == 0.01
     assert doc["tools"]["onnxruntime"] and doc["tools"]["onnx"]
     assert "tensorrt is not installed" in doc["tensorrt"]["skipped"] or "GPU" in doc["tensorrt"]["skipped"]
