@@ -129,7 +129,7 @@ def _print(obj: Any, json_out: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(markup=False)  # names and reasons from the cluster are never markup
     rows = obj.get("intervals") or []
     if rows:
         table = Table(title=f"canary {obj['namespace']}/{obj['deployment']}")

@@ -36,6 +36,24 @@ class Outcome:
     summary: str
 
 
+def _table(outcomes: list[Outcome]):
+    """Print what ran, as a table on stdout; returns the console for what follows."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    t = Table(title="inferops demo")
+    for col in ("pipeline", "status", "output", "seconds", "summary"):
+        t.add_column(col, overflow="fold")
+    colour = {"ok": "green", "failed": "red", "not built yet": "yellow"}
+    for o in outcomes:  # summaries carry error text and paths: never markup
+        t.add_row(escape(o.pipeline), f"[{colour[o.status]}]{o.status}[/]", escape(o.output), f"{o.seconds:.1f}",
+                  escape(o.summary))
+    console = Console(file=sys.stdout, width=160)
+    console.print(t)
+    return console
+
+
 def _run_one(pipeline: str, module: str, rel: str, out_root: Path) -> Outcome:
     t0 = time.perf_counter()
     try:
@@ -98,17 +116,7 @@ def main(out: str = "demo-output", only: list[str] | None = None) -> int:
             _drain_prefect_logs()
             server.stop()
 
-    from rich.console import Console
-    from rich.table import Table
-
-    t = Table(title="inferops demo")
-    for col in ("pipeline", "status", "output", "seconds", "summary"):
-        t.add_column(col, overflow="fold")
-    colour = {"ok": "green", "failed": "red", "not built yet": "yellow"}
-    for o in outcomes:
-        t.add_row(o.pipeline, f"[{colour[o.status]}]{o.status}[/]", o.output, f"{o.seconds:.1f}", o.summary)
-    console = Console(file=sys.stdout, width=160)
-    console.print(t)
+    console = _table(outcomes)
     where = os.environ["PREFECT_API_URL"].removesuffix("/api") if external else ui_url()
     hint = "" if external else " (run `make up` to browse these runs)"
     console.print(f"Prefect UI: {where}{hint}")

@@ -54,6 +54,7 @@ def _print_human(report: dict) -> None:
     if all(r["name"] == "-" for r in resources):
         return  # nothing was read: the status line says why
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     colour = {"ok": "green", "warning": "yellow", "critical": "red", "unknown": "magenta"}
@@ -61,11 +62,11 @@ def _print_human(report: dict) -> None:
     for col in ("host", "resource", "severity", "problems"):
         t.add_column(col)
     for r in resources:
-        t.add_row(r["host"], r["name"], f"[{colour[r['severity']]}]{r['severity']}[/]",
-                  "\n".join(f"{p['code']}: {p['detail']}" for p in r["problems"]) or "-")
+        t.add_row(escape(r["host"]), escape(r["name"]), f"[{colour[r['severity']]}]{r['severity']}[/]",
+                  escape("\n".join(f"{p['code']}: {p['detail']}" for p in r["problems"]) or "-"))
     console = Console(file=sys.stdout)
     console.print(t)
     for key, steps in report["hints"].items():
-        console.print(f"[bold]{key}[/] (not run automatically):", highlight=False)
+        console.print(f"[bold]{escape(key)}[/] (not run automatically):", highlight=False)
         for h in steps:
             console.print(f"  - {h}", highlight=False, markup=False)

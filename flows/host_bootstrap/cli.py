@@ -37,7 +37,7 @@ def _show(report: BootstrapReport) -> None:
     for h in report.hosts:
         t.add_row(h.host, h.status, *(str(getattr(h, c)) for c in ("ok", "changed", "failed", "unreachable",
                                                                    "skipped")), h.task or "")
-    Console().print(t)
+    Console(markup=False).print(t)  # host and task names are the user's: never markup
 
 
 @app.command("run")

@@ -45,7 +45,7 @@ def _print(report: dict, json_out: bool, title: str, rows: list[dict], columns: 
         t.add_column(c)
     for r in rows:
         t.add_row(*(str(r.get(c, "")) for c in columns))
-    Console(file=sys.stdout).print(t)
+    Console(file=sys.stdout, markup=False).print(t)  # job names and reasons are never markup
 
 
 @app.command("plan")

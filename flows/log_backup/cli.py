@@ -25,6 +25,7 @@ _FLAGS = {"source": "--source", "dest": "--dest", "dest_region": "--dest-region"
 
 def _show(title: str, counts: dict, errors: list[str]) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console()
@@ -35,7 +36,8 @@ def _show(title: str, counts: dict, errors: list[str]) -> None:
         t.add_row(k, str(v))
     console.print(t)
     for e in errors[:50]:
-        console.print(f"[red]error[/red] {e}", markup=True, highlight=False)
+        # paths are the user's: "[app]" would vanish as markup and "[/app]" raise MarkupError
+        console.print(f"[red]error[/red] {escape(e)}", highlight=False, soft_wrap=True)
     if len(errors) > 50:
         console.print(f"... and {len(errors) - 50} more")
 

@@ -75,7 +75,7 @@ def build_cmd(
         table.add_row(c["precision"], "ok" if c["ok"] else c["reason"], f"{c['fidelity']['cosine']:.5f}",
                       f"{acc['loss']:.4f}" if acc else "–", f"{perf.get('latency_ms_p50', 0):.3f}",
                       f"{perf.get('throughput', 0):.1f}")
-    console = Console(stderr=True)
+    console = Console(stderr=True, markup=False)  # paths and reasons are never markup
     console.print(table)
     cpu = (doc["metrics"]["speedup"] or {}).get("cpu_time")
     if cpu:

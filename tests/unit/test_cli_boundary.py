@@ -242,3 +242,28 @@ def test_bootstrap_extra_vars_hostile_files(run, tmp_path, doc, needle):
     code, _, err = run("bootstrap", "run", "--inventory", "staging", "--extra-vars", str(ev))
     (line,) = _error_lines(err)
     assert code == 2 and f"--extra-vars {ev}" in line and needle in line
+
+
+HOSTILE_TEXT = ["/logs/[/app]/x.log: read failed", "/logs/[app]/y.log: gone", "[bold]host[/bold]"]
+
+
+def test_human_output_prints_users_text_as_text_never_as_markup(capsys):
+    """Paths, host, task and resource names are the user's: rich markup in them must print as it is.
+    Parsed, ``[app]`` vanished from a failed file's path and ``[/app]`` raised MarkupError (exit 1,
+    and the other errors never printed)."""
+    from flows.common.demo import Outcome, _table
+    from flows.drbd_health.cli import _print_human
+    from flows.host_bootstrap.cli import _show as show_bootstrap
+    from flows.host_bootstrap.models import BootstrapReport, HostResult
+    from flows.log_backup.cli import _show as show_backup
+
+    show_backup("backup", {"uploaded_files": 1}, HOSTILE_TEXT)
+    _print_human({"status": "DRBD CRITICAL - 1 critical", "hints": {HOSTILE_TEXT[0]: [HOSTILE_TEXT[1]]},
+                  "resources": [{"host": HOSTILE_TEXT[2], "name": "[/r0]", "severity": "critical",
+                                 "problems": [{"code": "[disk]", "detail": HOSTILE_TEXT[1]}]}]})
+    show_bootstrap(BootstrapReport(playbook="[/p].yml", inventory="inv", check_mode=False,
+                                   hosts=[HostResult(host=HOSTILE_TEXT[2], status="failed", task=HOSTILE_TEXT[0])]))
+    _table([Outcome("[/x]", "failed", HOSTILE_TEXT[1], 1.0, HOSTILE_TEXT[0])])
+    out = capsys.readouterr().out
+    for text in [*HOSTILE_TEXT, "[/r0]", "[disk]", "[/p].yml", "[/x]"]:
+        assert text in out, text
