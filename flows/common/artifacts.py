@@ -9,6 +9,7 @@ imports Prefect.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 from uuid import UUID
@@ -34,6 +35,17 @@ def markdown(key: str, body: str, description: str | None = None) -> None:
         create_markdown_artifact(key=_key(key), markdown=body, description=description)
     else:
         get_logger().debug("artifact %s (markdown, %d chars)", key, len(body))
+
+
+def code(text: str) -> str:
+    """``text`` as one Markdown code span, whatever it holds (a file name may hold backticks, ``<``,
+    ``|``, or a line break): a fence longer than any run of backticks inside (CommonMark), line breaks
+    as spaces."""
+    text = " ".join(str(text).splitlines())
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") or not text.strip() else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def table(key: str, rows: Sequence[Mapping[str, Any]], description: str | None = None) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
-from flows.common.artifacts import Progress, emit, markdown, table
+from flows.common.artifacts import Progress, code, emit, markdown, table
 from flows.common.errors import InferopsError
 from flows.common.runtime import flow, get_logger, ops_task
 from flows.common.s3 import client_for, log_retries, parse_s3_uri
@@ -82,7 +82,7 @@ def log_backup(policy: BackupPolicy) -> dict:
     rows = [{"measure": k, "value": v} for k, v in report.model_dump(exclude={"errors"}).items()]
     table("log-backup-summary", rows, description=f"Log backup {report.source} -> {report.dest}")
     if report.errors:
-        markdown("log-backup-errors", "\n".join(f"- `{e}`" for e in report.errors[:200]),
+        markdown("log-backup-errors", "\n".join(f"- {code(e)}" for e in report.errors[:200]),
                  description=f"{report.failed_files} failed file(s)")
     log.info("backup %s -> %s: %d uploaded (%d bytes, %d copied), %d skipped (%d deferred), "
              "%d adopted, %d verified, %d vanished, %d special skipped, %d failed", report.source, report.dest,
@@ -113,6 +113,6 @@ def log_restore(source: str, to: str, region: str, at: datetime | None = None,
                                   report.model_dump(exclude={"errors"}).items()],
           description=f"Restore {source} -> {to}")
     if report.errors:
-        markdown("log-restore-errors", "\n".join(f"- `{e}`" for e in report.errors[:200]))
+        markdown("log-restore-errors", "\n".join(f"- {code(e)}" for e in report.errors[:200]))
         raise RestoreFailed(report)
     return report.model_dump()

@@ -106,3 +106,20 @@ def test_cli_turns_prefect_telemetry_off_unless_told(monkeypatch, preset, expect
     with pytest.raises(SystemExit) as done:
         cli.main(["--help"])
     assert done.value.code == 0 and os.environ["DO_NOT_TRACK"] == expected
+
+
+@pytest.mark.parametrize("text", ["/logs/a`b.log: read failed", "``x`` <img src=x onerror=alert(1)> | y",
+                                  "`starts and ends`", "line\nbreak", "plain.log", "   "])
+def test_markdown_code_span_holds_any_file_name(text):
+    """A failed file's name goes into a Markdown artifact as one code span: rendered by a CommonMark
+    parser (markdown-it, as rich ships it), it is one <code> holding exactly that text, no HTML."""
+    import html
+
+    from markdown_it import MarkdownIt
+
+    from flows.common.artifacts import code
+
+    rendered = MarkdownIt("commonmark").render(f"- {code(text)}")
+    assert rendered.count("<code>") == 1 and "<img" not in rendered
+    inner = rendered.split("<code>", 1)[1].split("</code>", 1)[0]
+    assert html.unescape(inner).strip() == " ".join(text.splitlines()).strip()
