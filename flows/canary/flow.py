@@ -62,8 +62,8 @@ def make_target(namespace: str, deployment: str, image: str, model_manifest_uri:
 def summary_markdown(target: Target, outcome: str, reason: str, rows: list[dict[str, Any]],
                      seconds: float) -> str:
     head = (f"# Canary {outcome}: `{target.namespace}/{target.deployment}`\n\n"
-            f"- new image: `{target.image or '(unchanged)'}`\n"
-            f"- model manifest: `{target.model_manifest_uri or '(unchanged)'}`\n"
+            f"- new image: {artifacts.code(target.image or '(unchanged)')}\n"
+            f"- model manifest: {artifacts.code(target.model_manifest_uri or '(unchanged)')}\n"
             f"- reason: {reason}\n- intervals analysed: {len(rows)}; {seconds:.0f} s\n\n")
     if not rows:
         return head

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from flows.common.artifacts import Progress, emit, markdown
+from flows.common.artifacts import Progress, code, emit, markdown
 from flows.common.errors import BackendUnavailable, GateFailed
 from flows.common.runtime import NO_CACHE, flow, get_logger, ops_task
 from flows.common.settings import get_settings
@@ -117,7 +117,7 @@ def comparison(fp32: benchmark.Perf, rows: list[tuple[Candidate, benchmark.Perf 
     head = "| model | p50 ms (b1) | p99 ms (b1) | thr/s b8 | thr/s b32 | speedup b1 | cosine | rel L2 |"
     head += " top-1 |" if acc_col else ""
     head += " excluded nodes | status |"
-    lines = [f"## model build: `{package.model_name(spec.source)}` → {spec.precision.value}", "",
+    lines = [f"## model build: {code(package.model_name(spec.source))} → {spec.precision.value}", "",
              f"Tolerance: {spec.metric.value} {spec.resolved_tolerance}; provider {fp32.provider}, "
              f"threads {fp32.threads or 'default'}; build host {host.model} ({host.isa.value}); INT8 judged with "
              f"{judge.describe(host, Precision.int8)['kind']} numerics.", "", head, "|" + "---|" * (head.count("|") - 1)]
@@ -134,7 +134,8 @@ def comparison(fp32: benchmark.Perf, rows: list[tuple[Candidate, benchmark.Perf 
                 next((c.accuracy.fp32 for c, _ in rows if c.accuracy), None))
             cells.append(_fmt(acc, "{:.4f}"))
         cells += [str(len(cand.excluded_nodes)) if cand else "–",
-                  "reference" if cand is None else ("ok" if cand.ok else f"rejected: {cand.reason}")]
+                  "reference" if cand is None else ("ok" if cand.ok else
+                                                    " ".join(f"rejected: {cand.reason}".replace("|", "\\|").split()))]
         return "| " + " | ".join(cells) + " |"
 
     lines.append(row("FP32", fp32, None))
