@@ -133,6 +133,11 @@ def cpu_speedup(fp32: dict[str, list[float]], candidate: dict[str, list[float]])
     return out
 
 
+def cpu_numbers(cpu: dict[str, Any], times: str = "x") -> str:
+    """``cpu_speedup``'s ratios per batch size, for people: "batch 1 2.31x, batch 32 2.95x"."""
+    return ", ".join(f"batch {k[5:]} {v:.2f}{times}" for k, v in cpu.items() if k.startswith("batch"))
+
+
 def speedup(fp32: Perf, candidate: Perf) -> dict[str, float]:
     """FP32 time over candidate time: batch-1 p50 latency and largest-batch throughput."""
     return {"batch1_latency": fp32.latency_ms_p50 / candidate.latency_ms_p50,

@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from flows.common.errors import BadInput
 from model_build import evaluate, quantize, search, smooth
-from model_build.benchmark import Perf, speedup
+from model_build.benchmark import Perf, cpu_numbers, speedup
 from model_build.calibrate import CalibMethod, Dataset, n_samples
 from model_build.evaluate import Accuracy, Fidelity, Metric, Numerics
 from model_build.isa import HostCPU, Scheme, choose, detect
@@ -346,10 +346,6 @@ class SpeedVerdict:
     warnings: list[str] = field(default_factory=list)
 
 
-def _cpu_numbers(cpu: dict[str, Any]) -> str:
-    return ", ".join(f"batch {k[5:]} {v:.2f}x" for k, v in cpu.items() if k.startswith("batch"))
-
-
 def speed_gate(spec: BuildSpec, precision: Precision, fp32: Perf, cand: Perf | None, host: HostCPU,
                cpu: dict[str, Any] | None = None) -> SpeedVerdict:
     """Compare the candidate's measured speed with FP32's, on the target when it can be measured here.
@@ -377,7 +373,7 @@ def speed_gate(spec: BuildSpec, precision: Precision, fp32: Perf, cand: Perf | N
            "measured_on": measured}
     label = precision.value.upper()
     wall = f"batch 1 {ratio['batch1_latency']:.2f}x, largest batch {ratio['throughput']:.2f}x"
-    numbers = (f"CPU time {_cpu_numbers(cpu)} (1 thread); wall clock {wall}" if cpu else wall)
+    numbers = (f"CPU time {cpu_numbers(cpu)} (1 thread); wall clock {wall}" if cpu else wall)
     warnings = []
     if not on_target:
         warnings.append(f"{label} speed-up not measured on the target ({spec.target.value}): {numbers} is "

@@ -54,6 +54,7 @@ def build_cmd(
     from rich.console import Console
     from rich.table import Table
 
+    from model_build.benchmark import cpu_numbers
     from model_build.build import BuildSpec
 
     try:
@@ -80,7 +81,7 @@ def build_cmd(
     cpu = (doc["metrics"]["speedup"] or {}).get("cpu_time")
     if cpu:
         console.print(f"{doc['precision'].upper()} speed-up on CPU time, one thread (what --min-speedup judges): "
-                      + ", ".join(f"batch {k[5:]} {v:.2f}x" for k, v in cpu.items() if k.startswith("batch")),
+                      + cpu_numbers(cpu),
                       markup=False, highlight=False, soft_wrap=True)
     for warning in result["warnings"]:
         console.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)  # one line each

@@ -146,8 +146,7 @@ def comparison(fp32: benchmark.Perf, rows: list[tuple[Candidate, benchmark.Perf 
     cpu = (speed.speedup or {}).get("cpu_time")
     if cpu:
         lines += ["", f"**Speed-up of {rows[0][0].precision.value.upper()} on CPU time** (1 thread, {cpu['rounds']} "
-                  f"rounds, what the speed gate judges): " + ", ".join(
-                      f"batch {k[5:]} {v:.2f}×" for k, v in cpu.items() if k.startswith("batch"))]
+                  f"rounds, what the speed gate judges): " + benchmark.cpu_numbers(cpu, "×")]
     lines += [f"\n**Warning**: {w}" for w in speed.warnings]
     return "\n".join(lines) + "\n"
 
