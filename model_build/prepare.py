@@ -15,6 +15,7 @@ import onnx
 from onnx import version_converter
 
 from flows.common.errors import BadInput
+from model_build.sources import local_model
 
 log = logging.getLogger("inferops.model_build")
 
@@ -49,10 +50,8 @@ class PreparedModel:
 def fetch(src: str, workdir: Path) -> Path:
     """A local path for ``src`` (a file path or ``s3://bucket/key``; external data files of an S3
     model must sit beside it under the same prefix)."""
-    if not src.startswith("s3://"):
-        path = Path(src)
-        if not path.is_file():
-            raise BadInput(f"cannot read model {src}: no such file")
+    path = local_model(src)
+    if path is not None:
         return path
     from flows.common.s3 import parse_s3_uri
     from model_build.package import registry_client

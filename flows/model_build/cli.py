@@ -50,6 +50,9 @@ def build_cmd(
                                     "exact on every CPU)"),
 ) -> None:
     """Build SRC at --precision; write DIR/manifest.json and the model; exit 3 if the tolerance is not met."""
+    from model_build.sources import local_model
+
+    local_model(src)  # a missing model is reported before onnx and onnxruntime load
     from pydantic import ValidationError
     from rich.console import Console
     from rich.table import Table

@@ -55,3 +55,14 @@ def test_model_cli_choices_mirror_the_build_enums():
     assert set(typing.get_args(cli.Metric)) == {m.value for m in Metric}
     assert set(typing.get_args(cli.Target)) == {t.value for t in Target}
     assert set(typing.get_args(cli.Scheme)) == {s.value for s in Scheme}
+
+
+def test_a_missing_model_is_reported_before_onnx_and_onnxruntime_load(tmp_path):
+    """The build needs onnxruntime, but not to say that its model file is missing (it took 0.8 s)."""
+    p, mods = _imports("model", "build", str(tmp_path / "missing.onnx"), "--calib", str(tmp_path / "c.npz"),
+                       "--eval", str(tmp_path / "e.npz"), "--precision", "int8", "--out", str(tmp_path / "out"),
+                       tmp_path=tmp_path)
+    assert p.returncode == 2, p.stderr[-2000:]
+    assert p.stderr.strip().endswith(f"inferops: cannot read model {tmp_path / 'missing.onnx'}: no such file")
+    assert "typer" in mods and not [m for m in ("onnx", "onnxruntime", "prefect", "numpy") if m in mods]
+    assert not (tmp_path / "out").exists()
