@@ -205,6 +205,24 @@ def test_regions_pin_placement_hostname_and_model_bucket(built):
         assert pod["containers"][0]["envFrom"][0]["configMapRef"]["name"] == cm["metadata"]["name"]
 
 
+# kube-prometheus-stack with its default values (podMonitorSelectorNilUsesHelmValues and
+# ruleSelectorNilUsesHelmValues true) makes its Prometheus select only the PodMonitors, ServiceMonitors
+# and PrometheusRules labelled with the chart's release; deploy/k8s/README.md names the release.
+OPERATOR_SELECTOR = {"release": "kube-prometheus-stack"}
+
+
+def test_the_prometheus_operator_selects_every_monitor_and_rule_we_ship(built):
+    """A PodMonitor without the release label is never scraped: no Triton series, so the canary's
+    analysis has no data, the HPA's requests-per-second metric is missing and HighLatency never fires."""
+    for name, docs in built.items():
+        selected = [d for d in docs if d["apiVersion"].startswith("monitoring.coreos.com/")]
+        assert {d["kind"] for d in selected} == {"PodMonitor", "PrometheusRule"}, name
+        for d in selected:
+            labels = d["metadata"].get("labels") or {}
+            assert OPERATOR_SELECTOR.items() <= labels.items(), f"{name}: {d['kind']}/{d['metadata']['name']}: {labels}"
+    assert "release: kube-prometheus-stack" in (K8S / "README.md").read_text()
+
+
 def test_hpa_scales_on_dcgm_utilization_and_rps_served_by_the_adapter_rules(built):
     docs = built["prod"]
     hpa = by_kind(docs, "HorizontalPodAutoscaler")["llm-server"]["spec"]
