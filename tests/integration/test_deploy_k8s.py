@@ -316,6 +316,54 @@ def test_workers_serve_the_pools_of_prefect_yaml(built):
                             for d in built["prod"] if d["kind"] == "ServiceAccount"}
 
 
+@pytest.mark.parametrize("pool", ["k8s", "a100"])
+def test_flow_run_jobs_take_the_prefect_api_key_from_its_secret(built, monkeypatch, pool):
+    """The worker hands its Prefect settings to every flow-run Job as env. Unless it is told which
+    Secret its PREFECT_API_KEY came from, the key is written in plain text into each Job's manifest,
+    where anyone who may read Jobs in inferops (the `view` ClusterRole does) reads it. The real
+    KubernetesWorker._create_job runs here with the worker Deployment's env; only the API call is faked."""
+    import asyncio
+    import uuid
+
+    import prefect_kubernetes.worker as kworker
+    from prefect.client.schemas.objects import FlowRun
+    from prefect.settings import PREFECT_API_KEY, PREFECT_API_URL, temporary_settings
+
+    worker = by_kind(built["prod"], "Deployment")[f"prefect-worker-{pool}"]
+    env = worker["spec"]["template"]["spec"]["containers"][0]["env"]
+    [ref] = [e["valueFrom"]["secretKeyRef"] for e in env if e["name"] == "PREFECT_API_KEY"]
+    for e in env:
+        if "value" in e:
+            monkeypatch.setenv(e["name"], e["value"])
+    template = json.loads((REPO / f"deploy/prefect/{pool}.json").read_text())
+    assert template["variables"]["properties"]["namespace"]["default"] == worker["metadata"]["namespace"]
+    created = []
+
+    class FakeBatch:
+        def __init__(self, *_a, **_k) -> None:
+            pass
+
+        async def create_namespaced_job(self, namespace, manifest):
+            created.append(manifest)
+            return manifest
+
+    monkeypatch.setattr(kworker, "BatchV1Api", FakeBatch)
+
+    async def submit() -> None:
+        with temporary_settings(updates={PREFECT_API_KEY: "pnu_not_for_the_manifest",
+                                         PREFECT_API_URL: "https://prefect.example.com/api"}):
+            cfg = await kworker.KubernetesWorkerJobConfiguration.from_template_and_values(template, {})
+            cfg.prepare_for_flow_run(FlowRun(flow_id=uuid.uuid4()))
+            await kworker.KubernetesWorker(work_pool_name=pool)._create_job(cfg, None)
+
+    asyncio.run(submit())
+    [job] = created
+    assert "pnu_not_for_the_manifest" not in json.dumps(job)
+    job_env = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert job_env["PREFECT_API_KEY"] == {"name": "PREFECT_API_KEY", "valueFrom": {"secretKeyRef": {
+        "name": ref["name"], "key": ref["key"]}}}
+
+
 def test_priority_classes(built):
     pcs = by_kind(built["prod"], "PriorityClass")
     assert pcs["offline-batch"]["value"] < 0 and pcs["offline-batch"]["preemptionPolicy"] == "Never"
