@@ -50,9 +50,10 @@ def build_cmd(
                                     "exact on every CPU)"),
 ) -> None:
     """Build SRC at --precision; write DIR/manifest.json and the model; exit 3 if the tolerance is not met."""
-    from model_build.sources import local_model
+    from model_build.sources import artifact_folder, local_model
 
-    local_model(src)  # a missing model is reported before onnx and onnxruntime load
+    local_model(src)  # a missing model or an unusable --out is reported before onnx and onnxruntime load
+    artifact_folder(out)
     from pydantic import ValidationError
     from rich.console import Console
     from rich.table import Table

@@ -32,6 +32,7 @@ from model_build.build import (
     speed_gate,
 )
 from model_build.calibrate import load_dataset, n_samples
+from model_build.sources import artifact_folder, clear_build
 
 EVENT = "inferops.model.built"
 
@@ -164,7 +165,7 @@ def model_build(spec: BuildSpec) -> dict[str, Any]:
     """
     log = get_logger()
     name = package.model_name(spec.source)
-    out = Path(spec.out) if spec.out else get_settings().state_dir / "builds" / name
+    out = artifact_folder(Path(spec.out) if spec.out else get_settings().state_dir / "builds" / name)
     workdir = Path(tempfile.mkdtemp(prefix="inferops-model-build-"))
     progress = Progress(f"model build {name}", 7)
     try:
@@ -195,9 +196,8 @@ def model_build(spec: BuildSpec) -> dict[str, Any]:
         deployable = chosen.ok and speed.ok
         reason = chosen.reason if not chosen.ok else speed.reason
         progress.advance()
-        if out.exists():
-            shutil.rmtree(out)  # a re-run replaces the folder; the registry keeps published versions
-        out.mkdir(parents=True)
+        clear_build(out)  # a re-run replaces an earlier build's files; the registry keeps published versions
+        out.mkdir(parents=True, exist_ok=True)
         trt = (tensorrt_engine(chosen, prepared, data, out, name) if deployable else
                {"built": False, "skipped": "no deployable candidate"})
         if spec.target is Target.tensorrt and not trt["built"]:

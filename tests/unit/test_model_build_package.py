@@ -41,6 +41,49 @@ def test_folder_publish_is_idempotent_and_manifest_last(tmp_path):
         package.write_folder(tmp_path / "x", model, "det", {"artifact": "1/model.onnx"})
 
 
+
+def test_out_is_never_a_folder_of_the_users_files(tmp_path):
+    """``--out`` was emptied with rmtree on every build: ``--out ~`` deleted the home folder. Only an
+    absent, empty or earlier build's folder is written, and a re-run removes only the build's files."""
+    from model_build.sources import artifact_folder, clear_build
+
+    model = conv_detector(tmp_path / "det.onnx")
+    mine = tmp_path / "mine"
+    (mine / "sub").mkdir(parents=True)
+    (mine / "thesis.txt").write_text("important")
+    with pytest.raises(BadInput, match=r"--out .*/mine: the folder holds files a model build did not write "
+                                       r"\('sub', 'thesis.txt'\); give a new or empty folder"):
+        artifact_folder(mine)
+    with pytest.raises(BadInput):
+        clear_build(mine)
+    assert (mine / "thesis.txt").read_text() == "important" and (mine / "sub").is_dir()
+    with pytest.raises(BadInput, match=r"--out .*/det.onnx: not a folder$"):
+        artifact_folder(model)
+    with pytest.raises(BadInput, match=r"--out .*/det.onnx/sub: not a folder \(.*/det.onnx is a file\)"):
+        artifact_folder(model / "sub")
+    build = tmp_path / "build"
+    assert artifact_folder(build) == build and artifact_folder(tmp_path / "empty") == tmp_path / "empty"
+    package.write_folder(build, model, "det", _manifest())
+    (build / "model.plan").write_bytes(b"engine")
+    assert artifact_folder(build) == build  # an earlier build's folder is replaced
+    clear_build(build)
+    assert build.is_dir() and not list(build.iterdir())
+
+
+def test_the_flow_refuses_a_folder_of_the_users_files_before_building(tmp_path):
+    from flows.common.runtime import run_flow
+    from flows.model_build.flow import model_build
+    from model_build.build import BuildSpec
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.txt").write_text("important")
+    spec = BuildSpec(source=str(tmp_path / "never-read.onnx"), calib="c.npz", eval="e.npz", precision="fp16",
+                     out=str(mine))
+    with pytest.raises(BadInput, match="holds files a model build did not write"):
+        run_flow(model_build, spec=spec)
+    assert (mine / "thesis.txt").read_text() == "important"
+
 def test_fixed_batch_model_gets_no_dynamic_batching(tmp_path):
     model = onnx.load(str(conv_detector(tmp_path / "det.onnx")))
     for vi in [*model.graph.input, *model.graph.output]:
