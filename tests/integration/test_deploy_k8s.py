@@ -267,16 +267,18 @@ def test_rbac_is_least_privilege(built):
             assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"], d["metadata"]["name"]
             assert not {"secrets", "pods/exec", "serviceaccounts/token"} & set(rule["resources"])
             assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"])
-    full = ["create", "delete", "get", "list", "patch", "update", "watch"]
     roles = {(d["metadata"].get("namespace"), d["metadata"]["name"]) for d in docs if d["kind"] == "Role"}
     assert ("inference", "inferops-canary") in roles and ("offline-batch", "inferops-idle-gpu") in roles
     canary = rules_of(docs, "Role", "inferops-canary")
-    assert [v for g, r, v in canary if r == "deployments" and g == "apps"] == full
-    assert [v for g, r, v in canary if r == "httproutes" and g == "gateway.networking.k8s.io"] == full
+    # exactly what flows/canary/actuator.py calls (test_canary_role_grants_what_the_actuator_calls):
+    # the production HTTPRoute's weights are patched, never created, replaced or deleted
+    assert [v for g, r, v in canary if r == "deployments" and g == "apps"] == ["create", "delete", "get", "patch"]
+    assert [v for g, r, v in canary if r == "httproutes" and g == "gateway.networking.k8s.io"] == ["get", "patch"]
+    assert [v for g, r, v in canary if r == "services" and g == ""] == ["create", "delete", "get"]
     assert {r for _, r, _ in canary} == {"deployments", "httproutes", "services", "horizontalpodautoscalers",
                                          "networkpolicies", "podmonitors"}
     # read-only, for the checks before a rollout: the target's HPA, the selectors its pods must keep
-    assert [v for g, r, v in canary if r == "horizontalpodautoscalers" and g == "autoscaling"] == ["get", "list"]
+    assert [v for g, r, v in canary if r == "horizontalpodautoscalers" and g == "autoscaling"] == ["list"]
     assert [v for g, r, v in canary if r == "networkpolicies" and g == "networking.k8s.io"] == ["list"]
     assert [v for g, r, v in canary if r == "podmonitors" and g == "monitoring.coreos.com"] == ["list"]
     idle = rules_of(docs, "Role", "inferops-idle-gpu")
@@ -296,6 +298,57 @@ def test_rbac_is_least_privilege(built):
         "inference-critical"}
     for b in (d for d in docs if d["kind"] in ("RoleBinding", "ClusterRoleBinding")):
         assert all(s["kind"] == "ServiceAccount" and s["namespace"] == "inferops" for s in b["subjects"])
+
+
+def test_canary_role_grants_what_the_actuator_calls(built):
+    """Every Kubernetes request the canary's actuator can make (each public method of
+    flows/canary/actuator.Cluster, through the real flows.common.kube.Kube methods) is granted by
+    the Role inferops-canary, and the Role grants nothing the actuator never asks for."""
+    from flows.canary import planner
+    from flows.canary.actuator import Cluster
+    from flows.common.kube import APPLY_PATCH, Conflict, Kube
+
+    ns, name = "inference", "llm-server"
+    calls: set[tuple[str, str, str]] = set()
+
+    class Recording(Kube):
+        def __init__(self) -> None:
+            super().__init__(None, sleep=lambda _s: None)
+            self.exists = True
+
+        def request(self, verb, kind, namespace, name=None, **kw):
+            calls.add((kind.group, kind.plural, verb))
+            if kw.get("content_type") == APPLY_PATCH:
+                calls.add((kind.group, kind.plural, "create"))  # apply creates what does not exist yet
+            if verb == "list":
+                return {"items": [], "metadata": {}}
+            if verb == "create" and self.exists:
+                raise Conflict("exists", reason="AlreadyExists")
+            return {"metadata": {"name": name or "x", "namespace": namespace, "resourceVersion": "1",
+                                 "labels": {planner.ROLLOUT_OF_LABEL: "llm-server"}, "annotations": {}},
+                    "spec": {"replicas": 3, "template": {"metadata": {}},
+                             "rules": [{"backendRefs": [{"name": "llm-server", "port": 80, "weight": 50}]}]}}
+
+    kube = Recording()
+    c = Cluster(kube, ns, name)
+    manifest = {"metadata": {"name": f"{name}-canary", "labels": {planner.ROLLOUT_OF_LABEL: name}}}
+    exercised = {
+        "read_deployment": lambda: c.read_deployment(name), "read_target": c.read_target,
+        "read_service": lambda: c.read_service(name), "read_route": lambda: c.read_route(name),
+        "find_service": lambda: c.find_service(name), "read_autoscaler": c.read_autoscaler,
+        "label_objects": c.label_objects, "read_lease": c.read_lease, "read_state": c.read_state,
+        "write_lease": lambda: c.write_lease(None, "1"), "apply_track": lambda: c.apply_track(manifest),
+        "apply_track_service": lambda: c.apply_track_service(manifest), "scale_target": lambda: c.scale_target(4),
+        "set_target_template": lambda: c.set_target_template({"metadata": {"labels": {"a": "b"}}}, 4),
+        "set_route": lambda: c.set_route(name, name, None), "delete_tracks": lambda: c.delete_tracks(service=name),
+    }
+    assert set(exercised) == {m for m in vars(Cluster) if not m.startswith("_")}, "a new actuator method: add it here"
+    for call in exercised.values():
+        call()
+    kube.exists = False
+    c.apply_track_service(manifest)
+    granted = {(g, r, v) for g, r, v in rules_of(built["prod"], "Role", "inferops-canary")}
+    assert calls == granted
 
 
 def test_workers_serve_the_pools_of_prefect_yaml(built):
