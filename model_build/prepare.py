@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 from onnx import version_converter
 
-from flows.common.errors import BadInput
+from flows.common.errors import BackendUnavailable, BadInput
 from model_build.sources import local_model
 
 log = logging.getLogger("inferops.model_build")
@@ -53,6 +53,8 @@ def fetch(src: str, workdir: Path) -> Path:
     path = local_model(src)
     if path is not None:
         return path
+    from botocore.exceptions import BotoCoreError
+
     from flows.common.s3 import parse_s3_uri
     from model_build.package import registry_client
 
@@ -69,6 +71,8 @@ def fetch(src: str, workdir: Path) -> Path:
                     client.download_file(uri.bucket, obj["Key"], str(local.parent / rel))
     except client.exceptions.ClientError as exc:
         raise BadInput(f"cannot read model {src}: {exc}") from exc
+    except BotoCoreError as exc:  # no credentials, endpoint unreachable: the backend's trouble, not a bug
+        raise BackendUnavailable(f"cannot read model {src}: S3 unreachable: {exc}") from exc
     if not local.is_file():
         raise BadInput(f"cannot read model {src}: no such object")
     return local

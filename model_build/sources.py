@@ -15,8 +15,14 @@ BUILD_FILES = frozenset({"manifest.json", "manifest.json.tmp", "config.pbtxt", "
 
 
 def local_model(src: str) -> Path | None:
-    """The path of a local model source (``None`` for ``s3://``); a missing file is bad input."""
+    """The path of a local model source (``None`` for ``s3://``); a missing file, or an S3 URI that
+    names no object (``s3://bucket``, ``s3://bucket/dir/``: the fetch listed and downloaded every
+    object beside it), is bad input."""
     if src.startswith("s3://"):
+        from flows.common.s3 import parse_s3_uri
+
+        if not parse_s3_uri(src).prefix or src.endswith("/"):
+            raise BadInput(f"cannot read model {src}: names no object (expected s3://BUCKET/KEY.onnx)")
         return None
     path = Path(src)
     if not path.is_file():

@@ -61,6 +61,36 @@ def test_unreadable_model_is_bad_input(tmp_path, content):
         prepare(path, tmp_path / "work")
 
 
+
+@pytest.mark.parametrize("src", ["s3://models-bucket", "s3://models-bucket/", "s3://models-bucket/llm/"])
+def test_an_s3_uri_that_names_no_object_is_bad_input_before_any_listing(tmp_path, monkeypatch, src):
+    """``s3://bucket`` listed the bucket and downloaded every top-level object, then said 'no such object'."""
+    import model_build.package
+
+    monkeypatch.setattr(model_build.package, "registry_client", lambda: pytest.fail("S3 was asked"))
+    with pytest.raises(BadInput, match=f"cannot read model {src}: names no object"):
+        prepare(src, tmp_path / "work")
+
+
+def test_s3_unreachable_for_the_model_is_a_backend_error_not_a_bug(tmp_path, monkeypatch):
+    """No credentials (or no endpoint) was ``internal error: NoCredentialsError``, exit 1."""
+    from botocore.exceptions import EndpointConnectionError, NoCredentialsError
+
+    import model_build.package
+    from flows.common.errors import BackendUnavailable
+
+    for exc in (NoCredentialsError(), EndpointConnectionError(endpoint_url="http://127.0.0.1:9")):
+        class Client:
+            class exceptions:
+                from botocore.exceptions import ClientError
+
+            def get_paginator(self, name, exc=exc):
+                raise exc
+
+        monkeypatch.setattr(model_build.package, "registry_client", Client)
+        with pytest.raises(BackendUnavailable, match="cannot read model s3://models-bucket/llm.onnx: S3 unreachable"):
+            prepare("s3://models-bucket/llm.onnx", tmp_path / "work")
+
 def test_dataset_checks_name_the_problem(tmp_path):
     inputs = input_specs(onnx.load(str(conv_detector(tmp_path / "det.onnx"))))
     ok = load_dataset(npz(tmp_path / "ok.npz", image=normal(4, 3, 8, 8)), inputs)
