@@ -4,7 +4,8 @@ A custom base job template replaces the default whole, so we start from
 `prefect work-pool get-default-base-job-template --type kubernetes` (saved as kubernetes-default.json;
 refresh it when upgrading prefect-kubernetes) and change only what we need:
 
-* both: our flow-runner image, the least-privilege `inferops-flows` ServiceAccount, the `inferops`
+* both: our flow-runner image, the least-privilege `inferops-flows` ServiceAccount (whose setting
+  decides whether the token is mounted; a deployment may name `inferops-flows-no-kube`), the `inferops`
   namespace, `INFEROPS_HOME`, a hardened pod (non-root, no privilege escalation, all caps dropped,
   RuntimeDefault seccomp), and `completions`/`parallelism` moved from the pod spec (where the default
   template wrongly puts them) to the Job spec;
@@ -50,7 +51,9 @@ def _base(default: dict, image: str) -> dict:
         "runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001,
         "seccompProfile": {"type": "RuntimeDefault"},
     }
-    pod["automountServiceAccountToken"] = True  # flows call the Kubernetes API with the SA's RBAC
+    # no automountServiceAccountToken here: the ServiceAccount decides (deploy/k8s/base/rbac.yaml).
+    # inferops-flows (canary, idle-gpu) mounts its token; inferops-flows-no-kube, which prefect.yaml
+    # gives the flows that never call the Kubernetes API, has none to mount.
     # a cancelled or evicted canary run rolls back in its crash hook, waiting for stable up to the
     # policy's readiness timeout (at most 1800 s, flows/canary/models.py): SIGTERM must not cut it short
     pod["terminationGracePeriodSeconds"] = FLOW_RUN_GRACE_S

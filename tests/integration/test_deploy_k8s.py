@@ -417,6 +417,34 @@ def test_flow_run_jobs_take_the_prefect_api_key_from_its_secret(built, monkeypat
         "name": ref["name"], "key": ref["key"]}}}
 
 
+def test_flow_runs_get_an_api_token_only_where_the_flow_calls_kubernetes(built):
+    """Each deployment on a Kubernetes pool runs as a ServiceAccount: the one with the canary and
+    idle-gpu grants (cluster-wide pod reads, writes to the serving Deployments) only if its flow uses
+    the Kubernetes adapter; model-build (user-supplied models) and cost-report get no token at all."""
+    spec = yaml.safe_load((REPO / "prefect.yaml").read_text())
+    docs = built["prod"]
+    accounts = {(d["metadata"]["namespace"], d["metadata"]["name"]): d for d in docs if d["kind"] == "ServiceAccount"}
+    bound = {(s["namespace"], s["name"]) for d in docs if d["kind"] in ("RoleBinding", "ClusterRoleBinding")
+             for s in d["subjects"]}
+    seen = {}
+    for d in spec["deployments"]:
+        pool = d["work_pool"]["name"]
+        if pool not in ("k8s", "a100"):
+            continue
+        template = json.loads((REPO / f"deploy/prefect/{pool}.json").read_text())
+        props = template["variables"]["properties"]
+        variables = d.get("job_variables") or d["work_pool"].get("job_variables") or {}
+        who = (props["namespace"]["default"], variables.get("service_account_name") or props["service_account_name"]["default"])
+        assert who in accounts, f"{d['name']}: no ServiceAccount {who}"
+        pod = template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]
+        mounted = pod.get("automountServiceAccountToken", accounts[who].get("automountServiceAccountToken", True))
+        room = REPO / "flows" / d["entrypoint"].split("/")[1]
+        calls_kube = any("flows.common.kube" in f.read_text() for f in room.glob("*.py") if f.name != "cli.py")
+        assert (mounted, who in bound) == (calls_kube, calls_kube), d["name"]
+        seen[d["name"]] = calls_kube
+    assert seen == {"canary-rollout": True, "idle-gpu-nightly": True, "model-build": False, "cost-report-daily": False}
+
+
 def test_priority_classes(built):
     pcs = by_kind(built["prod"], "PriorityClass")
     assert pcs["offline-batch"]["value"] < 0 and pcs["offline-batch"]["preemptionPolicy"] == "Never"
