@@ -33,7 +33,9 @@ def _base(default: dict, image: str) -> dict:
     props["namespace"]["default"] = "inferops"
     props["service_account_name"]["default"] = "inferops-flows"
     props["image_pull_policy"]["default"] = "IfNotPresent"
-    props.setdefault("finished_job_ttl", {}).setdefault("default", 3600)
+    # the worker never deletes a finished Job: Kubernetes does, an hour after it ends (the default
+    # template's null keeps every flow run's Job and pod for ever)
+    props["finished_job_ttl"]["default"] = 3600
     # the root filesystem is read-only: local state (drbd severities, builds) goes to the /tmp emptyDir
     # and no telemetry from Prefect's SDK or onnxruntime (which uploads from Linux unless told not to)
     props["env"]["default"] = {"INFEROPS_HOME": "/opt/inferops", "INFEROPS_STATE_DIR": "/tmp/inferops",

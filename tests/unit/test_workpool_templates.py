@@ -38,6 +38,14 @@ def test_job_manifest_is_valid_and_hardened(pool):
     assert pod["serviceAccountName"] == "inferops-flows"
 
 
+@pytest.mark.parametrize("pool", ["k8s", "a100"])
+def test_finished_flow_run_jobs_are_cleaned_up(pool):
+    """The worker never deletes a finished Job: without a TTL, every flow run's Job and pod stay in
+    inferops for ever."""
+    job = render(pool)["job_manifest"]
+    assert isinstance(job["spec"]["ttlSecondsAfterFinished"], int) and job["spec"]["ttlSecondsAfterFinished"] > 0
+
+
 def test_a100_pool_targets_gpus():
     pod = render("a100", gpu_count=2)["job_manifest"]["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}
