@@ -23,10 +23,14 @@ APT_BINS += prometheus-pushgateway
 # tests/unit/test_model_build_isa.py, so the AVX2 regime is checked on every build host
 APT_PKGS += qemu-user
 APT_BINS += qemu-x86_64
+# tests that nothing leaves loopback (make up, make demo, doctor, loading every flow) record every
+# connection with strace (tests/integration/connections.py); without it they skip
+APT_PKGS += strace
+APT_BINS += strace
 PYTEST_ARGS ?=
 UP_ARGS ?=
 
-.PHONY: help setup apt demo up test fuzz deploy bench lint image clean
+.PHONY: help setup apt testhosts demo up test fuzz deploy bench lint image clean
 
 help:
 	@echo "make demo    run every pipeline once on embedded local defaults (results in demo-output/)"
@@ -39,7 +43,12 @@ help:
 	@echo "make lint    ruff + ansible-lint"
 	@echo "make image   build the flow-runner images (needs a Docker engine)"
 
-setup: apt $(STAMP)
+setup: apt $(STAMP) testhosts
+
+# The SSH test hosts' Debian root (debootstrap from the Debian mirror, cached in ~/.cache/inferops/), built here
+# as root so that the demo and the tests themselves fetch nothing; without root there are no test hosts.
+testhosts: $(STAMP)
+	@[ "$$(id -u)" != 0 ] || $(BIN)/python -m flows.standins.sshhosts
 
 # Debian packages: installed when root, otherwise the exact command is printed.
 apt:
@@ -74,11 +83,12 @@ up: setup
 
 # Two pytest processes: the machine here is about half busy with one (most tests wait on real services,
 # clocks and subprocesses). Beside the rest run the local-stack module (`make up` in its own network
-# namespace, with its own HOME and Prefect server) and the canary modules (their own session fixtures in
+# namespace, with its own HOME and Prefect server), `make demo` (in its own network namespace and state
+# folder; its SSH test hosts' bridge is in that namespace too) and the canary modules (their own session fixtures in
 # that process: Prefect test server, Prometheus, Kubernetes emulator, all on free loopback ports); the SSH
 # test hosts (one bridge and subnet) stay with the rest. PYTEST_ARGS set: one process, those arguments.
 SIDE_TESTS := tests/integration/test_local_stack.py tests/integration/test_canary_rollout.py \
-              tests/integration/test_canary_prefect.py
+              tests/integration/test_canary_prefect.py tests/integration/test_demo.py
 test: setup
 	@if [ -n "$(PYTEST_ARGS)" ]; then exec $(BIN)/pytest tests --durations=25 $(PYTEST_ARGS); fi
 	mkdir -p .inferops
