@@ -124,11 +124,36 @@ def test_every_top_level_parameter_has_a_description_and_a_typed_default(name):
         assert prop.get("description"), f"{name}.{key} has no description"
 
 
-def test_ci_example_passes_a_valid_build_spec_naming_its_serving_deployment():
+def test_ci_example_passes_a_valid_build_spec_naming_its_serving_deployment(tmp_path):
+    """The model-build step run by bash as Actions would, with hostile inputs and run-deployment.sh
+    stubbed: the inputs arrive verbatim in a valid spec and run nothing (GitHub's hardening guide:
+    no ${{ }} expression in a `run:` script, inputs through the environment)."""
+    import subprocess
+
     from model_build.build import BuildSpec
 
     wf = yaml.safe_load((REPO / "deploy/ci/github-workflow.example.yml").read_text())
-    [run] = [s["run"] for s in wf["jobs"]["build-and-canary"]["steps"] if "run-deployment.sh model-build" in s.get("run", "")]
-    raw = re.search(r"spec=(\{.*\})'", run).group(1)
-    spec = BuildSpec.model_validate(json.loads(re.sub(r"\$\{\{ inputs\.\w+ \}\}", "s3://bucket/key", raw)))
+    assert wf["permissions"] == {"contents": "read"}
+    for job in wf["jobs"].values():
+        for step in job["steps"]:
+            assert "${{" not in step.get("run", ""), step["run"]
+    [step] = [s for s in wf["jobs"]["build-and-canary"]["steps"] if "run-deployment.sh model-build" in s.get("run", "")]
+    hostile = {"model_src": "s3://b/m.onnx'; touch pwned; echo '", "calib": 's3://b/c.npz", "x": "$(touch pwned)',
+               "eval": "s3://b/e.npz`touch pwned`"}
+    env = {"PATH": "/usr/bin:/bin"}
+    for name, value in step["env"].items():
+        env[name] = hostile[re.fullmatch(r"\$\{\{ inputs\.(\w+) \}\}", value).group(1)]
+    stub = tmp_path / "deploy/ci/run-deployment.sh"
+    stub.parent.mkdir(parents=True)
+    stub.write_text('#!/bin/sh\nprintf "%s\\n" "$@" > args\n')
+    stub.chmod(0o755)
+    p = subprocess.run(["bash", "-euo", "pipefail", "-c", step["run"]], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert not (tmp_path / "pwned").exists()
+    args = (tmp_path / "args").read_text().splitlines()
+    assert args[:4] == ["model-build", "--timeout", "7200", "--param"] and args[4].startswith("spec=")
+    raw = json.loads(args[4].removeprefix("spec="))
+    assert (raw["source"], raw["calib"], raw["eval"]) == (hostile["model_src"], hostile["calib"], hostile["eval"])
+    spec = BuildSpec.model_validate({**raw, "source": "s3://b/m.onnx", "calib": "s3://b/c.npz", "eval": "s3://b/e.npz"})
     assert spec.serving.deployment == DEPLOYMENTS["canary-rollout"]["parameters"]["deployment"]
