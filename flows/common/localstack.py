@@ -60,6 +60,12 @@ def default_port() -> int:
     return get_settings().local.port
 
 
+def _state_dir() -> Path:
+    from flows.common.settings import get_settings
+
+    return Path(get_settings().state_dir)
+
+
 def ui_url(port: int | None = None) -> str:
     return f"http://{HOST}:{port or default_port()}"
 
@@ -71,7 +77,7 @@ def api_url(port: int | None = None) -> str:
 def prefect_env(port: int | None = None, home: Path | None = None) -> dict[str, str]:
     """The environment of the local server and of everything that talks to it."""
     root = repo_root()
-    prefect_home = (home or root / ".inferops") / "prefect"
+    prefect_home = Path(home or _state_dir()).absolute() / "prefect"
     prefect_home.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     env.setdefault("DO_NOT_TRACK", "1")  # no SDK telemetry from the local server's and worker's imports
@@ -320,7 +326,8 @@ class LocalStack:
     def __init__(self, port: int | None = None, home: Path | None = None, reuse_server: bool = False,
                  ssh_hosts: bool = True) -> None:
         self.root = repo_root()
-        self.home = (home or self.root / ".inferops").absolute()
+        # the state folder (INFEROPS_STATE_DIR, else the checkout's .inferops/): where `make demo` records too
+        self.home = Path(home or _state_dir()).absolute()
         self.stack = self.home / "localstack"
         self.port = port or default_port()
         self.server = LocalServer(self.port, self.home, reuse=reuse_server)
@@ -437,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--port", type=int, help="port of the Prefect server and UI (default: INFEROPS_LOCAL__PORT, 4200)")
     ap.add_argument("--reuse-server", action="store_true", default=None,
                     help="deploy into a healthy Prefect server already on the port (INFEROPS_LOCAL__REUSE_SERVER)")
-    ap.add_argument("--home", type=Path, help="state folder instead of the checkout's .inferops/")
+    ap.add_argument("--home", type=Path, help="state folder (default: INFEROPS_STATE_DIR, else the checkout's .inferops/)")
     ap.add_argument("--no-ssh-hosts", action="store_true", help="do not start SSH test hosts for gpu-host-bootstrap")
     args = ap.parse_args(argv)
     if args.port is not None and not 0 < args.port < 65536:

@@ -123,3 +123,23 @@ def test_markdown_code_span_holds_any_file_name(text):
     assert rendered.count("<code>") == 1 and "<img" not in rendered
     inner = rendered.split("<code>", 1)[1].split("</code>", 1)[0]
     assert html.unescape(inner).strip() == " ".join(text.splitlines()).strip()
+
+
+def test_demo_and_make_up_keep_the_prefect_database_in_the_one_state_folder(tmp_path, monkeypatch):
+    """INFEROPS_STATE_DIR moves `make demo`'s and `make up`'s Prefect database with the rest of the state, so
+    `make up` serves the demo's runs; unset, both use the checkout's .inferops/."""
+    from flows.common.localstack import LocalStack, prefect_env, repo_root
+    from flows.common.settings import get_settings
+
+    monkeypatch.setenv("INFEROPS_STATE_DIR", str(tmp_path / "state"))
+    get_settings.cache_clear()
+    try:
+        assert prefect_env(4321)["PREFECT_HOME"] == str(tmp_path / "state" / "prefect")
+        assert LocalStack(port=4321).home == tmp_path / "state"
+        monkeypatch.delenv("INFEROPS_STATE_DIR")
+        monkeypatch.delenv("INFEROPS_HOME", raising=False)
+        get_settings.cache_clear()
+        assert prefect_env(4321)["PREFECT_HOME"] == str(repo_root() / ".inferops" / "prefect")
+        assert LocalStack(port=4321).home == repo_root() / ".inferops"
+    finally:
+        get_settings.cache_clear()
