@@ -34,5 +34,7 @@ def report(
     kinds += [f"{cause['other_currency']} rows in other currencies"] if cause["other_currency"] else []
     rejected = f", {' and '.join(kinds)} in {shown}/quarantine.csv" if kinds else ""
     failed = f", {len(s['input']['failed'])} inputs unreadable (see summary.json)" if s["input"]["failed"] else ""
+    failed += ", idle cost unavailable: Prometheus unreachable (see summary.json)" \
+        if s["idle"].get("status") == "unavailable" else ""
     typer.echo(f"cost report in {shown}: {unit}{s['total_cost']:,.2f} amortized, {s['gpu_hours']:,.1f} GPU-hours"
                f"{rejected}{failed}")

@@ -109,6 +109,8 @@ def cost_report(cur: list[str], out: str = "cost-report", period: str | None = N
     idle, idle_daily = idle_task(prometheus, agg, policy) if prometheus else ({"status": "not configured"},
                                                                              measures.EMPTY_IDLE_DAILY)
     add_idle(summary, idle)
+    if idle.get("status") == "unavailable":  # asked for, and missing: say so, not only in summary.json
+        log.warning("idle GPU cost not computed: %s", idle.get("error"))
     if agg.rejected_rows:
         log.warning("%d CUR rows quarantined in %s (%s)", agg.rejected_rows, out_dir / "quarantine.csv",
                     ", ".join(f"{k} {v}" for k, v in agg.rejected_by_cause.items() if v))

@@ -74,3 +74,15 @@ def test_damaged_parts_exit_0_when_some_were_read_and_2_when_none(run_cli, tmp_p
     assert summary["input"]["failed"][0].startswith(f"{truncated}: unreadable (")
     err = _one_line(run_cli("cost", "report", "--cur", str(truncated), "--out", str(tmp_path / "o2")), 2)
     assert err.startswith(f"inferops: no readable CUR: {truncated}: unreadable (")
+
+
+def test_prometheus_unreachable_is_said_at_the_terminal_without_the_password(run_cli, tmp_path):
+    """The idle cost asked for with --prometheus was missing with exit 0 and not a word on the terminal
+    (only idle.status in summary.json)."""
+    r = run_cli("cost", "report", "--cur", str(DATA / "athena.parquet"), "--out", str(tmp_path / "o"),
+                "--prometheus", "http://user:hunter2@127.0.0.1:9")
+    _one_line(r, 0)
+    assert "idle cost unavailable: Prometheus unreachable" in r.stdout
+    warning = [line for line in r.stderr.splitlines() if "WARNING idle GPU cost not computed" in line]
+    assert len(warning) == 1 and "http://***@127.0.0.1:9" in warning[0]
+    assert "hunter2" not in r.stdout + r.stderr + (tmp_path / "o" / "summary.json").read_text()
