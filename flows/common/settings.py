@@ -21,7 +21,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -29,6 +29,41 @@ from pydantic_settings import (
     SettingsError,
     TomlConfigSettingsSource,
 )
+
+
+def _http_url(v: str | None) -> str | None:
+    """An http(s)://HOST[:PORT][/path] URL (or unset). The value is never echoed: it may hold a password.
+    Malformed, it failed deep in a run (``internal error: ValueError: Invalid IPv6 URL``, or only after
+    the work was done) instead of naming the setting."""
+    if not v:
+        return v
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(v)
+        parts.port  # noqa: B018 -- raises on a port out of range or not a number
+    except ValueError as exc:
+        raise ValueError(f"not a valid URL ({' '.join(str(exc).split())[:80]})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() or not c.isprintable()
+                                                                         for c in v):
+        raise ValueError("expected an http(s)://HOST[:PORT] URL")
+    return v
+
+
+def _registry_uri(v: str) -> str:
+    if not v:
+        return v
+    if v.startswith("s3://"):
+        from flows.common.errors import BadInput
+        from flows.common.s3 import parse_s3_uri
+
+        try:
+            parse_s3_uri(v)
+        except BadInput:
+            raise ValueError("expected s3://BUCKET/PREFIX (a valid bucket name) or file://DIR") from None
+    elif not v.startswith("file://") or len(v) == len("file://"):
+        raise ValueError("expected s3://BUCKET/PREFIX or file://DIR")
+    return v
 
 
 class S3Settings(BaseModel):
@@ -44,6 +79,9 @@ class S3Settings(BaseModel):
     )
     profile: str | None = Field(None, description="AWS profile; defaults to AWS_PROFILE")
 
+    _urls = field_validator("endpoint_url", "backup_endpoint_url")(_http_url)
+    _registry = field_validator("model_registry")(_registry_uri)
+
 
 class PrometheusSettings(BaseModel):
     url: str | None = Field(None, description="Prometheus base URL, e.g. http://prometheus:9090")
@@ -51,6 +89,8 @@ class PrometheusSettings(BaseModel):
     bearer_token: SecretStr | None = None
     pushgateway: str | None = Field(None, description="Pushgateway URL for batch-job metrics, e.g. "
                                                       "http://pushgateway:9091 (k8s-pool pods have no textfile dir)")
+
+    _urls = field_validator("url", "pushgateway")(_http_url)
 
 
 class KubeSettings(BaseModel):
@@ -149,7 +189,8 @@ def load_settings() -> InferopsSettings:
         for err in errs[:3]:
             loc = [str(x) for x in err.get("loc", ())]
             env = "INFEROPS_" + "__".join(loc).upper()
-            parts.append(f"{env} (or {'.'.join(loc)} in {config}): {err.get('msg', '')}")
+            msg = str(err.get("msg", "")).removeprefix("Value error, ")
+            parts.append(f"{env} (or {'.'.join(loc)} in {config}): {msg}")
         more = f" (+{len(errs) - 3} more)" if len(errs) > 3 else ""
         raise BadInput("bad setting " + "; ".join(parts) + more) from None
     except SettingsError as exc:  # e.g. INFEROPS_PROMETHEUS='{' (a nested setting given as bad JSON)

@@ -165,7 +165,8 @@ def model_build(spec: BuildSpec) -> dict[str, Any]:
     """
     log = get_logger()
     name = package.model_name(spec.source)
-    out = artifact_folder(Path(spec.out) if spec.out else get_settings().state_dir / "builds" / name)
+    settings = get_settings()  # a bad setting (the registry's URI) is reported now, not after the build
+    out = artifact_folder(Path(spec.out) if spec.out else settings.state_dir / "builds" / name)
     workdir = Path(tempfile.mkdtemp(prefix="inferops-model-build-"))
     progress = Progress(f"model build {name}", 7)
     try:

@@ -87,7 +87,8 @@ def test_bad_settings_fail_their_own_rows_and_the_table_is_printed(tmp_path):
     r = _doctor("--json", env=env, cwd=tmp_path)
     by = _by_backend(r.stdout)
     assert r.returncode == 1 and "Traceback" not in r.stderr
-    assert by["prometheus"][0]["status"] == "failed" and "***@127.0.0.1" in by["prometheus"][0]["target"]
+    assert by["prometheus"][0]["status"] == "failed" and by["prometheus"][0]["target"] == "settings"
+    assert "INFEROPS_PROMETHEUS__URL" in by["prometheus"][0]["detail"]  # a port out of range, named as a setting
     assert by["ssh"] == [{"backend": "ssh", "target": "settings", "status": "failed",
                           "detail": by["ssh"][0]["detail"]}] and "INFEROPS_SSH__PORT" in by["ssh"][0]["detail"]
     assert "INFEROPS_LOCAL__PORT" in by["settings"][0]["detail"]

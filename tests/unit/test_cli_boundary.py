@@ -164,6 +164,31 @@ def test_bad_settings_name_the_setting(run, monkeypatch, tmp_path):
         with pytest.raises(BadInput, match=name):
             load_settings()
         monkeypatch.delenv(name)
+    # URL settings, malformed: 'internal error: ValueError: Invalid IPv6 URL' (exit 1) deep in a run, or
+    # an unusable registry found only after the model was built; the value (a password) is never echoed
+    for name, value in (("INFEROPS_S3__ENDPOINT_URL", "http://u:hunter2@[::1"),
+                        ("INFEROPS_S3__BACKUP_ENDPOINT_URL", "ftp://u:hunter2@127.0.0.1:9"),
+                        ("INFEROPS_PROMETHEUS__PUSHGATEWAY", "http://u:hunter2@[::1"),
+                        ("INFEROPS_PROMETHEUS__URL", "http://u:hunter2@127.0.0.1:99999"),
+                        ("INFEROPS_PROMETHEUS__URL", "127.0.0.1:9090"),
+                        ("INFEROPS_S3__MODEL_REGISTRY", "registry"),
+                        ("INFEROPS_S3__MODEL_REGISTRY", "s3://u:hunter2@bucket/models")):
+        monkeypatch.setenv(name, value)
+        with pytest.raises(BadInput, match=rf"^bad setting {name} \(or .*\): (not a valid URL|expected) ") as bad:
+            load_settings()
+        assert "hunter2" not in str(bad.value) and "Value error" not in str(bad.value)
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("INFEROPS_S3__ENDPOINT_URL", "http://u:hunter2@[::1")
+    get_settings.cache_clear()
+    code, out, err = run("backup", "run", "--source", str(tmp_path), "--dest", "s3://backups/logs",
+                         "--dest-region", "eu-west-1", "--json")
+    (line,) = _error_lines(err)
+    assert code == 2 and "INFEROPS_S3__ENDPOINT_URL" in line and "hunter2" not in err + out
+    monkeypatch.delenv("INFEROPS_S3__ENDPOINT_URL")
+    for fine in ("http://127.0.0.1:9", "https://user:pw@[::1]:9091/path", ""):
+        monkeypatch.setenv("INFEROPS_PROMETHEUS__PUSHGATEWAY", fine)
+        load_settings()
+    monkeypatch.delenv("INFEROPS_PROMETHEUS__PUSHGATEWAY")
     for garbage in (b"[[[ not toml", BINARY):
         cfg = tmp_path / "inferops.toml"
         cfg.write_bytes(garbage)

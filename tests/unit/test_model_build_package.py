@@ -84,6 +84,25 @@ def test_the_flow_refuses_a_folder_of_the_users_files_before_building(tmp_path):
         run_flow(model_build, spec=spec)
     assert (mine / "thesis.txt").read_text() == "important"
 
+
+def test_the_flow_reports_a_bad_registry_setting_before_building(tmp_path, monkeypatch):
+    """An unusable INFEROPS_S3__MODEL_REGISTRY was found only at publication, after the whole build."""
+    from flows.common.runtime import run_flow
+    from flows.common.settings import get_settings
+    from flows.model_build.flow import model_build
+    from model_build.build import BuildSpec
+
+    monkeypatch.setenv("INFEROPS_S3__MODEL_REGISTRY", "registry")
+    get_settings.cache_clear()
+    spec = BuildSpec(source=str(tmp_path / "never-read.onnx"), calib="c.npz", eval="e.npz", precision="fp16",
+                     out=str(tmp_path / "out"))
+    try:
+        with pytest.raises(BadInput, match="bad setting INFEROPS_S3__MODEL_REGISTRY"):
+            run_flow(model_build, spec=spec)
+    finally:
+        monkeypatch.delenv("INFEROPS_S3__MODEL_REGISTRY")
+        get_settings.cache_clear()
+
 def test_fixed_batch_model_gets_no_dynamic_batching(tmp_path):
     model = onnx.load(str(conv_detector(tmp_path / "det.onnx")))
     for vi in [*model.graph.input, *model.graph.output]:
