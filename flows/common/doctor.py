@@ -176,7 +176,7 @@ def run_checks(timeout: float = 5.0) -> list[Check]:
     settings, problems = settings_with_problems()
     checks: list[Check] = []
     if "config" in problems:
-        checks.append(Check("config", os.environ.get("INFEROPS_CONFIG", "inferops.toml"), "failed",
+        checks.append(Check("config", os.environ.get("INFEROPS_CONFIG") or "inferops.toml", "failed",
                             redact("; ".join(problems["config"]) + " (ignored; environment and defaults used)")))
     by_backend: dict[str, list[str]] = {}
     for section, msgs in problems.items():

@@ -161,10 +161,13 @@ class InferopsSettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml_path = Path(os.environ.get("INFEROPS_CONFIG", "inferops.toml"))
+        named = os.environ.get("INFEROPS_CONFIG")  # empty: unset
+        toml_path = Path(named or "inferops.toml")
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         if toml_path.is_file():
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+        elif named:  # a file the user named is not optional: ignored, every setting in it was lost silently
+            raise ValueError("a folder, not a file" if toml_path.is_dir() else "no such file")
         return tuple(sources)
 
     def redacted(self) -> dict[str, Any]:
@@ -180,7 +183,7 @@ def load_settings() -> InferopsSettings:
 
     from flows.common.errors import BadInput
 
-    config = os.environ.get("INFEROPS_CONFIG", "inferops.toml")
+    config = os.environ.get("INFEROPS_CONFIG") or "inferops.toml"
     try:
         return InferopsSettings()
     except ValidationError as exc:
@@ -224,7 +227,7 @@ def settings_with_problems() -> tuple[InferopsSettings, dict[str, list[str]]]:
     try:
         InferopsSettings.settings_customise_sources(InferopsSettings, *([None] * 4))  # parse the TOML file
     except (ValueError, OSError) as exc:  # TOMLDecodeError is a ValueError
-        path = os.environ.get("INFEROPS_CONFIG", "inferops.toml")
+        path = os.environ.get("INFEROPS_CONFIG") or "inferops.toml"
         problems["config"] = [f"{path}: {' '.join(str(exc).split())[:200]}"]
         cls = _EnvOnlySettings
     overrides: dict[str, Any] = {}

@@ -195,6 +195,16 @@ def test_bad_settings_name_the_setting(run, monkeypatch, tmp_path):
         monkeypatch.setenv("INFEROPS_CONFIG", str(cfg))
         with pytest.raises(BadInput, match=f"config file {cfg} \\(INFEROPS_CONFIG\\): "):
             load_settings()
+    # a config file the user named, missing or a folder: it was ignored, with every setting in it
+    for named, why in ((tmp_path / "missing.toml", "no such file"), (tmp_path, "a folder, not a file")):
+        monkeypatch.setenv("INFEROPS_CONFIG", str(named))
+        with pytest.raises(BadInput, match=f"^config file {named} \\(INFEROPS_CONFIG\\): {why}$"):
+            load_settings()
+    get_settings.cache_clear()
+    code, out, _ = run("drbd", "check", "--input", str(DATA / "json_resync.json"))
+    assert code == 3 and out == f"DRBD UNKNOWN - config file {tmp_path} (INFEROPS_CONFIG): a folder, not a file\n"
+    monkeypatch.setenv("INFEROPS_CONFIG", "")  # empty is unset: ./inferops.toml if there is one
+    load_settings()
 
 
 # ------------------------------------------------------------------ issue 16, the cases in this scope

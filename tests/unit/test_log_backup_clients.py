@@ -13,12 +13,13 @@ from flows.log_backup.models import BackupPolicy
 
 
 @pytest.fixture
-def settings_env(monkeypatch):
+def settings_env(monkeypatch, tmp_path):
     for name in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_PROFILE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("INFEROPS_CONFIG", "/nonexistent/inferops.toml")
+    (tmp_path / "inferops.toml").write_text("")  # an empty config file: a named one that is missing is an error
+    monkeypatch.setenv("INFEROPS_CONFIG", str(tmp_path / "inferops.toml"))
     yield monkeypatch
     monkeypatch.undo()
     reload_settings()

@@ -10,9 +10,10 @@ from flows.common.settings import reload_settings
 @pytest.fixture
 def unconfigured(tmp_path, monkeypatch):
     monkeypatch.delenv("INFEROPS_INVENTORY", raising=False)
-    monkeypatch.setenv("INFEROPS_CONFIG", str(tmp_path / "absent.toml"))
+    (tmp_path / "empty.toml").write_text("")  # a config file with nothing in it (a named file must exist)
+    monkeypatch.setenv("INFEROPS_CONFIG", str(tmp_path / "empty.toml"))
     reload_settings()
-    yield {"INFEROPS_STATE_DIR": str(tmp_path / "state"), "INFEROPS_CONFIG": str(tmp_path / "absent.toml")}
+    yield {"INFEROPS_STATE_DIR": str(tmp_path / "state"), "INFEROPS_CONFIG": str(tmp_path / "empty.toml")}
     monkeypatch.undo()
     reload_settings()
 
