@@ -165,19 +165,38 @@ def from_api_exception(exc: BaseException, *, verb: str, kind: Kind, namespace: 
 
 def api_client(kubeconfig: str | None = None, context: str | None = None) -> Any:
     """An official-client ``ApiClient`` from kubeconfig (+context), else in-cluster config."""
+    import yaml
     from kubernetes import client, config
     from kubernetes.config.config_exception import ConfigException
 
     # the client reads KUBECONFIG once, at import; read it per call so a changed env is honoured
-    kubeconfig = kubeconfig or os.environ.get("KUBECONFIG") or None
+    named = kubeconfig or os.environ.get("KUBECONFIG") or None
+    where = f"kubeconfig {named}{'' if kubeconfig else ' (KUBECONFIG)'}: " if named else ""
     try:
-        return config.new_client_from_config(config_file=kubeconfig, context=context)
-    except (ConfigException, FileNotFoundError, TypeError) as first:
+        return config.new_client_from_config(config_file=named, context=context)
+    except (ConfigException, OSError, yaml.YAMLError, ValueError, TypeError, AttributeError, KeyError,
+            IndexError) as first:  # garbage in the file: the client's parser raises whatever it meets
         try:
             config.load_incluster_config()
             return client.ApiClient()
         except ConfigException:
-            raise BackendUnavailable(f"no Kubernetes config: {first}") from None
+            raise BackendUnavailable(f"no Kubernetes config: {where}{_kubeconfig_problem(first)}") from None
+
+
+def _kubeconfig_problem(exc: BaseException) -> str:
+    """One line on what is wrong with a kubeconfig, from whatever its parser raised."""
+    import yaml
+    from kubernetes.config.config_exception import ConfigException
+
+    if isinstance(exc, UnicodeDecodeError):
+        return "not UTF-8 text"
+    if isinstance(exc, yaml.YAMLError):
+        return "not valid YAML" + (f" ({exc.problem})" if getattr(exc, "problem", None) else "")
+    if isinstance(exc, OSError):
+        return exc.strerror or type(exc).__name__
+    if isinstance(exc, ConfigException):
+        return " ".join(str(exc).split())
+    return f"not a kubeconfig ({type(exc).__name__}: {' '.join(str(exc).split())[:120]})"
 
 
 def client_from_settings() -> Kube:

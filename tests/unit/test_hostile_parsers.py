@@ -178,3 +178,39 @@ def test_config_file_loads_or_names_the_file(tmp_path_factory, content):
             os.environ.pop("INFEROPS_CONFIG", None)
         else:
             os.environ["INFEROPS_CONFIG"] = old
+
+
+# ------------------------------------------------------------------ kubeconfig (the official client's parser)
+@settings(max_examples=max(20, EXAMPLES // 3), deadline=None)
+@given(st.one_of(st.binary(max_size=200), st.builds(dump, HOSTILE_VALUES, st.booleans()).map(str.encode),
+                 st.sampled_from([b"{{{", b"42", b"[]", b"", b"clusters: 5", b"contexts: [1]\ncurrent-context: 1",
+                                  b"\xfd\xff garbage"])))
+def test_kubeconfig_garbage_is_no_kubernetes_config_never_a_bug(tmp_path_factory, data):
+    """A binary or malformed KUBECONFIG was 'internal error: UnicodeDecodeError' / 'ParserError' (exit 1)."""
+    from flows.common.errors import BackendUnavailable
+    from flows.common.kube import api_client
+
+    path = tmp_path_factory.mktemp("kube") / "config"
+    path.write_bytes(data)
+    old = os.environ.pop("KUBERNETES_SERVICE_HOST", None)  # no in-cluster fallback
+    try:
+        api_client(str(path))
+    except BackendUnavailable as exc:
+        _one_line(exc)
+        assert str(exc).startswith(f"no Kubernetes config: kubeconfig {path}: ")
+    finally:
+        if old is not None:
+            os.environ["KUBERNETES_SERVICE_HOST"] = old
+
+
+def test_kubeconfig_a_folder_or_missing_names_the_variable(tmp_path, monkeypatch):
+    from flows.common.errors import BackendUnavailable
+    from flows.common.kube import api_client
+
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    for path, why in ((tmp_path, "Is a directory"), (tmp_path / "binary", "not UTF-8 text")):
+        if path.name == "binary":
+            path.write_bytes(bytes(range(256)))
+        monkeypatch.setenv("KUBECONFIG", str(path))
+        with pytest.raises(BackendUnavailable, match=f"^no Kubernetes config: kubeconfig {path} \\(KUBECONFIG\\): {why}$"):
+            api_client()
