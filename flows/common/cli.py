@@ -148,10 +148,36 @@ class _Tracked:
 
 
 def _click_exc(name: str) -> tuple[type, ...]:
-    """Click's exception class ``name``: typer vendors click (``typer._click``); older typers use click."""
-    found = [getattr(m, name) for m in (sys.modules.get("typer._click.exceptions"), sys.modules.get("click.exceptions"))
+    """Click's exception class ``name``: typer vendors click (``typer._click``; ``Abort`` and ``Exit`` in
+    ``typer.exceptions``); older typers use click."""
+    found = [getattr(m, name) for m in (sys.modules.get("typer._click.exceptions"), sys.modules.get("typer.exceptions"),
+                                        sys.modules.get("click.exceptions"))
              if m is not None and hasattr(m, name)]
     return tuple(found)
+
+
+def _catch_sigint(seen: list[bool]) -> Any:
+    """Note Ctrl-C before typer sees it: typer turns KeyboardInterrupt into a silent ``return 130``. Returns
+    the previous handler to restore (None: left alone, e.g. SIGINT ignored in a background job)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() \
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        return None
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        seen.append(True)
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGINT, on_sigint)
+
+
+def _aborted(contract: Contract, json_out: bool, out: _Tracked) -> int:
+    print("inferops: aborted", file=sys.stderr)
+    if json_out and not out.wrote:
+        print(json.dumps(contract.error_json("aborted", 130)), file=out.inner)
+    return 130
 
 
 def _command_words(argv: list[str]) -> list[str]:
@@ -222,13 +248,16 @@ def run(argv: list[str]) -> int:
         group = "__builtin__"
     out, err = _Tracked(sys.stdout), _Tracked(sys.stderr)
     sys.stdout, sys.stderr = out, err  # type: ignore[assignment]
+    interrupted: list[bool] = []
+    previous = _catch_sigint(interrupted)
     try:
         app = build_app(group)
         rv = app(args=argv, prog_name="inferops", standalone_mode=False)
+        if interrupted:  # Ctrl-C, which typer answers with a bare 130
+            return _aborted(contract, json_out, out)
         return rv if isinstance(rv, int) else 0
     except KeyboardInterrupt:
-        print("inferops: aborted", file=sys.stderr)
-        return 130
+        return _aborted(contract, json_out, out)
     except Exception as exc:
         if isinstance(exc, _click_exc("NoArgsIsHelpError")):  # `inferops drbd`: its help, as a usage error
             sys.stdout = sys.stderr  # typer's rich help prints itself (to stdout); the help goes to stderr
@@ -239,15 +268,18 @@ def run(argv: list[str]) -> int:
             if text.strip():
                 print(text, file=sys.stderr)
             return contract.failure_code if contract.failure_code is not None else 2
-        if isinstance(exc, _click_exc("Abort")):  # a prompt got EOF or ^C
-            print("inferops: aborted", file=sys.stderr)
-            return 130
+        if isinstance(exc, _click_exc("Abort")) or interrupted:  # a prompt got EOF or ^C
+            return _aborted(contract, json_out, out)
         if isinstance(exc, OSError) and exc.errno == errno.EPIPE:  # `inferops ... | head`
             return 1
         if debug:
             raise
         return _report(classify(exc, " ".join(words) or "inferops"), contract, json_out, out)
     finally:
+        if previous is not None:
+            import signal
+
+            signal.signal(signal.SIGINT, previous)
         sys.stdout, sys.stderr = out.inner, err.inner
         for stream in (sys.stdout, sys.stderr):
             try:

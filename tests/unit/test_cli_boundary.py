@@ -52,6 +52,16 @@ def _partial(json_out: bool = typer.Option(False, "--json")) -> None:
     raise BadInput("already reported")
 
 
+@app.command("interrupted")
+def _interrupted(json_out: bool = typer.Option(False, "--json")) -> None:
+    import os
+    import signal
+    import time
+
+    os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C, mid-run
+    time.sleep(5)
+
+
 @pytest.fixture
 def boom(monkeypatch):
     monkeypatch.setitem(cli.GROUPS, "boom", (__name__, "failures on purpose"))
@@ -123,6 +133,19 @@ def test_a_bug_in_a_nagios_group_is_unknown(run, boom, monkeypatch):
     monkeypatch.setitem(cli.CONTRACTS, boom, cli.NAGIOS)
     code, out, _ = run(boom, "bug")
     assert code == 3 and out.startswith("DRBD UNKNOWN - internal error: RuntimeError")
+
+
+def test_ctrl_c_says_aborted_and_still_prints_json(run, boom, monkeypatch):
+    """typer answers KeyboardInterrupt with a bare 'return 130': the exit was silent, and --json printed nothing."""
+    code, out, err = run(boom, "interrupted", "--json")
+    assert code == 130 and _error_lines(err) == ["inferops: aborted"]
+    assert json.loads(out) == {"error": "aborted", "exit_code": 130}
+    monkeypatch.setitem(cli.CONTRACTS, boom, cli.NAGIOS)
+    code, out, err = run(boom, "interrupted", "--json")
+    assert code == 130 and json.loads(out)["severity"] == "unknown"
+    import signal
+
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
 
 
 def test_debug_shows_the_traceback(run, boom, monkeypatch):
