@@ -437,8 +437,10 @@ def validate(policy: BackupPolicy) -> tuple[S3Uri | Path, S3Uri]:
         raise BadInput(f"malformed source {policy.source!r} (expected a directory or s3://BUCKET/PREFIX)")
     else:
         source = Path(policy.source)
-        if not source.is_dir():
+        if not source.exists():
             raise BadInput(f"source directory {policy.source!r} does not exist")
+        if not source.is_dir():
+            raise BadInput(f"source {policy.source!r} is not a directory")
     if isinstance(source, S3Uri) and source.bucket == dest.bucket and (
             _within(source.prefix, dest.prefix) or _within(dest.prefix, source.prefix)):
         raise BadInput(f"source {source} and destination {dest} overlap")

@@ -68,6 +68,16 @@ def test_restore_to_under_a_regular_file_is_bad_input_with_json(capsys, tmp_path
     assert regular.read_text() == "not a directory"
 
 
+def test_backup_run_source_a_regular_file_is_not_a_directory_and_missing_does_not_exist(capsys, tmp_path):
+    regular = tmp_path / "a-file"
+    regular.write_text("not a directory")
+    summary = _refused(capsys, [*RUN, "--source", str(regular)], f"source {str(regular)!r} is not a directory")
+    assert "does not exist" not in summary["errors"][0]
+    missing = tmp_path / "missing"
+    _refused(capsys, [*RUN, "--source", str(missing)], f"source directory {str(missing)!r} does not exist")
+    assert regular.read_text() == "not a directory"
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(days=st.one_of(st.integers(max_value=0), st.integers(min_value=36501)))
 def test_property_any_retention_out_of_range_is_exit_2_with_json(capsys, tmp_path, days):
