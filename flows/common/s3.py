@@ -168,6 +168,43 @@ def client_for(role: Role, region: str | None = None, **kwargs: Any) -> Any:
     return s3_client(region or region_for(role, settings), **kwargs)
 
 
+# ------------------------------------------------------------------------------------ credentials
+
+# S3 (and STS) error codes that mean the credentials are missing, wrong, expired or not allowed:
+# retrying cannot heal them.
+CREDENTIAL_ERROR_CODES = frozenset({
+    "AccessDenied", "AllAccessDisabled", "AuthFailure", "ExpiredToken", "ExpiredTokenException",
+    "InvalidAccessKeyId", "InvalidClientTokenId", "InvalidToken", "SignatureDoesNotMatch",
+    "TokenRefreshRequired", "UnrecognizedClientException",
+})
+
+
+def credential_error(exc: BaseException | None) -> bool:
+    """True when ``exc`` (or an error it was raised from) says the AWS credentials are missing or
+    were rejected: botocore's NoCredentialsError, PartialCredentialsError, ProfileNotFound and the
+    SSO token errors, or a ClientError with a code in :data:`CREDENTIAL_ERROR_CODES`. Such an error
+    is not transient: retry rules must not retry it."""
+    from botocore.exceptions import (
+        ClientError,
+        NoCredentialsError,
+        PartialCredentialsError,
+        ProfileNotFound,
+        SSOTokenLoadError,
+        UnauthorizedSSOTokenError,
+    )
+
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, (NoCredentialsError, PartialCredentialsError, ProfileNotFound, SSOTokenLoadError,
+                            UnauthorizedSSOTokenError)):
+            return True
+        if isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") in CREDENTIAL_ERROR_CODES:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 # ------------------------------------------------------------------------------------ stall logging
 
 def _key_of(request_dict: dict[str, Any]) -> str:

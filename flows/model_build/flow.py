@@ -17,6 +17,7 @@ from typing import Any
 from flows.common.artifacts import Progress, code, emit, markdown
 from flows.common.errors import BackendUnavailable, GateFailed
 from flows.common.runtime import NO_CACHE, flow, get_logger, ops_task
+from flows.common.s3 import credential_error
 from flows.common.settings import get_settings
 from model_build import benchmark, evaluate, isa, package, prepare, tensorrt
 from model_build.build import (
@@ -38,12 +39,15 @@ EVENT = "inferops.model.built"
 
 
 def _io_error(task, task_run, state) -> bool:
-    """Retry only I/O failures (file system, S3, network), never bad input."""
+    """Retry only I/O failures (file system, S3, network), never bad input nor missing or rejected
+    credentials (they do not heal: waiting 2 + 10 + 30 s would only delay the same error)."""
     try:
         state.result()
-    except (OSError, BackendUnavailable):
-        return True
     except Exception as exc:
+        if credential_error(exc):
+            return False
+        if isinstance(exc, (OSError, BackendUnavailable)):
+            return True
         return type(exc).__module__.startswith(("botocore", "boto3", "urllib3"))
     return False
 

@@ -251,3 +251,80 @@ def test_softmax_floor_names_stay_unique_when_node_names_repeat():
     onnx.checker.check_model(model, full_check=True)
     names = [o for n in model.graph.node for o in n.output] + [i.name for i in model.graph.initializer]
     assert len(names) == len(set(names)) == 2 + 2 * 4 + 2 * 2
+
+
+@pytest.fixture
+def no_aws_credentials(tmp_path, monkeypatch):
+    """No AWS credentials anywhere, and an S3 endpoint on loopback that refuses connections."""
+    import socket
+
+    from flows.common.settings import get_settings
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
+                 "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+                 "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_WEB_IDENTITY_TOKEN_FILE", "INFEROPS_S3__ENDPOINT_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    with socket.socket() as s:  # a free loopback port, closed again: connections are refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{port}")
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+def test_missing_credentials_are_not_retried_as_transient(tmp_path, no_aws_credentials, monkeypatch):
+    """With no credentials, the prepare-model task retried NoCredentialsError for 2 + 10 + 30 s."""
+    import time
+
+    import flows.common.runtime
+    from flows.common.errors import BackendUnavailable
+    from flows.model_build.flow import prepare_model
+    from model_build.build import Target
+
+    slept: list[float] = []
+    monkeypatch.setattr(flows.common.runtime.time, "sleep", slept.append)
+    start = time.monotonic()
+    with pytest.raises(BackendUnavailable, match="cannot read model s3://models-bucket/llm.onnx: .*credentials"):
+        prepare_model("s3://models-bucket/llm.onnx", tmp_path / "work", Target.onnxruntime)
+    assert slept == [] and time.monotonic() - start < 10
+
+
+def test_io_retry_rule_refuses_credential_errors_and_keeps_transient_ones():
+    from botocore.exceptions import (
+        ClientError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        PartialCredentialsError,
+    )
+
+    from flows.common.errors import BackendUnavailable, BadInput
+    from flows.common.runtime import offline_retry_ok
+    from flows.model_build.flow import prepare_model, publish
+
+    def client_error(code: str, status: int = 403) -> ClientError:
+        return ClientError({"Error": {"Code": code, "Message": code},
+                            "ResponseMetadata": {"HTTPStatusCode": status}}, "PutObject")
+
+    def wrapped(exc: Exception) -> BackendUnavailable:  # as package.publish and prepare.fetch raise them
+        try:
+            raise BackendUnavailable(f"cannot publish to s3://models/m/1: {exc}") from exc
+        except BackendUnavailable as err:
+            return err
+
+    permanent = [NoCredentialsError(), PartialCredentialsError(provider="env", cred_var="AWS_SECRET_ACCESS_KEY"),
+                 *(client_error(c) for c in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied",
+                                             "ExpiredToken"))]
+    transient = [EndpointConnectionError(endpoint_url="http://127.0.0.1:9"), client_error("SlowDown", 503),
+                 client_error("InternalError", 500), ConnectionRefusedError(111, "refused")]
+    for task in (prepare_model, publish):
+        for exc in permanent:
+            assert not offline_retry_ok(task, exc), exc
+            assert not offline_retry_ok(task, wrapped(exc)), exc
+        for exc in transient:
+            assert offline_retry_ok(task, exc), exc
+            assert offline_retry_ok(task, wrapped(exc)), exc
+        assert not offline_retry_ok(task, BadInput("cannot read model x: names no object"))
