@@ -4,6 +4,7 @@ privilege, and the prod build applies to the strict Kubernetes emulator and roll
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import shutil
 import subprocess
@@ -16,6 +17,7 @@ import yaml
 from kubernetes import client
 
 from flows.standins.kube_emulator.crd import Validator, upstream_crds
+from flows.standins.kube_emulator.validation import selector_matches
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy/k8s"
@@ -500,3 +502,129 @@ def test_the_prod_stack_applies_with_kubectl_and_rolls_out(built, kube_clean):
     assert (hpa.spec.min_replicas, hpa.spec.max_replicas) == (3, 50)
     for name in ("prefect-worker-k8s", "prefect-worker-a100"):
         assert apps.read_namespaced_deployment(name, "inferops").spec.replicas >= 1
+
+
+# ---- NetworkPolicies: no pod of ours reaches the instance metadata service ----
+
+# the pipelines' namespaces: flow runs and their workers, and the offline Jobs (images users bring)
+EGRESS_GUARDED = ("inferops", "offline-batch")
+LINK_LOCAL = [ipaddress.ip_network(n) for n in ("169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128")]
+# the instance metadata service (AWS, GCP, Azure: 169.254.169.254; AWS IPv6: fd00:ec2::254), the ECS and
+# EKS Pod Identity credential endpoints, the AWS DNS and time addresses: all link-local or AWS's own
+METADATA = ("169.254.169.254", "fd00:ec2::254", "169.254.170.2", "169.254.170.23", "169.254.169.253",
+            "169.254.169.123", "fe80::a9fe:a9fe")
+
+
+def network_policies(docs: list[dict], namespace: str) -> list[dict]:
+    return [d for d in docs if d["kind"] == "NetworkPolicy" and d["metadata"]["namespace"] == namespace]
+
+
+def _ports_match(rule: dict, port: int, protocol: str) -> bool:
+    ports = rule.get("ports") or []
+    return not ports or any(p.get("protocol", "TCP") == protocol and (
+        "port" not in p or p["port"] <= port <= p.get("endPort", p["port"])) for p in ports)
+
+
+def _peer_matches(peer: dict, policy_ns: str, dest: dict) -> bool:
+    if "ipBlock" in peer:
+        ip, block = ipaddress.ip_address(dest["ip"]), peer["ipBlock"]
+        net = ipaddress.ip_network(block["cidr"])
+        return ip.version == net.version and ip in net and not any(
+            ip in ipaddress.ip_network(e) for e in block.get("except") or [])
+    if dest.get("pod") is None:  # selectors select pods, never an address outside the pod network
+        return False
+    ns_sel = peer.get("namespaceSelector")
+    in_ns = (selector_matches(ns_sel, {"kubernetes.io/metadata.name": dest["namespace"]}) if ns_sel is not None
+             else dest["namespace"] == policy_ns)
+    return in_ns and selector_matches(peer.get("podSelector") or {}, dest["pod"])
+
+
+def allowed(policies: list[dict], direction: str, namespace: str, pod: dict, other: dict, port: int,
+            protocol: str = "TCP") -> bool:
+    """NetworkPolicy semantics (https://kubernetes.io/docs/concepts/services-networking/network-policies/):
+    a pod no policy of ``direction`` selects is open; one that some policy selects gets the union of the
+    selecting policies' rules; a rule matches when a port and a peer do (an empty list matches all).
+    ``other`` is the remote end: ``{"ip": …}`` outside the pod network, or ``{"namespace", "pod", "ip"}``."""
+    kind, peers = ("Egress", "to") if direction == "egress" else ("Ingress", "from")
+    selecting = [p for p in policies if p["metadata"]["namespace"] == namespace
+                 and kind in p["spec"].get("policyTypes", ["Ingress"]) and selector_matches(p["spec"]["podSelector"], pod)]
+    if not selecting:
+        return True
+    return any(_ports_match(r, port, protocol) and (not r.get(peers) or any(
+        _peer_matches(peer, namespace, other) for peer in r[peers]))
+        for p in selecting for r in p["spec"].get(direction) or [])
+
+
+def test_the_pipeline_namespaces_have_an_egress_policy_that_excludes_link_local(built):
+    """Every pod in inferops and offline-batch is selected by an egress policy, and no egress rule there
+    reaches a link-local address: no rule without peers (that is every address), and each ipBlock that
+    overlaps 169.254.0.0/16, fe80::/10 or fd00:ec2::254 excepts all of it."""
+    for name, docs in built.items():
+        for ns in EGRESS_GUARDED:
+            policies = network_policies(docs, ns)
+            assert any(p["spec"]["podSelector"] == {} and "Egress" in p["spec"]["policyTypes"] for p in policies), \
+                f"{name}: no egress policy selects every pod of {ns}"
+            for p in policies:
+                for i, rule in enumerate(p["spec"].get("egress") or []):
+                    where = f"{name}: {ns}/{p['metadata']['name']} egress[{i}]"
+                    assert rule.get("to"), f"{where}: a rule without peers allows the metadata service"
+                    for peer in rule["to"]:
+                        if "ipBlock" not in peer:
+                            continue
+                        cidr = ipaddress.ip_network(peer["ipBlock"]["cidr"])
+                        excepts = [ipaddress.ip_network(e) for e in peer["ipBlock"].get("except") or []]
+                        for ll in LINK_LOCAL:
+                            if ll.version == cidr.version and ll.overlaps(cidr):
+                                assert any(ll.subnet_of(e) for e in excepts if e.version == ll.version), \
+                                    f"{where}: {peer['ipBlock']} allows {ll}"
+                    for addr in METADATA:
+                        assert not any(_peer_matches(peer, ns, {"ip": addr}) for peer in rule["to"]), \
+                            f"{where}: reaches {addr}"
+
+
+# the destinations the flows need (flows/common: Prefect API, Kubernetes API, S3, Prometheus, the
+# Pushgateway; drbd_health and host_bootstrap: SSH; model_build: the model registry), as the remote end
+KUBE_DNS = {"namespace": "kube-system", "pod": {"k8s-app": "kube-dns"}, "ip": "10.96.0.10"}
+NEEDED = {
+    "DNS (UDP)": (KUBE_DNS, 53, "UDP"), "DNS (TCP)": (KUBE_DNS, 53, "TCP"),
+    "S3": ({"ip": "52.216.8.1"}, 443, "TCP"), "S3 (IPv6)": ({"ip": "2600:1fa0:80c0::1"}, 443, "TCP"),
+    "Prefect Cloud / external Prefect API": ({"ip": "203.0.113.7"}, 443, "TCP"),
+    "Kubernetes API (EKS endpoint)": ({"ip": "10.0.12.34"}, 443, "TCP"),
+    "Kubernetes API (kubeadm)": ({"ip": "10.0.0.5"}, 6443, "TCP"),
+    "Prometheus": ({"namespace": "monitoring", "pod": {"app.kubernetes.io/name": "prometheus"}, "ip": "10.244.3.4"},
+                   9090, "TCP"),
+    "Pushgateway": ({"namespace": "monitoring", "pod": {"app": "prometheus-pushgateway"}, "ip": "10.244.3.5"},
+                    9091, "TCP"),
+    "SSH to a storage host": ({"ip": "198.51.100.21"}, 22, "TCP"),
+}
+BLOCKED = {f"{a}:{port}": ({"ip": a}, port, "TCP") for a in METADATA for port in (80, 443)}
+
+
+@pytest.mark.parametrize("namespace, pod", [
+    ("inferops", {"app.kubernetes.io/name": "prefect-worker", "app.kubernetes.io/instance": "k8s"}),
+    ("inferops", {"batch.kubernetes.io/job-name": "canary-rollout-x7k2p"}),  # a flow-run Job's pod
+    ("offline-batch", {"batch.kubernetes.io/job-name": "idle-eval-20261129", "inferops.io/component": "idle-gpu"}),
+])
+def test_pipeline_pods_reach_what_they_need_and_never_the_metadata_service(built, namespace, pod):
+    for name, docs in built.items():
+        policies = [d for d in docs if d["kind"] == "NetworkPolicy"]
+        for what, (dest, port, proto) in NEEDED.items():
+            assert allowed(policies, "egress", namespace, pod, dest, port, proto), f"{name}: {namespace} → {what}"
+        for what, (dest, port, proto) in BLOCKED.items():
+            assert not allowed(policies, "egress", namespace, pod, dest, port, proto), f"{name}: {namespace} → {what}"
+
+
+def test_every_overlays_network_policies_are_accepted_by_the_strict_emulator(built, kube_clean):
+    """The API server's NetworkPolicy validation (peers, ports, ipBlock ``except`` a strict subset of its
+    ``cidr``, in the emulator since the schema alone does not check it), for every overlay's build."""
+    for name, docs in built.items():
+        wanted = [d for d in docs if d["kind"] in ("Namespace", "NetworkPolicy")]
+        out = subprocess.run(["kubectl", "--kubeconfig", kube_clean.kubeconfig, "apply", "--server-side",
+                              "--validate=false", "-f", "-"], input=yaml.safe_dump_all(wanted), capture_output=True,
+                             text=True, timeout=120)
+        assert out.returncode == 0, f"{name}: {out.stderr}"
+        assert "unknown field" not in out.stderr, out.stderr
+    net = client.NetworkingV1Api(kube_clean.api_client())
+    for ns in EGRESS_GUARDED:
+        names = {p.metadata.name for p in net.list_namespaced_network_policy(ns).items}
+        assert "egress-no-link-local" in names, ns

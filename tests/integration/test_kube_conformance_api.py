@@ -185,6 +185,52 @@ def test_invalid_pod_failure_policy_action_is_422(apis):
     assert 'Unsupported value: "Retry": supported values: "Count", "FailIndex", "FailJob", "Ignore"' in body["message"]
 
 
+def test_network_policy_peers_ports_and_ip_blocks_are_validated(kube_clean):
+    """https://kubernetes.io/docs/concepts/services-networking/network-policies/#networkpolicy-resource —
+    a peer is an ipBlock or pod/namespace selectors, never both; each ``except`` lies inside the block's
+    ``cidr`` (the API server: "must be a strict subset of `cidr`", so also the same address family and a
+    longer prefix); ``endPort`` needs a numeric ``port`` no greater than it; policyTypes are Ingress, Egress.
+    The "everything but link-local" egress block of deploy/k8s is accepted, IPv4 and IPv6."""
+    net = client.NetworkingV1Api(kube_clean.api_client())
+    ok = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "egress"},
+          "spec": {"podSelector": {}, "policyTypes": ["Egress"], "egress": [
+              {"to": [{"namespaceSelector": {}},
+                      {"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.0.0/16"]}},
+                      {"ipBlock": {"cidr": "::/0", "except": ["fe80::/10", "fd00:ec2::254/128"]}}]},
+              {"ports": [{"port": 30000, "endPort": 32767, "protocol": "TCP"}, {"port": "dns", "protocol": "UDP"}]}]}}
+    made = kube_clean.api_client().sanitize_for_serialization(net.create_namespaced_network_policy(NS, ok))
+    assert made["spec"]["egress"] == ok["spec"]["egress"]
+    bad = copy.deepcopy(ok)
+    bad["metadata"]["name"] = "bad"
+    bad["spec"]["policyTypes"] = ["Egress", "Outbound"]
+    bad["spec"]["egress"] = [
+        {"to": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": ["169.254.169.254/32", "10.0.0.0/8", "fd00::/8"]}},
+                {"ipBlock": {"cidr": "10.0.0.0/33"}},
+                {"ipBlock": {"cidr": "0.0.0.0/0"}, "namespaceSelector": {}},
+                {}]},
+        {"ports": [{"port": 443, "endPort": 80}, {"port": "https", "endPort": 8443}, {"endPort": 9000},
+                   {"port": 70000, "protocol": "ICMP"}]}]
+    with pytest.raises(ApiException) as exc:
+        net.create_namespaced_network_policy(NS, bad)
+    assert exc.value.status == 422
+    causes = {(c["field"], c["reason"]) for c in json.loads(exc.value.body)["details"]["causes"]}
+    assert causes == {
+        ("spec.policyTypes[1]", "FieldValueNotSupported"),
+        ("spec.egress[0].to[0].ipBlock.except[0]", "FieldValueInvalid"),  # outside the cidr
+        ("spec.egress[0].to[0].ipBlock.except[1]", "FieldValueInvalid"),  # the cidr itself: not a strict subset
+        ("spec.egress[0].to[0].ipBlock.except[2]", "FieldValueInvalid"),  # another address family
+        ("spec.egress[0].to[1].ipBlock.cidr", "FieldValueInvalid"),
+        ("spec.egress[0].to[2]", "FieldValueForbidden"),
+        ("spec.egress[0].to[3]", "FieldValueRequired"),
+        ("spec.egress[1].ports[0].endPort", "FieldValueInvalid"),
+        ("spec.egress[1].ports[1].endPort", "FieldValueInvalid"),
+        ("spec.egress[1].ports[2].endPort", "FieldValueInvalid"),
+        ("spec.egress[1].ports[3].port", "FieldValueInvalid"),
+        ("spec.egress[1].ports[3].protocol", "FieldValueNotSupported"),
+    }
+    assert "must be a strict subset of `cidr`" in exc.value.body
+
+
 def test_resources_and_probes_are_validated(apis):
     """https://kubernetes.io/docs/concepts/configuration/manage-resources-containers/#extended-resources —
     extended resources (``nvidia.com/gpu``) are integers and cannot be overcommitted; a probe has

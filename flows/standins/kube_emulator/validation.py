@@ -7,6 +7,7 @@ Deployment / Job / Service / HPA / PDB rules, immutable fields). Custom resource
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Any
 
@@ -633,6 +634,80 @@ def _binding(obj: Obj, old: Obj | None, out: list[Cause]) -> None:
         out.append(inv("roleRef", "object", "cannot change roleRef"))
 
 
+def _cidr(field: str, value: Any, out: list[Cause]) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    try:
+        return ipaddress.ip_network(str(value), strict=False)
+    except ValueError:
+        out.append(inv(field, value, "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)"))
+        return None
+
+
+def _np_port(field: str, p: Obj, out: list[Cause]) -> None:
+    if p.get("protocol") not in (None, "TCP", "UDP", "SCTP"):
+        out.append(unsupported(f"{field}.protocol", p["protocol"], ("SCTP", "TCP", "UDP")))
+    port, end = p.get("port"), p.get("endPort")
+    if isinstance(port, int):
+        if not 1 <= port <= 65535:
+            out.append(inv(f"{field}.port", port, "must be between 1 and 65535, inclusive"))
+        if end is not None:
+            if end < port:
+                out.append(inv(f"{field}.endPort", port, "must be greater than or equal to `port`"))
+            if not 1 <= end <= 65535:
+                out.append(inv(f"{field}.endPort", end, "must be between 1 and 65535, inclusive"))
+    elif isinstance(port, str):
+        if end is not None:
+            out.append(inv(f"{field}.endPort", end, "may not be specified when `port` is non-numeric"))
+        if len(port) > 15 or not _IANA.match(port) or not re.search("[a-z]", port) or "--" in port:
+            out.append(inv(f"{field}.port", port, "must contain only alpha-numeric characters (a-z, 0-9), and "
+                           "hyphens (-)"))
+    elif end is not None:
+        out.append(inv(f"{field}.endPort", end, "may not be specified when `port` is not specified"))
+
+
+def _np_peer(field: str, peer: Obj, out: list[Cause]) -> None:
+    n = 0
+    for key in ("podSelector", "namespaceSelector"):
+        if peer.get(key) is not None:
+            n += 1
+            out.extend(selector_causes(f"{field}.{key}", peer[key]))
+    block = peer.get("ipBlock")
+    if block is not None:
+        n += 1
+        # ValidateIPBlock: a CIDR, and every `except` a strict subset of it (same family, longer prefix)
+        if not block.get("cidr"):
+            out.append(req(f"{field}.ipBlock.cidr"))
+        else:
+            net = _cidr(f"{field}.ipBlock.cidr", block["cidr"], out)
+            for i, e in enumerate(block.get("except") or []):
+                ef = f"{field}.ipBlock.except[{i}]"
+                ex = _cidr(ef, e, out)
+                if net is not None and ex is not None and (
+                        ex.version != net.version or ex.network_address not in net or ex.prefixlen <= net.prefixlen):
+                    out.append(inv(ef, e, "must be a strict subset of `cidr`"))
+    if n == 0:
+        out.append((field, "FieldValueRequired", "Required value: must specify a peer"))
+    elif n > 1 and block is not None:
+        out.append(forbidden(field, "may not specify both podSelector/namespaceSelector and ipBlock"))
+
+
+def _network_policy(obj: Obj, old: Obj | None, out: list[Cause]) -> None:
+    """pkg/apis/networking/validation ValidateNetworkPolicySpec: selectors, peers, ports, ipBlocks, policyTypes."""
+    spec = obj.get("spec") or {}
+    out.extend(selector_causes("spec.podSelector", spec.get("podSelector")))
+    for direction, peers in (("ingress", "from"), ("egress", "to")):
+        for i, rule in enumerate(spec.get(direction) or []):
+            for j, p in enumerate(rule.get("ports") or []):
+                _np_port(f"spec.{direction}[{i}].ports[{j}]", p, out)
+            for j, peer in enumerate(rule.get(peers) or []):
+                _np_peer(f"spec.{direction}[{i}].{peers}[{j}]", peer, out)
+    types = spec.get("policyTypes") or []
+    if len(types) > 2:
+        out.append(inv("spec.policyTypes", types, "may not specify more than two policyTypes"))
+    for i, t in enumerate(types):
+        if t not in ("Ingress", "Egress"):
+            out.append(unsupported(f"spec.policyTypes[{i}]", t, ("Egress", "Ingress")))
+
+
 def _config_map(obj: Obj, old: Obj | None, out: list[Cause]) -> None:
     for k in list(obj.get("data") or {}) + list(obj.get("binaryData") or {}):
         if len(k) > 253 or not _CONFIG_KEY.match(k):
@@ -659,7 +734,7 @@ def _crd(obj: Obj, old: Obj | None, out: list[Cause]) -> None:
 KIND_RULES = {"Deployment": _workload, "ReplicaSet": _workload, "Job": _job, "Pod": _pod, "Service": _service,
               "HorizontalPodAutoscaler": _hpa, "PodDisruptionBudget": _pdb, "PriorityClass": _priority_class,
               "RoleBinding": _binding, "ClusterRoleBinding": _binding, "ConfigMap": _config_map,
-              "CustomResourceDefinition": _crd}
+              "NetworkPolicy": _network_policy, "CustomResourceDefinition": _crd}
 
 
 # ---- the pipeline ----
