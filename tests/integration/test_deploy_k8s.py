@@ -628,3 +628,34 @@ def test_every_overlays_network_policies_are_accepted_by_the_strict_emulator(bui
     for ns in EGRESS_GUARDED:
         names = {p.metadata.name for p in net.list_namespaced_network_policy(ns).items}
         assert "egress-no-link-local" in names, ns
+
+
+def test_the_in_cluster_prefect_api_of_the_base_is_open_to_the_workers_and_flow_runs_only(built):
+    """The base's PREFECT_API_URL names the official prefect-server Helm chart installed into inferops
+    with its defaults (Service prefect-server, port 4200, pods app.kubernetes.io/name=prefect-server and
+    component=server); inferops denies ingress by default, so the policy prefect-server opens that port
+    to the workers and the flow-run Jobs' pods, and to nothing else."""
+    from urllib.parse import urlsplit
+
+    base = kustomize(K8S / "base")
+    cm = next(c for n, c in by_kind(base, "ConfigMap").items() if n.startswith("prefect-worker-config-"))
+    url = urlsplit(cm["data"]["PREFECT_API_URL"])
+    assert (url.hostname, url.port) == ("prefect-server.inferops.svc", 4200)
+    server = {"app.kubernetes.io/name": "prefect-server", "app.kubernetes.io/component": "server",
+              "app.kubernetes.io/instance": "prefect-server"}
+    worker = by_kind(base, "Deployment")["prefect-worker-k8s"]["spec"]["template"]["metadata"]["labels"]
+    flow_run = {"batch.kubernetes.io/job-name": "model-build-x7k2p", "job-name": "model-build-x7k2p"}
+    for name, docs in {"base": base, **built}.items():
+        policies = [d for d in docs if d["kind"] == "NetworkPolicy"]
+
+        def reach(ns: str, pod: dict, port: int = 4200, policies: list[dict] = policies) -> bool:
+            here = {"namespace": ns, "pod": pod, "ip": "10.244.1.9"}
+            there = {"namespace": "inferops", "pod": server, "ip": "10.244.2.7"}
+            return (allowed(policies, "egress", ns, pod, there, port)
+                    and allowed(policies, "ingress", "inferops", server, here, port))
+
+        assert reach("inferops", worker) and reach("inferops", flow_run), name
+        assert not reach("inferops", worker, port=5432), name
+        assert not reach("inferops", {"app": "debug"}), name  # neither a worker nor a Job's pod
+        assert not reach("offline-batch", {"batch.kubernetes.io/job-name": "idle-eval"}), name  # users' images
+        assert not reach("inference", {"app.kubernetes.io/name": "llm-server"}), name
