@@ -491,6 +491,13 @@ def _log_to_stderr() -> None:
         log.setLevel(logging.INFO)
 
 
+def log_to_stderr() -> None:
+    """For a CLI command that runs core code outside a flow (a watch's warnings, say): its logs go
+    to stderr as an offline run's do (time, level, message; redacted), not raw through Python's
+    last-resort handler."""
+    _log_to_stderr()
+
+
 def run_flow(flow_obj: Any, **params: Any) -> Any:
     """Run a flow the way the CLI should: recorded when an API is configured, inline otherwise."""
     if not forced_offline() and api_configured():

@@ -128,10 +128,12 @@ def stop(
 ) -> None:
     """Stop every running idle-GPU Job now (suspend: SIGTERM and the pods' grace period)."""
     from flows.common.kube import client_from_settings
+    from flows.common.runtime import log_to_stderr
     from flows.idle_gpu.cluster import Cluster
     from flows.idle_gpu.models import check_names
 
     check_names(namespace)
+    log_to_stderr()  # the watches' warnings, in the CLI's log format
     with Cluster(client_from_settings(), namespace) as cluster:
         active = [v.k8s_name for v in cluster.views(window) if v.state == "active"]
         stopped = [name for name in active if cluster.suspend(name)]
@@ -149,9 +151,11 @@ def snapshot(
 ) -> None:
     """Write the cluster's idle capacity and demand forecast for the next window (input of `plan`)."""
     from flows.common.documents import write_text
+    from flows.common.runtime import log_to_stderr
     from flows.idle_gpu.flow import take_snapshot
     from flows.idle_gpu.models import Discovery
 
+    log_to_stderr()  # the watches' warnings ("pods watch ...: listing again"), in the CLI's log format
     snap = take_snapshot(namespace, window_start, window_end, timezone, Discovery())
     write_text(out, snap.model_dump_json(indent=2) + "\n", "--out")
     print(f"{out}: {len(snap.nodes)} GPU nodes, {sum(n.idle for n in snap.nodes)} idle GPUs")

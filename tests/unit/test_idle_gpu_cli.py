@@ -136,3 +136,29 @@ def test_nightly_refuses_windows_it_cannot_use():
                                     timezone="UTC")
         with pytest.raises(BadInput, match="Kueue LocalQueue"):
             idle_gpu_nightly.fn(queue="unused.yaml", kueue_queue="no spaces allowed")
+
+
+def test_snapshot_against_an_unreachable_api_logs_in_the_cli_format(run_cli, tmp_path):
+    """The pods watch's 'listing again' warnings came out raw (no time, no level) before the error line."""
+    import re
+    import socket
+
+    with socket.socket() as s:  # a free loopback port, closed again: connections are refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "x",
+        "clusters": [{"name": "c", "cluster": {"server": f"http://127.0.0.1:{port}"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}]}))
+    (tmp_path / "empty.toml").write_text("")
+    r = run_cli("idle-gpu", "snapshot", "--out", str(tmp_path / "snap.json"),
+                env={"KUBECONFIG": str(kubeconfig), "INFEROPS_KUBE__KUBECONFIG": str(kubeconfig),
+                     "INFEROPS_CONFIG": str(tmp_path / "empty.toml"), "INFEROPS_STATE_DIR": str(tmp_path / "state")})
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert lines[-1].startswith("inferops: Kubernetes API unreachable"), r.stderr
+    for line in lines[:-1]:  # every log line: time, level, message
+        assert re.match(r"^\d\d:\d\d:\d\d (WARNING|INFO|ERROR) ", line), r.stderr
+    assert not (tmp_path / "snap.json").exists()
