@@ -9,7 +9,7 @@ from typing import Any
 from flows.common import artifacts
 from flows.common.metrics import publish, pushgateway_url
 from flows.common.runtime import NO_CACHE, flow, get_logger, ops_task
-from flows.common.settings import get_settings
+from flows.common.settings import get_settings, setting_name
 from flows.cost_report import measures
 from flows.cost_report.models import CostPolicy, check_url, parse_period
 from flows.cost_report.read import Sources, gather
@@ -95,7 +95,11 @@ def cost_report(cur: list[str], out: str = "cost-report", period: str | None = N
         gpu_table: optional CSV (instance_type,gpus,gpu_model) adding to the built-in GPU table
     """
     window = parse_period(period)
-    prometheus = check_url(prometheus or get_settings().prometheus.url)
+    if prometheus:
+        prometheus = check_url(prometheus)
+    else:  # the setting names itself: the user never typed --prometheus
+        prometheus = check_url(get_settings().prometheus.url, f"setting {setting_name(('prometheus', 'url'))}",
+                               echo=False)
     log = get_logger()
     out_dir = out_folder(out)
     with tempfile.TemporaryDirectory(prefix="inferops-cur-") as tmp:

@@ -61,25 +61,26 @@ class CostPolicy(BaseModel):
 _HOST = re.compile(r"[A-Za-z0-9._~%-]+|\[[0-9A-Fa-f:.]+\]", re.ASCII)
 
 
-def check_url(url: str | None, flag: str = "--prometheus") -> str | None:
-    """An http(s)://HOST[:PORT][/path] URL, or BadInput naming ``flag``; never echoes credentials."""
+def check_url(url: str | None, flag: str = "--prometheus", *, echo: bool = True) -> str | None:
+    """An http(s)://HOST[:PORT][/path] URL, or BadInput naming ``flag`` (where the value came from:
+    a flag, or a setting); never echoes credentials, and with ``echo=False`` (a setting) not the value."""
     if not url:
         return None
     from urllib.parse import urlsplit
 
     from flows.cost_report.read import display  # redacts user:password, whatever the URL's shape
 
-    shown = display(url)[:200]
+    subject = f"bad {flag} {display(url)[:200]!r}" if echo else f"bad {flag}"
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 -- raises on a port out of range or not a number
     except ValueError as exc:
-        raise BadInput(f"bad {flag} {shown!r}: {exc}") from None
+        raise BadInput(f"{subject}: {exc}") from None
     netloc_host = parts.netloc.rpartition("@")[2]
     host = netloc_host.rsplit(":", 1)[0] if not netloc_host.endswith("]") else netloc_host
     if (parts.scheme not in ("http", "https") or not parts.hostname or not _HOST.fullmatch(host)
             or any(c.isspace() or not c.isprintable() for c in url)):
-        raise BadInput(f"bad {flag} {shown!r} (expected http(s)://HOST:PORT)")
+        raise BadInput(f"{subject} (expected http(s)://HOST:PORT)")
     return url
 
 

@@ -54,6 +54,22 @@ def test_bad_flags_are_one_line_exit_2_and_never_echo_a_password(run_cli, tmp_pa
     assert expected in err and "hunter2" not in err
 
 
+def test_a_bad_prometheus_setting_names_the_setting_not_the_flag(run_cli, tmp_path):
+    """A URL from INFEROPS_PROMETHEUS__URL that passes the settings check but not cost report's
+    stricter one said 'bad --prometheus', a flag the user never gave."""
+    (tmp_path / "empty.toml").write_text("")
+    env = {"INFEROPS_CONFIG": str(tmp_path / "empty.toml"),
+           "INFEROPS_PROMETHEUS__URL": "http://user:hunter2@prom^etheus:9090"}
+    err = _one_line(run_cli("cost", "report", "--cur", str(DATA / "athena.parquet"), "--out", str(tmp_path / "o"),
+                            env=env), 2)
+    assert err.startswith("inferops: bad setting prometheus.url (INFEROPS_PROMETHEUS__URL)"), err
+    assert "--prometheus" not in err and "hunter2" not in err and "prom^etheus" not in err
+    # the flag, when given, is still what the message names (and it wins over the setting)
+    err = _one_line(run_cli("cost", "report", "--cur", str(DATA / "athena.parquet"), "--out", str(tmp_path / "o"),
+                            "--prometheus", "http://a{b}:1", env=env), 2)
+    assert "bad --prometheus 'http://a{b}:1'" in err
+
+
 def test_out_pointing_at_a_file_is_bad_input(run_cli, tmp_path):
     afile = tmp_path / "report.txt"
     afile.write_text("not a folder")
