@@ -33,7 +33,7 @@ from typing import Any, NoReturn, TextIO
 
 import typer
 
-from flows.common.errors import BadInput, InferopsError
+from flows.common.errors import BackendUnavailable, BadInput, InferopsError
 from flows.common.redact import redact
 
 # group name -> (module, help)
@@ -219,6 +219,11 @@ def classify(exc: BaseException, command: str) -> InferopsError:
             return BadInput(f"{what}: {reason}")
         return InferopsError(f"{what}: {reason}", exit_code=1)
     msg = _one_line(str(exc)) or "(no message)"
+    if "botocore" in sys.modules:  # an AWS call that no adapter wrapped: the backend's answer, not our bug
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        if isinstance(exc, (BotoCoreError, ClientError)):
+            return BackendUnavailable(f"{command}: AWS: {msg}")
     return InferopsError(f"internal error: {type(exc).__name__}: {msg} (INFEROPS_DEBUG=1 for a traceback)",
                          exit_code=1)
 

@@ -62,6 +62,20 @@ def _interrupted(json_out: bool = typer.Option(False, "--json")) -> None:
     time.sleep(5)
 
 
+@app.command("aws")
+def _aws(denied: bool = typer.Option(False, "--denied")) -> None:
+    """An AWS call that no adapter wrapped: a real client against a closed loopback port, or S3's refusal."""
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import ClientError
+
+    if denied:
+        raise ClientError({"Error": {"Code": "AccessDenied", "Message": "Access Denied"}}, "GetObject")
+    boto3.client("s3", region_name="eu-west-1", endpoint_url="http://127.0.0.1:9", aws_access_key_id="k",
+                 aws_secret_access_key="s", config=Config(retries={"max_attempts": 1}, connect_timeout=2)
+                 ).list_buckets()
+
+
 @pytest.fixture
 def boom(monkeypatch):
     monkeypatch.setitem(cli.GROUPS, "boom", (__name__, "failures on purpose"))
@@ -146,6 +160,16 @@ def test_ctrl_c_says_aborted_and_still_prints_json(run, boom, monkeypatch):
     import signal
 
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+
+
+def test_an_unwrapped_aws_error_is_the_backend_not_an_internal_error(run, boom):
+    """A botocore error that no adapter wrapped was 'internal error: ClientError', which reads as our bug."""
+    code, _, err = run(boom, "aws")
+    assert code == 1 and _error_lines(err) == ['inferops: boom aws: AWS: Could not connect to the endpoint URL: '
+                                               '"http://127.0.0.1:9/"']
+    code, _, err = run(boom, "aws", "--denied")
+    assert code == 1 and _error_lines(err) == ["inferops: boom aws: AWS: An error occurred (AccessDenied) when "
+                                               "calling the GetObject operation: Access Denied"]
 
 
 def test_debug_shows_the_traceback(run, boom, monkeypatch):
