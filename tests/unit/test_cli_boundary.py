@@ -151,15 +151,20 @@ def test_a_bug_in_a_nagios_group_is_unknown(run, boom, monkeypatch):
 
 def test_ctrl_c_says_aborted_and_still_prints_json(run, boom, monkeypatch):
     """typer answers KeyboardInterrupt with a bare 'return 130': the exit was silent, and --json printed nothing."""
-    code, out, err = run(boom, "interrupted", "--json")
-    assert code == 130 and _error_lines(err) == ["inferops: aborted"]
-    assert json.loads(out) == {"error": "aborted", "exit_code": 130}
-    monkeypatch.setitem(cli.CONTRACTS, boom, cli.NAGIOS)
-    code, out, err = run(boom, "interrupted", "--json")
-    assert code == 130 and json.loads(out)["severity"] == "unknown"
     import signal
 
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+    # what a fresh `inferops` process starts with (earlier tests in this process may have left another)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        code, out, err = run(boom, "interrupted", "--json")
+        assert code == 130 and _error_lines(err) == ["inferops: aborted"]
+        assert json.loads(out) == {"error": "aborted", "exit_code": 130}
+        monkeypatch.setitem(cli.CONTRACTS, boom, cli.NAGIOS)
+        code, out, err = run(boom, "interrupted", "--json")
+        assert code == 130 and json.loads(out)["severity"] == "unknown"
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_an_unwrapped_aws_error_is_the_backend_not_an_internal_error(run, boom):
