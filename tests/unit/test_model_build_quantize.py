@@ -367,18 +367,31 @@ def test_a_smoothing_failure_leaves_the_search_to_exclusions(tmp_path, monkeypat
 
 
 def test_whole_graph_recipe_competes_on_measured_speed(detector, tmp_path):
-    """onnxruntime's own recipe (every op quantised, outputs too) is one more candidate: when both
-    recipes meet the tolerance, the faster one on this worker is kept and the other is named."""
+    """onnxruntime's own recipe (every op quantised, outputs too) is one more candidate, and so is that
+    recipe with the Convs that read a model input kept in float (INT8 can cost more than it saves on a
+    few input channels): when several meet the tolerance, the fastest on this worker is kept and the
+    others are named."""
     _, prepared, calib, data = detector
     spec = BuildSpec(source="det.onnx", calib="-", eval="-", tolerance=0.99, int8_scheme=PORTABLE)
     result = build_int8(prepared, tmp_path, _judge(prepared, data, tolerance=0.99), calib, spec)
     by_recipe = {t["recipe"]: t for t in result.trials}
-    assert set(by_recipe) == {"compute_ops", "whole_graph"} and all(t["ok"] for t in by_recipe.values())
+    assert set(by_recipe) == {"compute_ops", "whole_graph", "whole_graph_input_float"}
+    assert all(t["ok"] for t in by_recipe.values())
     assert result.ok and result.recipe.value in by_recipe and result.fidelity.cosine >= 0.99
     assert any(n.startswith("fastest within tolerance here, over ") for n in result.notes)
+    assert by_recipe["whole_graph_input_float"]["excluded_nodes"] == 1
+    if result.recipe.value == "whole_graph_input_float":
+        assert result.excluded_nodes == ["backbone.conv1"]
     # the Relus fold into the Conv outputs' quantisation: no float op left between the INT8 convs
     assert len(_nodes(tmp_path / "int8_whole_graph.onnx", "Relu")) == 0
     assert len(_nodes(tmp_path / "int8_trial0.onnx", "Relu")) == 2
+    # the image goes straight into the first Conv, in float, with its float weights; every other Conv is INT8
+    for name, float_convs in (("int8_whole_graph.onnx", 0), ("int8_whole_graph_input_float.onnx", 1)):
+        model = onnx.load(str(tmp_path / name))
+        weights = {i.name for i in model.graph.initializer}
+        convs = [n for n in model.graph.node if n.op_type == "Conv"]
+        assert len([n for n in convs if n.input[0] == "image" and n.input[1] in weights]) == float_convs
+        assert len([n for n in convs if n.input[1] not in weights]) == 4 - float_convs  # DequantizeLinear'd
 
 
 def test_lowering_keeps_initializers_that_only_a_subgraph_reads(tmp_path):
