@@ -57,7 +57,7 @@ class Serving(BaseModel):
     def _names(self) -> Serving:
         for what, value, limit in (("serving.namespace", self.namespace, 63),
                                    ("serving.deployment", self.deployment, 54)):
-            if (value or what == "serving.namespace") and (len(value) > limit or not _DNS_LABEL.match(value)):
+            if (value or what == "serving.namespace") and (len(value) > limit or not _DNS_LABEL.fullmatch(value)):
                 raise ValueError(f"{what} {value!r} is not a Kubernetes name (DNS-1123: lowercase letters, "
                                  f"digits and '-', at most {limit} characters)")
         if self.image and (len(self.image) > 255 or any(c.isspace() or ord(c) < 32 for c in self.image)):

@@ -44,13 +44,13 @@ def resource_id(namespace: str, deployment: str) -> str:
 
 
 def check_dns_label(value: str, what: str) -> str:
-    if not _DNS_LABEL.match(value or ""):
+    if not _DNS_LABEL.fullmatch(value or ""):
         raise ValueError(f"{what} {value!r} is not a valid Kubernetes name (RFC 1123 label)")
     return value
 
 
 def check_dns_subdomain(value: str, what: str) -> str:
-    if len(value or "") > 253 or not _DNS_SUBDOMAIN.match(value or ""):
+    if len(value or "") > 253 or not _DNS_SUBDOMAIN.fullmatch(value or ""):
         raise ValueError(f"{what} {value!r} is not a valid Kubernetes name (RFC 1123 subdomain)")
     return value
 
@@ -134,7 +134,7 @@ class MetricSpec(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not _METRIC_NAME.match(v):
+        if not _METRIC_NAME.fullmatch(v):
             raise ValueError(f"metric name {v!r} must be snake_case (a-z, 0-9, _), starting with a letter")
         return v
 
@@ -309,14 +309,14 @@ class Target(BaseModel):
     @field_validator("image")
     @classmethod
     def _image(cls, v: str) -> str:
-        if v and not _IMAGE.match(v):
+        if v and not _IMAGE.fullmatch(v):
             raise ValueError(f"image {v!r} is not a valid image reference")
         return v
 
     @field_validator("model_manifest_uri")
     @classmethod
     def _uri(cls, v: str) -> str:
-        if v and not _URI.match(v):
+        if v and not _URI.fullmatch(v):
             raise ValueError(f"model_manifest_uri {v!r} must be s3://, file:// or http(s)://")
         return v
 

@@ -239,7 +239,7 @@ _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
 
 def _subdomain_ok(name: str) -> bool:
-    return len(name) <= 253 and all(_DNS_1123_LABEL.match(p) for p in name.split("."))
+    return len(name) <= 253 and all(_DNS_1123_LABEL.fullmatch(p) for p in name.split("."))
 
 
 def planned_names(target: Target, policy: CanaryPolicy) -> list[tuple[str, str]]:
@@ -259,12 +259,12 @@ def check_names(target: Target, policy: CanaryPolicy) -> None:
     with a letter), label values at most 63 characters. :class:`BadInput` lists each bad one."""
     bad = []
     for what, value in planned_names(target, policy):
-        if what.startswith("Service") and (len(value) > 63 or not _DNS_1035.match(value)):
+        if what.startswith("Service") and (len(value) > 63 or not _DNS_1035.fullmatch(value)):
             bad.append(f"{what} ({len(value)} characters) is not a DNS-1035 label of at most 63 characters "
                        f"starting with a letter")
         elif what.startswith("Deployment") and not _subdomain_ok(value):
             bad.append(f"{what} is not a DNS-1123 subdomain")
-        elif what.startswith("label") and (len(value) > 63 or not _LABEL_VALUE.match(value)):
+        elif what.startswith("label") and (len(value) > 63 or not _LABEL_VALUE.fullmatch(value)):
             bad.append(f"{what}={value} ({len(value)} characters) is not a label value of at most 63 characters")
     if bad:
         raise BadInput(f"canary of {target.namespace}/{target.deployment} would create names Kubernetes rejects: "

@@ -89,7 +89,7 @@ def check_template(template: str, metric: str, args: dict[str, str] | None = Non
     if not template.strip():
         raise BadInput(f"metric {metric}: empty query")
     for name in args or {}:
-        if not _ARG_NAME.match(name):
+        if not _ARG_NAME.fullmatch(name):
             raise BadInput(f"metric {metric}: argument name {name!r} is not a valid identifier")
     names = set(_PLACEHOLDER.findall(template))
     if "track" not in names:

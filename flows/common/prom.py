@@ -19,13 +19,13 @@ _DURATION = re.compile(r"^(\d+(ms|s|m|h|d|w|y))+$")
 
 
 def validate_name(name: str) -> str:
-    if not _NAME.match(name or ""):
+    if not _NAME.fullmatch(name or ""):
         raise BadInput(f"invalid Prometheus metric/label name {name!r}")
     return name
 
 
 def validate_duration(d: str) -> str:
-    if not _DURATION.match(d or ""):
+    if not _DURATION.fullmatch(d or ""):
         raise BadInput(f"invalid Prometheus duration {d!r} (expected e.g. 30s, 5m)")
     return d
 

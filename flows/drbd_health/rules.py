@@ -170,5 +170,5 @@ def hints(report: ResourceReport) -> list[str]:
     The resource name comes from the host's output; one that is not a plain DRBD name is shown as
     ``<resource>`` so that no copy-pasted command carries shell syntax from a remote host."""
     codes = {p.code for p in report.problems}
-    name = report.name if _SAFE_NAME.match(report.name) else "<resource>"
+    name = report.name if _SAFE_NAME.fullmatch(report.name) else "<resource>"
     return [text.format(res=name) for code, text in HINTS.items() if code in codes]

@@ -45,7 +45,7 @@ class ExtraVars(BaseModel):
     @field_validator("k8s_node_join_token")
     @classmethod
     def _token_format(cls, v: SecretStr | None) -> SecretStr | None:
-        if v is not None and not _TOKEN.match(v.get_secret_value()):
+        if v is not None and not _TOKEN.fullmatch(v.get_secret_value()):
             raise ValueError("not a kubeadm token ([a-z0-9]{6}.[a-z0-9]{16})")
         return v
 
@@ -73,7 +73,7 @@ def parse_extra_vars(data: Any, source: str = "extra vars") -> ExtraVars:
 def validate_limit(limit: str | None) -> str | None:
     if limit is None or limit == "":
         return None
-    if not _LIMIT.match(limit):
+    if not _LIMIT.fullmatch(limit):
         raise BadInput(f"--limit {limit!r} is not an Ansible host pattern")
     return limit
 

@@ -22,7 +22,7 @@ NAME_MAX = 40
 
 
 def check_label_value(v: str, what: str) -> str:
-    if len(v) > 63 or not _LABEL_VALUE.match(v):
+    if len(v) > 63 or not _LABEL_VALUE.fullmatch(v):
         raise ValueError(f"{what} {v!r} is not a valid Kubernetes label value")
     return v
 
@@ -33,7 +33,7 @@ def check_names(namespace: str, priority_class: str = "offline-batch", kueue_que
     for what, v in (("namespace", namespace), ("priority class", priority_class),
                     *((("checkpointable priority class", checkpointable_priority_class),)
                       if checkpointable_priority_class else ())):
-        if not _NAME.match(v) or len(v) > 63:
+        if not _NAME.fullmatch(v) or len(v) > 63:
             raise BadInput(f"{what} {v!r} is not a valid Kubernetes name")
     if kueue_queue:
         try:
@@ -62,7 +62,7 @@ class OfflineJob(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if len(v) > NAME_MAX or not _NAME.match(v):
+        if len(v) > NAME_MAX or not _NAME.fullmatch(v):
             raise ValueError(f"job name {v!r} must be a DNS-1123 label of at most {NAME_MAX} characters")
         return v
 
@@ -75,7 +75,7 @@ class OfflineJob(BaseModel):
     @classmethod
     def _annotations(cls, v: dict[str, str]) -> dict[str, str]:
         for key in v:
-            if len(key) > 253 or not _ANNOTATION_KEY.match(key) or key.startswith("inferops.io/"):
+            if len(key) > 253 or not _ANNOTATION_KEY.fullmatch(key) or key.startswith("inferops.io/"):
                 raise ValueError(f"annotation key {key!r} is not a valid, non-reserved Kubernetes key")
         return v
 
