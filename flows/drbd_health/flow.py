@@ -103,6 +103,9 @@ def notify(reports: list[ResourceReport]) -> list[str]:
     return sent
 
 
+MAX_TIMEOUT_S = 3600  # per host; the deployment runs every 5 minutes
+
+
 @flow(name="drbd-health")
 def drbd_health(inventory: str | None = None, group: str = "drbd_hosts", inputs: list[str] | None = None,
                 policy: DrbdPolicy = DEFAULT_POLICY, textfile: str | None = None, pushgateway: str | None = None,
@@ -131,8 +134,10 @@ def drbd_health(inventory: str | None = None, group: str = "drbd_hosts", inputs:
 def check(inventory: str | None, group: str, inputs: list[str] | None, policy: DrbdPolicy, textfile: str | None,
           pushgateway: str | None, timeout_s: float, concurrency: int) -> dict:
     """The check itself: the report (what the offline CLI gets)."""
-    if timeout_s <= 0 or concurrency < 1:
-        raise BadInput("timeout_s must be > 0 and concurrency >= 1")
+    if not 0 < timeout_s <= MAX_TIMEOUT_S:  # NaN included: asyncio.timeout(nan) never fires
+        raise BadInput(f"timeout_s must be > 0 and at most {MAX_TIMEOUT_S} seconds")
+    if concurrency < 1:
+        raise BadInput("concurrency must be >= 1")
     pushgateway = pushgateway_url(pushgateway)
     if inputs:
         outputs = [read_capture(p) for p in inputs]

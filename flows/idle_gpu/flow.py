@@ -172,6 +172,19 @@ def _publish(report: dict, report_path: str | None) -> None:
 
 # ---- flows -------------------------------------------------------------------------------------------
 
+MAX_POLL_SECONDS = 3600.0
+MAX_WAIT_MINUTES = 7 * 24 * 60
+
+
+def check_timing(poll_seconds: float, max_wait_minutes: int) -> None:
+    """Refuse, before anything is submitted, what would make the window loop spin (0, negative, NaN)
+    or overflow a timedelta (a huge wait)."""
+    if not 0 < poll_seconds <= MAX_POLL_SECONDS:  # NaN included
+        raise BadInput(f"poll_seconds must be > 0 and at most {MAX_POLL_SECONDS:g}")
+    if not 0 <= max_wait_minutes <= MAX_WAIT_MINUTES:
+        raise BadInput(f"max_wait_minutes must be within 0..{MAX_WAIT_MINUTES}")
+
+
 @flow(name="idle-gpu-nightly")
 def idle_gpu_nightly(
     queue: str = "idle-gpu-queue.yaml",
@@ -216,6 +229,7 @@ def idle_gpu_nightly(
             earlier is an error.
     """
     check_names(namespace, priority_class, kueue_queue, checkpointable_priority_class)
+    check_timing(poll_seconds, max_wait_minutes)
     pushgateway_url()  # a malformed URL is bad input now, not a warning every tick
     now = _utcnow()
     ws, we = resolve_window(window_start, window_end, timezone, now)

@@ -74,3 +74,24 @@ def test_idle_gpu_names_refuse_a_trailing_newline():
 def test_model_build_serving_names_refuse_a_trailing_newline(field):
     with pytest.raises(ValidationError, match=f"serving.{field}"):
         Serving(**{field: "inference\n"})
+
+
+@pytest.mark.parametrize("timeout_s", [float("nan"), float("inf"), 1e308, 0, -1])
+def test_drbd_timeout_refuses_nan_and_out_of_range(timeout_s):
+    """NaN passed `timeout_s <= 0` and reached asyncio.timeout(nan), which never fires (a hung host hung the check)."""
+    from flows.drbd_health.flow import check
+
+    with pytest.raises(BadInput, match="timeout_s"):
+        check(None, "drbd_hosts", ["unused"], None, None, None, timeout_s, 64)
+
+
+@pytest.mark.parametrize(("poll", "wait"), [(float("nan"), 60), (-5, 60), (0, 60), (1e300, 60), (30, 10**12),
+                                            (30, -1)])
+def test_idle_gpu_timing_refuses_nan_negative_and_huge(poll, wait):
+    """NaN or negative poll_seconds made the window loop poll back to back; a huge max_wait_minutes
+    overflowed timedelta (OverflowError, naming nothing)."""
+    from flows.idle_gpu.flow import check_timing
+
+    with pytest.raises(BadInput, match="poll_seconds" if wait == 60 else "max_wait_minutes"):
+        check_timing(poll, wait)
+    check_timing(0.5, 60)
