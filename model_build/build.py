@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import onnx
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from flows.common.errors import BadInput
 from model_build import evaluate, quantize, search, smooth
@@ -47,6 +47,8 @@ class Serving(BaseModel):
     """Where a deployable build is served. With ``deployment`` set, the build's ``inferops.model.built``
     event names it, and the ``canary-on-model-built`` automation rolls the build out there."""
 
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is refused, never ignored
+
     namespace: str = Field("inference", description="Kubernetes namespace of the serving Deployment")
     deployment: str = Field("", description="Kubernetes Deployment that serves this model (a DNS-1123 name, "
                                             "at most 54 characters); empty: no canary is started")
@@ -66,6 +68,8 @@ class Serving(BaseModel):
 
 
 class BuildSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is refused, never ignored
+
     source: str = Field(..., description="ONNX model: a path on the worker, or s3://bucket/key")
     calib: str = Field(..., description="calibration set: NPZ keyed by input names, a folder of one .npy per "
                                         "input name, or package.module:function")

@@ -193,6 +193,8 @@ def preset_metrics(preset: MetricsPreset | str) -> list[MetricSpec]:
 class CanaryPolicy(BaseModel):
     """How a canary is rolled out and judged."""
 
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is refused, never ignored
+
     steps: list[int] = Field([5, 25, 50, 100], description="Canary traffic weights in percent; the last must be 100 (promotion)")
     traffic_mode: Literal["gateway-api", "replicas"] = Field(
         "replicas", description="gateway-api: weights on an HTTPRoute's backendRefs; replicas: replica ratios behind the shared Service")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from flows.common.errors import BadInput
 
@@ -24,6 +24,8 @@ FIRST_YEAR, LAST_YEAR = 2000, 2099
 
 class CostPolicy(BaseModel):
     """How the report classifies and what it recommends."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is refused, never ignored
 
     team_tag: str = Field("team", description="User cost-allocation tag holding the team (the TAG of user:TAG)")
     batch_teams: list[str] = Field(

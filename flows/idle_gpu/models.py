@@ -125,6 +125,8 @@ class CapacitySnapshot(BaseModel):
 class PlanPolicy(BaseModel):
     """How to pack: the knobs of the planner, shared by the flow, the CLI and the benchmark."""
 
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is refused, never ignored
+
     slot_seconds: int = Field(300, ge=1, le=3600, description="time resolution of the plan")
     headroom_gpus: int = Field(0, ge=0, description="GPUs always left free on top of the forecast")
     grace_period_s: int = Field(20, ge=0, le=600,
@@ -154,6 +156,8 @@ class Outcome(StrEnum):
 
 class Discovery(BaseModel):
     """Where idle capacity and the demand forecast come from (DCGM exporter metrics in Prometheus)."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is refused, never ignored
 
     lookback: str = Field("15m", description="a GPU is idle if quiet over this Prometheus duration")
     util_below: float = Field(10.0, ge=0, le=100, description="DCGM_FI_DEV_GPU_UTIL (%) below this is idle")

@@ -95,3 +95,25 @@ def test_idle_gpu_timing_refuses_nan_negative_and_huge(poll, wait):
     with pytest.raises(BadInput, match="poll_seconds" if wait == 60 else "max_wait_minutes"):
         check_timing(poll, wait)
     check_timing(0.5, 60)
+
+
+@pytest.mark.parametrize("model, base, misspelt", [
+    ("model_build.build:BuildSpec", {"source": "m.onnx", "calib": "c.npz", "eval": "e.npz"}, "tolerence"),
+    ("model_build.build:Serving", {}, "deploymnet"),
+    ("flows.canary.models:CanaryPolicy", {}, "stpes"),
+    ("flows.idle_gpu.models:PlanPolicy", {}, "headroom_gpu"),
+    ("flows.idle_gpu.models:Discovery", {}, "util_bellow"),
+    ("flows.cost_report.models:CostPolicy", {}, "teamtag"),
+])
+def test_a_misspelt_parameter_is_refused_never_ignored(model, base, misspelt):
+    """A misspelt key in the UI's JSON (``"tolerence": 0.001``) was dropped, and the run went on with the
+    default: the policy models behind the forms refuse unknown keys, naming them."""
+    import importlib
+
+    module, name = model.split(":")
+    cls = getattr(importlib.import_module(module), name)
+    cls.model_validate(base)  # the base is valid
+    with pytest.raises(ValidationError, match=misspelt):
+        cls.model_validate({**base, misspelt: 1})
+    schema = cls.model_json_schema()  # the API refuses it too, when the run is created
+    assert schema.get("additionalProperties") is False
