@@ -288,7 +288,10 @@ def test_missing_credentials_are_not_retried_as_transient(tmp_path, no_aws_crede
     slept: list[float] = []
     monkeypatch.setattr(flows.common.runtime.time, "sleep", slept.append)
     start = time.monotonic()
-    with pytest.raises(BackendUnavailable, match="cannot read model s3://models-bucket/llm.onnx: .*credentials"):
+    # inline, as the CLI runs it (its retries are runtime's; without offline(), once Prefect is imported by an
+    # earlier test, the task would start Prefect's ephemeral server)
+    with flows.common.runtime.offline(), \
+            pytest.raises(BackendUnavailable, match="cannot read model s3://models-bucket/llm.onnx: .*credentials"):
         prepare_model("s3://models-bucket/llm.onnx", tmp_path / "work", Target.onnxruntime)
     assert slept == [] and time.monotonic() - start < 10
 
