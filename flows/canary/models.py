@@ -95,7 +95,7 @@ class MetricSpec(BaseModel):
     success condition (``success_threshold``) is not met while no failure condition holds.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str = Field(description="Metric name, snake_case; the columns of the interval table start with it")
     query: str = Field(description=(
@@ -193,7 +193,8 @@ def preset_metrics(preset: MetricsPreset | str) -> list[MetricSpec]:
 class CanaryPolicy(BaseModel):
     """How a canary is rolled out and judged."""
 
-    model_config = ConfigDict(extra="forbid")  # a misspelt key is refused, never ignored
+    # a misspelt key is refused, never ignored; NaN or inf would turn a condition off (NaN compares false)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     steps: list[int] = Field([5, 25, 50, 100], description="Canary traffic weights in percent; the last must be 100 (promotion)")
     traffic_mode: Literal["gateway-api", "replicas"] = Field(

@@ -117,3 +117,13 @@ def test_a_misspelt_parameter_is_refused_never_ignored(model, base, misspelt):
         cls.model_validate({**base, misspelt: 1})
     schema = cls.model_json_schema()  # the API refuses it too, when the run is created
     assert schema.get("additionalProperties") is False
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_canary_thresholds_refuse_nan_and_infinity(value):
+    """A NaN failure threshold never fails an interval (every comparison with NaN is false): the failure
+    condition was silently off. ``--param`` and the API's JSON both carry NaN and Infinity."""
+    with pytest.raises(ValidationError, match="failure_threshold"):
+        MetricSpec(name="error_rate", query="sum(rate(x[1m]))", judge="threshold", failure_threshold=value)
+    with pytest.raises(ValidationError, match="max_latency_s"):
+        CanaryPolicy(max_latency_s=value)
