@@ -115,7 +115,7 @@ def test_a_misspelt_parameter_is_refused_never_ignored(model, base, misspelt):
     cls.model_validate(base)  # the base is valid
     with pytest.raises(ValidationError, match=misspelt):
         cls.model_validate({**base, misspelt: 1})
-    schema = cls.model_json_schema()  # the API refuses it too, when the run is created
+    schema = cls.model_json_schema()  # the schema the deployment publishes to the UI and the API declares it
     assert schema.get("additionalProperties") is False
 
 
