@@ -227,13 +227,14 @@ def build_int8(prepared: PreparedModel, workdir: Path, judge: Judge, calib: Data
     named in the notes, and every trial is in ``trials``."""
     t0 = time.perf_counter()
     schemes, why = spec.schemes(host or detect())
+    input_convs = _input_convs(prepared.path) if spec.target is Target.onnxruntime else []
     results: list[Candidate] = []
     for scheme in schemes:
         where = workdir / scheme.value if len(schemes) > 1 else workdir
         results.append(_int8_search(prepared, where, judge, calib, spec, scheme, why))
         if spec.target is Target.onnxruntime:
             results.append(_int8_whole_graph(prepared, where, judge, calib, spec, scheme, why))
-            if input_convs := _input_convs(prepared.path):
+            if input_convs:
                 results.append(_int8_whole_graph(prepared, where, judge, calib, spec, scheme, why,
                                                  float_nodes=input_convs))
     passing = [c for c in results if c.ok]

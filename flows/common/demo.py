@@ -91,17 +91,15 @@ def _drain_prefect_logs() -> None:
 
 def main(out: str = "demo-output", only: list[str] | None = None) -> int:
     from flows.common.localstack import LocalServer, prefect_env, ui_url
-    from flows.common.settings import get_settings
 
     external = bool(os.environ.get("PREFECT_API_URL"))
     server = None
     if not external:
         # before prefect is imported anywhere: record runs in .inferops/prefect (INFEROPS_STATE_DIR moves it),
         # served by `make up` (a running `make up` on the local port is used as it is)
-        home = Path(get_settings().state_dir).absolute()
-        os.environ.update({k: v for k, v in prefect_env(home=home).items() if k.startswith(("PREFECT_", "INFEROPS_"))})
-        print(f"starting local Prefect server ({ui_url()}, database in {home / 'prefect'})…", flush=True)
-        server = LocalServer(reuse=True, home=home).start()
+        os.environ.update({k: v for k, v in prefect_env().items() if k.startswith(("PREFECT_", "INFEROPS_"))})
+        print(f"starting local Prefect server ({ui_url()}, database in {os.environ['PREFECT_HOME']})…", flush=True)
+        server = LocalServer(reuse=True).start()
     out_root = Path(out).resolve()
     out_root.mkdir(parents=True, exist_ok=True)
     outcomes: list[Outcome] = []

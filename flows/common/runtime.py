@@ -405,7 +405,7 @@ class LightFlow:
             return self.fn(*args, **kwargs)
         if in_prefect_run() or (not forced_offline() and api_configured()):
             return self.to_prefect()(*args, **kwargs)
-        _log_to_stderr()
+        log_to_stderr()
         return run_offline(self, _bind(self.fn, args, kwargs))
 
     def with_options(self, **options: Any) -> LightFlow:
@@ -479,8 +479,9 @@ class _StderrHandler(logging.StreamHandler):
         super().emit(record)
 
 
-def _log_to_stderr() -> None:
-    """Offline runs log INFO and up to stderr (stdout stays for --json), redacted."""
+def log_to_stderr() -> None:
+    """Offline runs, and CLI commands that run core code outside a flow (a watch's warnings, say), log
+    INFO and up to stderr (stdout stays for --json) in one format (time, level, message), redacted."""
     if not log.handlers:
         handler = _StderrHandler(sys.stderr)
         handler.addFilter(_REDACT)  # records of child loggers (inferops.metrics ...) too
@@ -491,19 +492,12 @@ def _log_to_stderr() -> None:
         log.setLevel(logging.INFO)
 
 
-def log_to_stderr() -> None:
-    """For a CLI command that runs core code outside a flow (a watch's warnings, say): its logs go
-    to stderr as an offline run's do (time, level, message; redacted), not raw through Python's
-    last-resort handler."""
-    _log_to_stderr()
-
-
 def run_flow(flow_obj: Any, **params: Any) -> Any:
     """Run a flow the way the CLI should: recorded when an API is configured, inline otherwise."""
     if not forced_offline() and api_configured():
         real = flow_obj.to_prefect() if isinstance(flow_obj, LightFlow) else flow_obj
         return real(**params)
-    _log_to_stderr()
+    log_to_stderr()
     return run_offline(flow_obj, params)
 
 

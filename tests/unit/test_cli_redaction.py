@@ -152,7 +152,7 @@ def test_a_planted_secret_in_a_real_process(run_cli, tmp_path):
 def test_offline_artifacts_and_events_are_redacted(capsys):
     from flows.common import artifacts, runtime
 
-    runtime._log_to_stderr()
+    runtime.log_to_stderr()
     runtime.log.setLevel(logging.DEBUG)
     try:
         with runtime.offline():

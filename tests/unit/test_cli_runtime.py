@@ -172,7 +172,7 @@ def test_submit_and_map_offline():
 
 
 def test_offline_logs_are_redacted(capsys, caplog, monkeypatch):
-    runtime._log_to_stderr()
+    runtime.log_to_stderr()
     monkeypatch.setattr(runtime.log, "propagate", True)  # let caplog see the record itself
     with caplog.at_level(logging.INFO, logger="inferops"):
         runtime.get_logger().warning("pushing to %s", "https://admin:hunter2@pushgw.example:9091/metrics")
